@@ -1,0 +1,28 @@
+"""The project's exception types.
+
+Each carries a message a user can act on: what failed, where, and what to do.
+The kernel never lets one of these escape into the user's session; it turns
+them into a one-time notice and a line in ``%persist status``.
+"""
+
+from __future__ import annotations
+
+
+class PersistenceError(Exception):
+    """Base class: something kept persistence from working; the kernel runs on."""
+
+
+class StoreUnavailable(PersistenceError):
+    """The session's store cannot be opened (bad path, corrupt file, permissions)."""
+
+
+class StoreFormatError(StoreUnavailable):
+    """The store was written in a format this version cannot read."""
+
+
+class SessionLocked(StoreUnavailable):
+    """Another live kernel holds this session's journal."""
+
+
+class StoreWriteError(PersistenceError):
+    """A journal write failed (disk full, store size limit, I/O error)."""

@@ -1,0 +1,229 @@
+"""The write-ahead journal of one session, as the kernel uses it.
+
+Wraps the store with the kernel's rules: a cell's record is committed before it
+runs and its outcome after; a failure to persist never raises into the kernel,
+it becomes a notice the user sees once and a line in ``%persist status``.
+No IPython here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from typing import Any
+
+from .errors import PersistenceError, SessionLocked, StoreWriteError
+from .lock import SessionLock
+from .records import CellRecord
+from .session import Session, ensure_private_dir
+from .store import DEFAULT_MAP_SIZE, Store
+
+
+class Journal:
+    """The session's journal; inactive (and harmless) when the store could not be opened."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_store_size: int = 0,
+        sync_interval: float = 1.0,
+        lock_timeout: float = 5.0,
+    ) -> None:
+        self.session = session
+        self.map_size = map_size
+        self.max_store_size = max_store_size
+        self.sync_interval = sync_interval
+        self.lock_timeout = lock_timeout
+        self.store: Store | None = None
+        self.problem: str | None = None  # why persistence is off for this kernel
+        self.write_problem: str | None = None  # the current run of failed writes, if any
+        self.unjournaled = 0  # executions that ran while writes failed
+        self._notices: list[str] = []
+        self._lock = SessionLock(session.store_path)
+
+    # -- opening ------------------------------------------------------------------
+
+    def open(self) -> bool:
+        """Lock and open the session's store; on failure persistence is off, the kernel runs on."""
+        where = self.session.store_path
+        try:
+            ensure_private_dir(self.session.home)
+            ensure_private_dir(where)
+            self._lock.acquire(self.lock_timeout)
+            self.store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval)
+            self.store.set_meta(
+                session_id=self.session.id,
+                session_name=self.session.name,
+                session_source=self.session.source,
+                notebook_path=self.session.notebook_path,
+                created=self.store.get_meta("created") or time.time(),
+                kernel_pid=os.getpid(),
+                kernel_started=time.time(),
+            )
+        except (PersistenceError, OSError) as exc:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            self._lock.release()
+            self.problem = str(exc)
+            if isinstance(exc, SessionLocked):
+                advice = (
+                    "This kernel runs without persistence so the two cannot mix their journals. "
+                    "Close the other kernel, or set PERSISTENT_KERNEL_SESSION to give this one a session of its own."
+                )
+            else:
+                advice = f"Nothing at {where} was changed or deleted."
+            self.notify(
+                f"Persistence is off for this kernel: {exc}. Your cells run as usual, "
+                f"but they will not come back after a crash. {advice}"
+            )
+            return False
+        return True
+
+    @property
+    def active(self) -> bool:
+        return self.store is not None
+
+    # -- notices: what the user is told, once ---------------------------------------
+
+    def notify(self, message: str) -> None:
+        self._notices.append(message)
+
+    def take_notices(self) -> list[str]:
+        notices, self._notices = self._notices, []
+        return notices
+
+    # -- the write-ahead protocol ----------------------------------------------------
+
+    def begin(
+        self,
+        code: str,
+        *,
+        execution_count: int,
+        silent: bool = False,
+        store_history: bool = True,
+        cell_id: str | None = None,
+    ) -> CellRecord | None:
+        """Commit a cell's record before it runs; None when it could not be journaled."""
+        if self.store is None:
+            return None
+        record = CellRecord(
+            seq=0,
+            code=code,
+            execution_count=execution_count,
+            silent=silent,
+            store_history=store_history and not silent,
+            cell_id=cell_id,
+            started_at=time.time(),
+        )
+        try:
+            self.store.append(record)
+        except StoreWriteError as exc:
+            self._write_failed(exc)
+            return None
+        self._write_worked()
+        return record
+
+    def finish(
+        self,
+        record: CellRecord | None,
+        status: str,
+        duration: float,
+        ename: str | None = None,
+        evalue: str | None = None,
+    ) -> None:
+        """Commit a cell's outcome."""
+        if record is None or self.store is None:
+            return
+        record.status, record.duration = status, duration
+        record.ename = ename
+        record.evalue = evalue[:500] if evalue else evalue
+        try:
+            self.store.update(record)  # False: forgotten while it ran, nothing to do
+        except StoreWriteError as exc:
+            self._write_failed(exc)
+
+    def mark(self, record: CellRecord, status: str) -> None:
+        """Set a recorded cell's status (restore marks cells that died or killed a replay)."""
+        if self.store is None:
+            return
+        record.status = status
+        try:
+            self.store.update(record)
+        except StoreWriteError as exc:
+            self._write_failed(exc)
+
+    def _write_failed(self, exc: StoreWriteError) -> None:
+        self.unjournaled += 1
+        if self.write_problem is None:
+            self.notify(
+                f"Could not write to the session journal: {exc}. This cell runs, but cells run "
+                "while this lasts will not come back after a crash. The journal is tried again with every cell."
+            )
+        self.write_problem = str(exc)
+
+    def _write_worked(self) -> None:
+        if self.write_problem is not None:
+            self.notify(
+                f"The session journal works again. {self.unjournaled} execution(s) ran while it did not "
+                "and will be missing after a restore."
+            )
+            self.write_problem = None
+
+    # -- reading and housekeeping -------------------------------------------------------
+
+    def records(self) -> list[CellRecord]:
+        return list(self.store.records()) if self.store is not None else []
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        return self.store.get_meta(key, default) if self.store is not None else default
+
+    def set_meta(self, **items: Any) -> None:
+        """Best-effort metadata (restore markers, reports): a failure is a notice, not an error."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_meta(**items)
+        except StoreWriteError as exc:
+            self._write_failed(exc)
+
+    def forget(self) -> int:
+        """Drop the session's journal; the next kernel start begins empty. Returns cells dropped."""
+        if self.store is None:
+            return 0
+        return self.store.clear()
+
+    def status(self) -> dict[str, Any]:
+        """Facts for ``%persist status`` (plain data, rendered by the magic)."""
+        records = self.records()
+        return {
+            "session_id": self.session.id,
+            "session_name": self.session.name,
+            "session_source": self.session.source,
+            "notebook_path": self.session.notebook_path,
+            "store_path": str(self.session.store_path),
+            "store_bytes": self.store.size_bytes() if self.store is not None else None,
+            "format_version": self.store.format_version if self.store is not None else None,
+            "active": self.active,
+            "problem": self.problem,
+            "write_problem": self.write_problem,
+            "unjournaled": self.unjournaled,
+            "cells": len(records),
+            "cells_by_status": dict(Counter(r.status for r in records)),
+            "sync_interval": self.sync_interval,
+            "last_restore": self.get_meta("last_restore"),
+        }
+
+    def flush(self) -> None:
+        if self.store is not None:
+            self.store.sync()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self._lock.release()
+

@@ -1,0 +1,140 @@
+"""``PersistentKernel``: the IPython kernel with a write-ahead journal. Wiring only.
+
+Everything it does is delegated: the session comes from ``session``, the journal
+from ``journal``, the restore from ``restore``, the magic from ``magics``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+from traitlets import Bool, Float, Int
+
+from . import __version__
+from . import records as rec
+from .journal import Journal
+from .magics import PersistMagics
+from .restore import RestoreReport, restore_session
+from .session import resolve_session
+from .store import DEFAULT_MAP_SIZE
+
+
+def outcome_of(reply: dict[str, Any] | None) -> tuple[str, str | None, str | None]:
+    """(status, ename, evalue) for the journal from an execute reply; None means it never replied."""
+    if reply is None:
+        return rec.INTERRUPTED, None, None
+    if reply.get("status") == "ok":
+        return rec.OK, None, None
+    ename, evalue = reply.get("ename"), reply.get("evalue")
+    if ename == "KeyboardInterrupt" or reply.get("status") == "aborted":
+        return rec.INTERRUPTED, ename, evalue
+    return rec.ERROR, ename, evalue
+
+
+class PersistentKernel(IPythonKernel):
+    """An IPython kernel whose session survives the death of its process."""
+
+    implementation = "persistent_kernel"
+    implementation_version = __version__
+
+    persist = Bool(True, help="Journal cells and restore the session on start. False makes this a plain IPython kernel.").tag(config=True)
+    sync_interval = Float(
+        1.0,
+        help=(
+            "Seconds between background fsyncs of the journal. Kernel death never loses a committed cell; "
+            "an OS crash or power loss can lose the last interval. 0 fsyncs every commit (about 0.3 ms each)."
+        ),
+    ).tag(config=True)
+    map_size = Int(DEFAULT_MAP_SIZE, help="Initial LMDB map size in bytes (address space; it doubles when full).").tag(config=True)
+    max_store_size = Int(0, help="Upper limit in bytes for a session's store; 0 means only the disk limits it.").tag(config=True)
+    lock_timeout = Float(5.0, help="Seconds to wait for a session held by another kernel (a restart in progress) before running without persistence.").tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session_info = resolve_session()
+        self.journal = Journal(
+            self.session_info,
+            map_size=self.map_size,
+            max_store_size=self.max_store_size,
+            sync_interval=self.sync_interval,
+            lock_timeout=self.lock_timeout,
+        )
+        self.restore_report: RestoreReport | None = None
+        if self.shell is not None:
+            self.shell.register_magics(PersistMagics(self.shell, self.journal))
+
+    @property
+    def banner(self) -> str:
+        return super().banner + f"persistent_kernel {__version__}: this session survives kernel crashes.\n"
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = super().kernel_info
+        # Cells on subshells would run concurrently with the main shell, and the
+        # journal replays cells in one order: until that is handled, advertise
+        # none, so JupyterLab keeps everything on the main shell.
+        info["supported_features"] = [f for f in info.get("supported_features", []) if f != "kernel subshells"]
+        return info
+
+    def restore(self) -> None:
+        """Open the session's journal and rebuild the namespace; called once, before any request."""
+        if not self.persist:
+            return
+        if not self.journal.open():
+            self.log.warning("persistent_kernel: %s", self.journal.problem)
+            return
+        self.restore_report = restore_session(self.shell, self.journal)
+        if self.restore_report is not None:
+            summary = self.restore_report.summary()
+            self.log.info("persistent_kernel: %s", summary)
+            self.journal.notify(summary)
+
+    async def do_execute(
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: dict | None = None,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        if not silent:
+            self._show_notices()
+        record = self.journal.begin(
+            code,
+            execution_count=self.shell.execution_count,
+            silent=silent,
+            store_history=store_history,
+            cell_id=cell_id,
+        )
+        started = time.monotonic()
+        reply = None
+        try:
+            reply = await super().do_execute(
+                code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
+            )
+            return reply
+        finally:
+            status, ename, evalue = outcome_of(reply)
+            self.journal.finish(record, status, time.monotonic() - started, ename, evalue)
+            if not silent:
+                self._show_notices()
+
+    def _show_notices(self) -> None:
+        """Tell the user, once, what persistence did or could not do (on the cell's stderr)."""
+        notices = self.journal.take_notices()
+        if notices:
+            sys.stderr.write("\n".join(notices) + "\n")
+            sys.stderr.flush()
+
+    def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        # Runs on the control thread; the journal's lock makes the close wait
+        # for a commit in progress on the shell thread.
+        reply = super().do_shutdown(restart)
+        self.journal.close()
+        return reply

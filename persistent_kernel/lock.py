@@ -1,0 +1,69 @@
+"""One live kernel per session, enforced with a POSIX record lock.
+
+``fcntl.lockf`` locks belong to the process: the OS drops them the moment the
+process dies, however it dies (kill -9 included), and a forked child does not
+inherit them. So a lock left by a dead kernel never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from .errors import SessionLocked
+
+LOCK_FILE = "kernel.lock"
+
+
+class SessionLock:
+    """The exclusive right to write one session's journal."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float = 5.0) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds.
+
+        The wait covers a restart, where the old process may still be exiting
+        while the new one starts.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    holder = self.holder()
+                    os.close(fd)
+                    who = f"kernel process {holder}" if holder else "another kernel"
+                    raise SessionLocked(f"this session is open in {who}") from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def holder(self) -> int | None:
+        """The pid written by the kernel holding the lock, if readable."""
+        if self._fd is not None:
+            # Opening and closing the file again would drop our own lock (POSIX
+            # record locks go with the first close of any descriptor).
+            return os.getpid()
+        try:
+            text = self.path.read_text().strip()
+            return int(text) if text else None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None

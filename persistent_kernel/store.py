@@ -1,0 +1,295 @@
+"""The session store: one LMDB environment per session.
+
+This is the only module that imports ``lmdb``. It knows records and metadata,
+not IPython. Every transaction is a ``with`` block; a write that finds the map
+full grows the map and runs again from the start, so a transaction is applied
+whole or not at all.
+
+Durability, flag by flag (see docs/architecture.md):
+
+- ``sync_interval > 0`` (default 1 s): commits are made with ``sync=False`` and a
+  background thread calls ``env.sync()`` when something was written. A committed
+  transaction is in the OS page cache the moment ``commit`` returns, so the death
+  of the kernel process (kill -9, OOM, segfault) loses nothing. An OS crash or
+  power loss can lose the transactions of the last ``sync_interval`` seconds;
+  because ``writemap`` is off, it cannot corrupt the file.
+- ``sync_interval == 0``: every commit waits for ``fsync`` (about 0.3 ms here);
+  an OS crash loses nothing that was committed.
+- ``writemap`` is never used: together with ``sync=False`` it can corrupt the file
+  on an OS crash.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from .errors import StoreFormatError, StoreUnavailable, StoreWriteError
+from .records import CellRecord
+
+FORMAT_VERSION = 1
+DEFAULT_MAP_SIZE = 256 * 1024**2  # reserves address space only; the file grows as needed
+_MAX_DBS = 8  # meta, cells, and room for what later formats add
+
+_META = b"meta"
+_CELLS = b"cells"
+
+T = TypeVar("T")
+
+
+def _seq_key(seq: int) -> bytes:
+    # Big-endian so LMDB's byte order is sequence order.
+    return seq.to_bytes(8, "big")
+
+
+class Store:
+    """A session's journal and metadata in LMDB.
+
+    Not a context manager on purpose: the kernel keeps it open for its life.
+    Thread-safe: writes are serialized by a lock (ipykernel runs the control
+    channel and subshells on other threads).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = 0,
+        sync_interval: float = 1.0,
+    ) -> None:
+        self.path = Path(path)
+        self.max_map_size = max_map_size  # 0: no limit but the disk
+        self.sync_interval = sync_interval
+        self._lock = threading.RLock()
+        self._dirty = threading.Event()
+        self._closed = threading.Event()
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._env = lmdb.open(
+                str(self.path),
+                subdir=True,
+                map_size=map_size if not max_map_size else min(map_size, max_map_size),
+                max_dbs=_MAX_DBS,
+                sync=sync_interval <= 0,
+                metasync=True,
+                writemap=False,
+                readahead=False,
+                mode=0o600,
+                create=True,
+            )
+        except (lmdb.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
+        try:
+            self._env.reader_check()  # frees reader slots of killed processes
+            self._meta = self._env.open_db(_META)
+            self._cells = self._env.open_db(_CELLS)
+            self._check_format()
+        except (lmdb.Error, StoreUnavailable) as exc:
+            self._env.close()
+            if isinstance(exc, StoreUnavailable):
+                raise
+            raise StoreUnavailable(f"cannot read the store at {self.path}: {exc}") from exc
+        self._flusher: threading.Thread | None = None
+        if sync_interval > 0:
+            self._flusher = threading.Thread(target=self._flush_loop, name="persistent-kernel-sync", daemon=True)
+            self._flusher.start()
+
+    # -- format -----------------------------------------------------------------
+
+    def _check_format(self) -> None:
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(b"format_version")
+            has_cells = txn.stat(self._cells)["entries"] > 0
+        if raw is None:
+            if has_cells:
+                raise StoreFormatError(f"the store at {self.path} has cells but no format version; it was not written by persistent_kernel")
+            self._write(lambda txn: txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta))
+            return
+        try:
+            version = int(bytes(raw))
+        except ValueError:
+            raise StoreFormatError(f"the store at {self.path} has an unreadable format version {bytes(raw)!r}") from None
+        if version > FORMAT_VERSION:
+            raise StoreFormatError(
+                f"the store at {self.path} has format version {version}, written by a newer persistent_kernel; "
+                f"this one reads version {FORMAT_VERSION} and older. Upgrade persistent-kernel to use it."
+            )
+
+    @property
+    def format_version(self) -> int:
+        return int(self.get_meta("format_version", FORMAT_VERSION))
+
+    # -- writing ------------------------------------------------------------------
+
+    def _write(self, body: Callable[[Any], T]) -> T:
+        """Run ``body(txn)`` in one write transaction; grow the map when it is full."""
+        with self._lock:
+            if self._closed.is_set():
+                raise StoreWriteError(f"the store at {self.path} is closed")
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        result = body(txn)
+                    self._dirty.set()
+                    return result
+                except lmdb.MapFullError:
+                    # The `with` aborted the transaction; grow and run it again whole.
+                    self._grow()
+                except lmdb.Error as exc:
+                    raise StoreWriteError(f"writing to the store at {self.path} failed: {exc}") from exc
+
+    def _grow(self) -> None:
+        current = self._env.info()["map_size"]
+        wanted = current * 2
+        if self.max_map_size and current >= self.max_map_size:
+            raise StoreWriteError(
+                f"the store at {self.path} reached its size limit of {self.max_map_size:,} bytes "
+                "(PersistentKernel.max_store_size)"
+            )
+        if self.max_map_size:
+            wanted = min(wanted, self.max_map_size)
+        try:
+            self._env.set_mapsize(wanted)
+        except lmdb.Error as exc:
+            raise StoreWriteError(f"cannot grow the store at {self.path} to {wanted:,} bytes: {exc}") from exc
+
+    def set_meta(self, **items: Any) -> None:
+        """Set several metadata keys in one transaction (values are JSON)."""
+
+        def body(txn):
+            for key, value in items.items():
+                if value is None:
+                    txn.delete(key.encode(), db=self._meta)
+                else:
+                    txn.put(key.encode(), json.dumps(value).encode(), db=self._meta)
+
+        self._write(body)
+
+    def append(self, record: CellRecord) -> CellRecord:
+        """Give ``record`` the next sequence number and store it; returns it."""
+
+        def body(txn):
+            raw = txn.get(b"next_seq", db=self._meta)
+            record.seq = json.loads(bytes(raw)) if raw is not None else 1
+            txn.put(_seq_key(record.seq), record.encode(), db=self._cells)
+            txn.put(b"next_seq", json.dumps(record.seq + 1).encode(), db=self._meta)
+            return record
+
+        return self._write(body)
+
+    def update(self, record: CellRecord) -> bool:
+        """Overwrite a stored record; False when it is gone (the session was forgotten)."""
+
+        def body(txn):
+            key = _seq_key(record.seq)
+            if txn.get(key, db=self._cells) is None:
+                return False
+            txn.put(key, record.encode(), db=self._cells)
+            return True
+
+        return self._write(body)
+
+    def clear(self) -> int:
+        """Drop every cell record and the session's history; returns how many were dropped.
+
+        ``next_seq`` and the format version stay, so sequence numbers never repeat.
+        """
+
+        def body(txn):
+            count = txn.stat(self._cells)["entries"]
+            txn.drop(self._cells, delete=False)
+            for key in (b"last_restore", b"replaying"):
+                txn.delete(key, db=self._meta)
+            return count
+
+        return self._write(body)
+
+    # -- reading ------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(key.encode())
+        return default if raw is None else json.loads(bytes(raw))
+
+    def meta(self) -> dict[str, Any]:
+        with self._env.begin(db=self._meta) as txn:
+            return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor()}
+
+    def records(self) -> Iterator[CellRecord]:
+        """All cell records in sequence order (a consistent snapshot)."""
+        with self._env.begin(db=self._cells) as txn:
+            items = [bytes(value) for _, value in txn.cursor()]
+        return (CellRecord.decode(value) for value in items)
+
+    def count(self) -> int:
+        with self._env.begin() as txn:
+            return txn.stat(self._cells)["entries"]
+
+    def size_bytes(self) -> int:
+        """Bytes the store occupies on disk (the data file grows as pages are used)."""
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    def check(self) -> list[str]:
+        """Verify the store's invariants; returns the problems found (empty when sound).
+
+        Tests call this after each scenario, like python-diskcache's ``Cache.check``.
+        """
+        problems: list[str] = []
+        with self._env.begin() as txn:
+            raw_version = txn.get(b"format_version", db=self._meta)
+            if raw_version is None:
+                problems.append("no format version")
+            raw_next = txn.get(b"next_seq", db=self._meta)
+            next_seq = json.loads(bytes(raw_next)) if raw_next is not None else 1
+            previous = 0
+            for key, value in txn.cursor(db=self._cells):
+                seq = int.from_bytes(bytes(key), "big")
+                try:
+                    record = CellRecord.decode(value)
+                except (ValueError, TypeError) as exc:
+                    problems.append(f"record {seq} does not decode: {exc}")
+                    continue
+                if record.seq != seq:
+                    problems.append(f"record under key {seq} says seq {record.seq}")
+                if seq <= previous:
+                    problems.append(f"record {seq} out of order")
+                if seq >= next_seq:
+                    problems.append(f"record {seq} is not below next_seq {next_seq}")
+                previous = seq
+        return problems
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        # Group commit for the OS-crash case: one fsync per interval, only when dirty.
+        while not self._closed.wait(self.sync_interval):
+            if self._dirty.is_set():
+                self.sync()
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._dirty.clear()
+            try:
+                self._env.sync(True)
+            except lmdb.Error:
+                self._dirty.set()  # try again at the next interval
+
+    def close(self) -> None:
+        """Flush to disk and close; later writes raise StoreWriteError."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self.sync()
+            self._closed.set()
+            self._env.close()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=2)
+
