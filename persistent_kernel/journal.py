@@ -106,9 +106,13 @@ class Journal:
         silent: bool = False,
         store_history: bool = True,
         cell_id: str | None = None,
+        random_state: dict[str, Any] | None = None,
     ) -> CellRecord | None:
-        """Commit a cell's record before it runs; None when it could not be journaled."""
-        if self.store is None:
+        """Commit a cell's record before it runs; None when it is not journaled.
+
+        Blank code is not journaled: replaying it would do nothing.
+        """
+        if self.store is None or not code.strip():
             return None
         record = CellRecord(
             seq=0,
@@ -118,6 +122,7 @@ class Journal:
             store_history=store_history and not silent,
             cell_id=cell_id,
             started_at=time.time(),
+            extra={"random_state": random_state} if random_state else {},
         )
         try:
             self.store.append(record)

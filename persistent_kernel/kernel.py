@@ -15,6 +15,7 @@ from traitlets import Bool, Float, Int
 
 from . import __version__
 from . import records as rec
+from .context import RandomStateTracker
 from .journal import Journal
 from .magics import PersistMagics
 from .restore import RestoreReport, restore_session
@@ -63,6 +64,7 @@ class PersistentKernel(IPythonKernel):
             lock_timeout=self.lock_timeout,
         )
         self.restore_report: RestoreReport | None = None
+        self.random_states = RandomStateTracker()
         if self.shell is not None:
             self.shell.register_magics(PersistMagics(self.shell, self.journal))
 
@@ -111,6 +113,7 @@ class PersistentKernel(IPythonKernel):
             silent=silent,
             store_history=store_history,
             cell_id=cell_id,
+            random_state=self.random_states.changed_state() if self.journal.active else None,
         )
         started = time.monotonic()
         reply = None

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import records as rec
+from .context import apply_random_state
 from .journal import Journal
 from .records import CellRecord
 
@@ -127,6 +128,9 @@ def restore_session(shell: Any, journal: Journal) -> RestoreReport | None:
 
 def _replay_cell(shell: Any, record: CellRecord) -> tuple[str, str] | None:
     """Run one journaled cell as it ran; returns (ename, evalue) if it raised."""
+    if "random_state" in record.extra:
+        # The generators as the cell found them: the same deck is dealt again.
+        apply_random_state(record.extra["random_state"])
     if record.store_history:
         # So In[n], Out[n] and _n line up with what the user saw.
         shell.execution_count = record.execution_count
