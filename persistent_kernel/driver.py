@@ -93,11 +93,15 @@ class KernelDriver:
         return self.km.provisioner.process.pid  # type: ignore[attr-defined]
 
     def kill(self) -> None:
-        """SIGKILL the kernel process, as the OOM killer or ``kill -9`` would."""
+        """SIGKILL the kernel process, as the OOM killer or ``kill -9`` would.
+
+        Also cleans up after a kernel that already died on its own.
+        """
         assert self.km is not None
-        process = self.km.provisioner.process  # type: ignore[union-attr]
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        process = self.km.provisioner.process if self.km.provisioner else None  # type: ignore[attr-defined]
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
         self.kc.stop_channels()
         self.km.cleanup_resources()
         self.km = None

@@ -87,6 +87,10 @@ class Journal:
     def active(self) -> bool:
         return self.store is not None
 
+    def journals(self, code: str) -> bool:
+        """Whether ``begin`` will record this code (persistence on, code not blank)."""
+        return self.store is not None and bool(code.strip())
+
     # -- notices: what the user is told, once ---------------------------------------
 
     def notify(self, message: str) -> None:
@@ -106,13 +110,13 @@ class Journal:
         silent: bool = False,
         store_history: bool = True,
         cell_id: str | None = None,
-        random_state: dict[str, Any] | None = None,
+        random_state_before: dict[str, Any] | None = None,
     ) -> CellRecord | None:
         """Commit a cell's record before it runs; None when it is not journaled.
 
         Blank code is not journaled: replaying it would do nothing.
         """
-        if self.store is None or not code.strip():
+        if not self.journals(code):
             return None
         record = CellRecord(
             seq=0,
@@ -122,7 +126,7 @@ class Journal:
             store_history=store_history and not silent,
             cell_id=cell_id,
             started_at=time.time(),
-            extra={"random_state": random_state} if random_state else {},
+            random_state_before=random_state_before,
         )
         try:
             self.store.append(record)
@@ -139,6 +143,7 @@ class Journal:
         duration: float,
         ename: str | None = None,
         evalue: str | None = None,
+        random_state_after: dict[str, Any] | None = None,
     ) -> None:
         """Commit a cell's outcome."""
         if record is None or self.store is None:
@@ -146,8 +151,9 @@ class Journal:
         record.status, record.duration = status, duration
         record.ename = ename
         record.evalue = evalue[:500] if evalue else evalue
+        record.random_state_after = random_state_after
         try:
-            self.store.update(record)  # False: forgotten while it ran, nothing to do
+            self.store.set_outcome(record)  # False: forgotten while it ran, nothing to do
         except StoreWriteError as exc:
             self._write_failed(exc)
 
@@ -157,7 +163,7 @@ class Journal:
             return
         record.status = status
         try:
-            self.store.update(record)
+            self.store.set_outcome(record)
         except StoreWriteError as exc:
             self._write_failed(exc)
 

@@ -113,7 +113,7 @@ class PersistentKernel(IPythonKernel):
             silent=silent,
             store_history=store_history,
             cell_id=cell_id,
-            random_state=self.random_states.changed_state() if self.journal.active else None,
+            random_state_before=self.random_states.changed_state() if self.journal.journals(code) else None,
         )
         started = time.monotonic()
         reply = None
@@ -124,7 +124,8 @@ class PersistentKernel(IPythonKernel):
             return reply
         finally:
             status, ename, evalue = outcome_of(reply)
-            self.journal.finish(record, status, time.monotonic() - started, ename, evalue)
+            after = self.random_states.changed_state() if record is not None else None
+            self.journal.finish(record, status, time.monotonic() - started, ename, evalue, random_state_after=after)
             if not silent:
                 self._show_notices()
 

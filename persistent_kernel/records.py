@@ -7,7 +7,7 @@ human with ``mdb_dump`` can still read it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 
 # A cell's status moves from STARTED (committed before it runs) to one final state.
 STARTED = "started"  # written ahead; still running, or the kernel died while it ran
@@ -17,14 +17,19 @@ INTERRUPTED = "interrupted"  # KeyboardInterrupt / cancelled: never replayed (co
 DIED = "died"  # the kernel died while it ran: never replayed (it may be what killed it)
 SKIPPED = "skipped"  # killed a restore while being replayed: never replayed again
 
-FINAL_STATUSES = frozenset({OK, ERROR, INTERRUPTED, DIED, SKIPPED})
 # The outcomes whose effects are part of the session and are rebuilt by replay.
 REPLAYED_STATUSES = frozenset({OK, ERROR})
 
 
+# Written ahead, before the cell runs, and never rewritten.
+_AHEAD_FIELDS = ("seq", "code", "execution_count", "silent", "store_history", "cell_id", "started_at", "kind", "random_state_before")
+# Written after it runs, in a small record of its own: finishing a cell never rewrites its code.
+_OUTCOME_FIELDS = ("status", "duration", "ename", "evalue", "random_state_after")
+
+
 @dataclass
 class CellRecord:
-    """One execution of user code, as journaled."""
+    """One execution of user code, as journaled: what ran, and how it ended."""
 
     seq: int
     code: str
@@ -33,26 +38,42 @@ class CellRecord:
     store_history: bool = True
     cell_id: str | None = None
     started_at: float = 0.0  # unix time, written ahead
+    kind: str = "cell"
+    random_state_before: dict | None = None  # the global generators as the cell found them (when changed)
     status: str = STARTED
     duration: float | None = None  # seconds, with the outcome
     ename: str | None = None
     evalue: str | None = None
-    kind: str = "cell"
-    extra: dict = field(default_factory=dict)
+    random_state_after: dict | None = None  # as the cell left them (when changed)
 
     @property
     def label(self) -> str:
-        """How the user knows this cell: ``[15]``, or ``silent #7``."""
+        """How the user knows this cell: ``[15]``, or ``silent execution #7``."""
         if self.silent or not self.store_history:
             return f"silent execution #{self.seq}"
         return f"[{self.execution_count}]"
 
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode("utf-8")
+    def encode_ahead(self) -> bytes:
+        return _encode({name: getattr(self, name) for name in _AHEAD_FIELDS})
+
+    def encode_outcome(self) -> bytes:
+        return _encode({name: getattr(self, name) for name in _OUTCOME_FIELDS})
 
     @classmethod
-    def decode(cls, data: bytes) -> CellRecord:
-        raw = json.loads(bytes(data).decode("utf-8"))
-        known = {f.name for f in fields(cls)}
-        # Unknown keys come from a newer minor writer; keep what we understand.
-        return cls(**{k: v for k, v in raw.items() if k in known})
+    def decode(cls, ahead: bytes, outcome: bytes | None = None) -> CellRecord:
+        values = _decode(ahead, _AHEAD_FIELDS)
+        if outcome is not None:
+            values.update(_decode(outcome, _OUTCOME_FIELDS))
+        return cls(**values)
+
+
+def _encode(values: dict) -> bytes:
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _decode(data: bytes, names: tuple[str, ...]) -> dict:
+    raw = json.loads(bytes(data).decode("utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError("a journal record must be a JSON object")
+    # Unknown keys come from a newer minor writer; keep what we understand.
+    return {k: v for k, v in raw.items() if k in names}

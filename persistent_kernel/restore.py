@@ -128,9 +128,9 @@ def restore_session(shell: Any, journal: Journal) -> RestoreReport | None:
 
 def _replay_cell(shell: Any, record: CellRecord) -> tuple[str, str] | None:
     """Run one journaled cell as it ran; returns (ename, evalue) if it raised."""
-    if "random_state" in record.extra:
+    if record.random_state_before:
         # The generators as the cell found them: the same deck is dealt again.
-        apply_random_state(record.extra["random_state"])
+        apply_random_state(record.random_state_before)
     if record.store_history:
         # So In[n], Out[n] and _n line up with what the user saw.
         shell.execution_count = record.execution_count
@@ -141,6 +141,10 @@ def _replay_cell(shell: Any, record: CellRecord) -> tuple[str, str] | None:
     finally:
         # Payloads (exit, help pages, set_next_input) belong to the original reply.
         shell.payload_manager.clear_payload()
+    if record.random_state_after:
+        # As the cell left them, even if it drew from a generator it created
+        # (``import numpy`` seeds numpy's from the OS): later draws match.
+        apply_random_state(record.random_state_after)
     error = result.error_before_exec or result.error_in_exec
     if error is None:
         return None

@@ -36,8 +36,9 @@ FORMAT_VERSION = 1
 DEFAULT_MAP_SIZE = 256 * 1024**2  # reserves address space only; the file grows as needed
 _MAX_DBS = 8  # meta, cells, and room for what later formats add
 
-_META = b"meta"
-_CELLS = b"cells"
+_META = b"meta"  # format version, session identity, restore markers and reports (JSON values)
+_CELLS = b"cells"  # seq -> the cell as written ahead (JSON)
+_OUTCOMES = b"outcomes"  # seq -> how it ended (small JSON), written after it ran
 
 T = TypeVar("T")
 
@@ -89,6 +90,7 @@ class Store:
             self._env.reader_check()  # frees reader slots of killed processes
             self._meta = self._env.open_db(_META)
             self._cells = self._env.open_db(_CELLS)
+            self._outcomes = self._env.open_db(_OUTCOMES)
             self._check_format()
         except (lmdb.Error, StoreUnavailable) as exc:
             self._env.close()
@@ -172,25 +174,25 @@ class Store:
         self._write(body)
 
     def append(self, record: CellRecord) -> CellRecord:
-        """Give ``record`` the next sequence number and store it; returns it."""
+        """Give ``record`` the next sequence number and store it as written ahead; returns it."""
 
         def body(txn):
             raw = txn.get(b"next_seq", db=self._meta)
             record.seq = json.loads(bytes(raw)) if raw is not None else 1
-            txn.put(_seq_key(record.seq), record.encode(), db=self._cells)
+            txn.put(_seq_key(record.seq), record.encode_ahead(), db=self._cells)
             txn.put(b"next_seq", json.dumps(record.seq + 1).encode(), db=self._meta)
             return record
 
         return self._write(body)
 
-    def update(self, record: CellRecord) -> bool:
-        """Overwrite a stored record; False when it is gone (the session was forgotten)."""
+    def set_outcome(self, record: CellRecord) -> bool:
+        """Store how a cell ended; False when its record is gone (the session was forgotten)."""
 
         def body(txn):
             key = _seq_key(record.seq)
             if txn.get(key, db=self._cells) is None:
                 return False
-            txn.put(key, record.encode(), db=self._cells)
+            txn.put(key, record.encode_outcome(), db=self._outcomes)
             return True
 
         return self._write(body)
@@ -204,6 +206,7 @@ class Store:
         def body(txn):
             count = txn.stat(self._cells)["entries"]
             txn.drop(self._cells, delete=False)
+            txn.drop(self._outcomes, delete=False)
             for key in (b"last_restore", b"replaying"):
                 txn.delete(key, db=self._meta)
             return count
@@ -222,10 +225,11 @@ class Store:
             return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor()}
 
     def records(self) -> Iterator[CellRecord]:
-        """All cell records in sequence order (a consistent snapshot)."""
-        with self._env.begin(db=self._cells) as txn:
-            items = [bytes(value) for _, value in txn.cursor()]
-        return (CellRecord.decode(value) for value in items)
+        """All cell records with their outcomes, in sequence order (one consistent snapshot)."""
+        with self._env.begin() as txn:
+            outcomes = {bytes(k): bytes(v) for k, v in txn.cursor(db=self._outcomes)}
+            items = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._cells)]
+        return (CellRecord.decode(ahead, outcomes.get(key)) for key, ahead in items)
 
     def count(self) -> int:
         with self._env.begin() as txn:
@@ -250,8 +254,9 @@ class Store:
             previous = 0
             for key, value in txn.cursor(db=self._cells):
                 seq = int.from_bytes(bytes(key), "big")
+                outcome = txn.get(key, db=self._outcomes)
                 try:
-                    record = CellRecord.decode(value)
+                    record = CellRecord.decode(value, outcome)
                 except (ValueError, TypeError) as exc:
                     problems.append(f"record {seq} does not decode: {exc}")
                     continue
@@ -262,6 +267,9 @@ class Store:
                 if seq >= next_seq:
                     problems.append(f"record {seq} is not below next_seq {next_seq}")
                 previous = seq
+            for key, _ in txn.cursor(db=self._outcomes):
+                if txn.get(key, db=self._cells) is None:
+                    problems.append(f"outcome {int.from_bytes(bytes(key), 'big')} has no cell record")
         return problems
 
     # -- life cycle ---------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""Shared fixtures: real kernels on real LMDB stores in temp directories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from persistent_kernel.driver import KernelDriver
+from persistent_kernel.session import resolve_session
+from persistent_kernel.store import Store
+
+
+@pytest.fixture
+def pk_home(tmp_path: Path) -> Path:
+    home = tmp_path / "pk-home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def session_env(pk_home: Path) -> Callable[..., dict[str, str]]:
+    """Environment for a kernel on a named session under the test's own home."""
+
+    def make(session: str = "test-session", **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("JPY_SESSION_NAME", "PERSISTENT_KERNEL_SESSION")}
+        env.update(PERSISTENT_KERNEL_HOME=str(pk_home), PERSISTENT_KERNEL_SESSION=session, **extra)
+        return env
+
+    return make
+
+
+@pytest.fixture
+def kernel(session_env: Callable[..., dict[str, str]], tmp_path: Path) -> Iterator[Callable[..., KernelDriver]]:
+    """Start persistent kernels; every one still alive is shut down after the test."""
+    drivers: list[KernelDriver] = []
+
+    def start(session: str = "test-session", *, extra_arguments: list[str] | None = None, env: dict[str, str] | None = None) -> KernelDriver:
+        driver = KernelDriver(env=env or session_env(session), cwd=str(tmp_path), extra_arguments=extra_arguments)
+        drivers.append(driver)
+        return driver.start()
+
+    yield start
+    for driver in drivers:
+        if driver.km is not None:
+            try:
+                driver.shutdown()
+            except Exception:
+                driver.km.shutdown_kernel(now=True)
+
+
+def check_store(pk_home: Path, session: str = "test-session") -> None:
+    """The store's own consistency check, run after a scenario (the kernel must be gone)."""
+    path = resolve_session({"PERSISTENT_KERNEL_HOME": str(pk_home), "PERSISTENT_KERNEL_SESSION": session}).store_path
+    store = Store(path, sync_interval=0)
+    try:
+        assert store.check() == []
+    finally:
+        store.close()

@@ -1,0 +1,31 @@
+"""Global random generator states: captured JSON-safe, restored exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy
+
+from persistent_kernel.context import RandomStateTracker, apply_random_state, capture_random_state
+
+
+def test_random_and_numpy_states_roundtrip_through_json() -> None:
+    random.seed(11)
+    numpy.random.seed(5)
+    random.random()
+    numpy.random.normal()  # leaves a cached gaussian in numpy's state
+    state = json.loads(json.dumps(capture_random_state()))
+    expected = (random.random(), random.gauss(0, 1), list(numpy.random.rand(3)), numpy.random.normal())
+    apply_random_state(state)
+    assert (random.random(), random.gauss(0, 1), list(numpy.random.rand(3)), numpy.random.normal()) == expected
+
+
+def test_tracker_reports_only_changes() -> None:
+    tracker = RandomStateTracker()
+    assert tracker.changed_state() is not None
+    assert tracker.changed_state() is None
+    random.random()
+    assert tracker.changed_state() is not None
+    tracker.reset()
+    assert tracker.changed_state() is not None

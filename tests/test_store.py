@@ -1,0 +1,182 @@
+"""The LMDB store on its own: a real environment in a temp dir, no kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from persistent_kernel import records as rec
+from persistent_kernel.errors import StoreFormatError, StoreUnavailable, StoreWriteError
+from persistent_kernel.records import CellRecord
+from persistent_kernel.store import FORMAT_VERSION, Store
+
+
+def new_record(code: str = "x = 1", count: int = 1) -> CellRecord:
+    return CellRecord(seq=0, code=code, execution_count=count, started_at=time.time())
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(tmp_path / "store", sync_interval=0)
+    yield s
+    s.close()
+
+
+def test_new_store_has_format_version_and_private_files(store: Store) -> None:
+    assert store.format_version == FORMAT_VERSION
+    assert store.check() == []
+    assert oct(store.path.stat().st_mode & 0o777) == "0o700"
+    assert oct((store.path / "data.mdb").stat().st_mode & 0o777) == "0o600"
+
+
+def test_records_get_increasing_sequence_numbers_and_keep_their_fields(store: Store) -> None:
+    first = store.append(new_record("a = 1", 1))
+    second = store.append(CellRecord(seq=0, code="b = 2", execution_count=2, silent=True, cell_id="cell-xyz"))
+    assert (first.seq, second.seq) == (1, 2)
+    first.status, first.duration = rec.OK, 0.25
+    assert store.set_outcome(first)
+    stored = list(store.records())
+    assert [r.code for r in stored] == ["a = 1", "b = 2"]
+    assert stored[0].status == rec.OK and stored[0].duration == 0.25
+    assert stored[1].status == rec.STARTED and stored[1].silent and stored[1].cell_id == "cell-xyz"
+    assert store.check() == []
+
+
+def test_clear_drops_records_but_never_reuses_sequence_numbers(store: Store) -> None:
+    for i in range(3):
+        store.append(new_record(f"x = {i}"))
+    assert store.clear() == 3
+    assert list(store.records()) == []
+    assert store.append(new_record()).seq == 4
+    # A record begun before the clear is gone: updating it reports that instead of resurrecting it.
+    assert store.set_outcome(CellRecord(seq=2, code="x = 1", execution_count=2)) is False
+    assert store.check() == []
+
+
+def test_meta_roundtrip_and_delete(store: Store) -> None:
+    store.set_meta(session_name="nb.ipynb", notebook_path="/tmp/nb.ipynb", replaying=7)
+    assert store.get_meta("session_name") == "nb.ipynb"
+    store.set_meta(replaying=None)
+    assert store.get_meta("replaying") is None
+    assert store.meta()["notebook_path"] == "/tmp/nb.ipynb"
+
+
+def test_full_map_grows_and_the_write_is_retried_whole(tmp_path: Path) -> None:
+    store = Store(tmp_path / "small", map_size=64 * 1024, sync_interval=0)
+    try:
+        big = "s = '" + "x" * 50_000 + "'"
+        for i in range(20):
+            store.append(new_record(big, i + 1))
+        assert store.count() == 20
+        assert all(r.code == big for r in store.records())
+        assert store.check() == []
+    finally:
+        store.close()
+
+
+def test_size_limit_refuses_the_write_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    store = Store(tmp_path / "capped", map_size=64 * 1024, max_map_size=128 * 1024, sync_interval=0)
+    try:
+        big = "s = '" + "x" * 30_000 + "'"
+        stored = 0
+        with pytest.raises(StoreWriteError, match="size limit"):
+            for i in range(100):
+                store.append(new_record(big, i + 1))
+                stored += 1
+        assert stored >= 1
+        assert store.count() == stored  # the failed append left no half record
+        assert store.check() == []
+    finally:
+        store.close()
+
+
+def test_store_from_a_newer_version_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future"
+    Store(path, sync_interval=0).close()
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+        txn.put(b"format_version", b"99")
+    env.close()
+    before = (path / "data.mdb").read_bytes()
+    with pytest.raises(StoreFormatError, match="format version 99"):
+        Store(path, sync_interval=0)
+    assert (path / "data.mdb").read_bytes() == before
+
+
+def test_garbage_data_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "garbage"
+    path.mkdir()
+    junk = os.urandom(64 * 1024)
+    (path / "data.mdb").write_bytes(junk)
+    with pytest.raises(StoreUnavailable, match="cannot"):
+        Store(path, sync_interval=0)
+    assert (path / "data.mdb").read_bytes() == junk
+
+
+def test_a_file_where_the_store_should_be_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-directory"
+    path.write_text("mine")
+    with pytest.raises(StoreUnavailable):
+        Store(path, sync_interval=0)
+    assert path.read_text() == "mine"
+
+
+def test_background_sync_flushes_and_close_is_idempotent(tmp_path: Path) -> None:
+    store = Store(tmp_path / "bg", sync_interval=0.05)
+    store.append(new_record())
+    time.sleep(0.2)
+    assert not store._dirty.is_set()  # the flusher ran
+    store.close()
+    store.close()
+    with pytest.raises(StoreWriteError, match="closed"):
+        store.append(new_record())
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from persistent_kernel.records import CellRecord
+    from persistent_kernel.store import Store
+    store = Store(sys.argv[1], sync_interval=1.0)
+    print("ready", flush=True)
+    i = 0
+    while True:
+        i += 1
+        r = store.append(CellRecord(seq=0, code="x = %d" % i + " " * (i % 3000), execution_count=i))
+        r.status = "ok"
+        store.set_outcome(r)
+    """
+)
+
+
+def test_kill_9_during_writes_loses_no_committed_record(tmp_path: Path) -> None:
+    path = tmp_path / "killed"
+    seen: list[CellRecord] = []
+    for trial in range(3):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE)
+        assert writer.stdout.readline().strip() == b"ready"
+        time.sleep(0.3 + 0.1 * trial)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        store = Store(path, sync_interval=0)
+        try:
+            assert store.check() == []
+            records = list(store.records())
+            # Everything committed before this kill is still there, unchanged.
+            assert [r.encode_ahead() + r.encode_outcome() for r in records[: len(seen)]] == [r.encode_ahead() + r.encode_outcome() for r in seen]
+            assert len(records) > len(seen), "the writer committed nothing before the kill"
+            # At most one record per kill was caught between its two commits; none is torn.
+            assert sum(r.status == rec.STARTED for r in records) <= trial + 1
+            assert all(r.status in (rec.OK, rec.STARTED) for r in records)
+            seen = records
+        finally:
+            store.close()
