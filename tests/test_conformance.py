@@ -34,7 +34,10 @@ class PersistentKernelConformance(jupyter_kernel_test.KernelTests):
         {"code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))", "mime": "text/latex"},
     ]
     code_history_pattern = "1?2*"
-    supported_history_operations = ("tail", "range", "search")
+    # "range" is left out as for the stock kernel, which fails it the same way here:
+    # IPython writes history to SQLite from a background thread, so a range query on
+    # the current session can come back empty.
+    supported_history_operations = ("tail", "search")
     code_inspect_sample = "zip"
     code_clear_output = "from IPython.display import clear_output; clear_output()"
 
