@@ -21,34 +21,54 @@ from typing import Any
 import xxhash
 
 
-def _encode_words(words: Any, typecode: str) -> str:
-    return base64.b64encode(array(typecode, words).tobytes()).decode("ascii")
-
-
 def _decode_words(text: str, typecode: str) -> array:
     words = array(typecode)
     words.frombytes(base64.b64decode(text))
     return words
 
 
-def capture_random_state() -> dict[str, Any]:
-    """The global generators' states, JSON-safe."""
-    version, words, gauss_next = random.getstate()
-    state: dict[str, Any] = {"random": {"version": version, "words": _encode_words(words, "Q"), "gauss_next": gauss_next}}
+def _raw_states() -> tuple[tuple, tuple | None]:
+    """The generators' states as the libraries give them (cheap: no encoding)."""
+    numpy_state = None
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         try:
-            name, keys, pos, has_gauss, cached = numpy.random.get_state(legacy=True)
-            state["numpy"] = {
-                "name": name,
-                "keys": _encode_words(keys.tolist(), "I"),
-                "pos": int(pos),
-                "has_gauss": int(has_gauss),
-                "cached_gaussian": float(cached),
-            }
+            numpy_state = numpy.random.get_state(legacy=True)
         except (AttributeError, TypeError, ValueError):
             pass  # a numpy without the legacy global generator: nothing to keep
+    return random.getstate(), numpy_state
+
+
+def _fingerprint(random_state: tuple, numpy_state: tuple | None) -> str:
+    digest = xxhash.xxh3_64(array("Q", random_state[1]).tobytes())
+    digest.update(repr(random_state[2]).encode())
+    if numpy_state is not None:
+        name, keys, pos, has_gauss, cached = numpy_state
+        digest.update(keys.tobytes())
+        digest.update(f"{name}:{pos}:{has_gauss}:{cached}".encode())
+    return digest.hexdigest()
+
+
+def _encode(random_state: tuple, numpy_state: tuple | None) -> dict[str, Any]:
+    version, words, gauss_next = random_state
+    state: dict[str, Any] = {
+        "random": {"version": version, "words": base64.b64encode(array("Q", words).tobytes()).decode("ascii"), "gauss_next": gauss_next}
+    }
+    if numpy_state is not None:
+        name, keys, pos, has_gauss, cached = numpy_state
+        state["numpy"] = {
+            "name": name,
+            "keys": base64.b64encode(keys.astype("uint32").tobytes()).decode("ascii"),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
     return state
+
+
+def capture_random_state() -> dict[str, Any]:
+    """The global generators' states, JSON-safe."""
+    return _encode(*_raw_states())
 
 
 def apply_random_state(state: dict[str, Any]) -> None:
@@ -77,12 +97,12 @@ class RandomStateTracker:
         self._last: str | None = None
 
     def changed_state(self) -> dict[str, Any] | None:
-        state = capture_random_state()
-        fingerprint = xxhash.xxh3_64_hexdigest(repr(sorted(state.items())).encode())
+        raw = _raw_states()
+        fingerprint = _fingerprint(*raw)
         if fingerprint == self._last:
             return None
         self._last = fingerprint
-        return state
+        return _encode(*raw)
 
     def reset(self) -> None:
         """Forget what was recorded (after a restore, the next cell records its state again)."""

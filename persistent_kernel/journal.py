@@ -83,6 +83,10 @@ class Journal:
             return False
         return True
 
+    def turn_off(self, reason: str) -> None:
+        """Run without persistence on purpose (configuration), without opening the store."""
+        self.problem = reason
+
     @property
     def active(self) -> bool:
         return self.store is not None

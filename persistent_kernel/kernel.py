@@ -84,6 +84,7 @@ class PersistentKernel(IPythonKernel):
     def restore(self) -> None:
         """Open the session's journal and rebuild the namespace; called once, before any request."""
         if not self.persist:
+            self.journal.turn_off("turned off by configuration (PersistentKernel.persist = False)")
             return
         if not self.journal.open():
             self.log.warning("persistent_kernel: %s", self.journal.problem)
