@@ -89,7 +89,15 @@ class PersistentKernel(IPythonKernel):
         if not self.journal.open():
             self.log.warning("persistent_kernel: %s", self.journal.problem)
             return
-        self.restore_report = restore_session(self.shell, self.journal)
+        try:
+            self.restore_report = restore_session(self.shell, self.journal)
+        except Exception as exc:  # noqa: BLE001 - a restore must never stop the kernel from starting
+            self.log.exception("persistent_kernel: the restore failed")
+            self.journal.notify(
+                f"The session could not be fully restored ({type(exc).__name__}: {exc}); some variables may be "
+                "missing. The journal is intact and cells you run are journaled as usual."
+            )
+            return
         if self.restore_report is not None:
             summary = self.restore_report.summary()
             self.log.info("persistent_kernel: %s", summary)

@@ -31,7 +31,8 @@ def format_status(facts: dict[str, Any]) -> str:
     state = "on" if facts["active"] else f"OFF - {facts['problem']}"
     if facts["write_problem"]:
         state = f"DEGRADED - journal writes fail: {facts['write_problem']}"
-    by_status = ", ".join(f"{n} {s}" for s, n in sorted(facts["cells_by_status"].items())) or "none"
+    # A "started" record is the cell running now (this one) or one whose kernel died before a restore saw it.
+    by_status = ", ".join(f"{n} {'running' if s == 'started' else s}" for s, n in sorted(facts["cells_by_status"].items())) or "none"
     lines = [
         f"Session:        {facts['session_name']}  (id {facts['session_id']}, from {facts['session_source']})",
         f"Notebook:       {facts['notebook_path'] or '-'}",
