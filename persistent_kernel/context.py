@@ -1,7 +1,9 @@
-"""Process state beyond the namespace that a replay must reproduce.
+"""Process state beyond the namespace: what a restore must put back besides variables.
 
-At this stage: the global random number generators (``random`` and, once the
-user imported it, numpy's legacy global ``RandomState``). Each cell's journal
+The global random number generators (``random`` and, once the user imported it,
+numpy's legacy global ``RandomState``), the working directory, ``sys.path``, the
+environment variables cells changed, loaded IPython extensions and the matplotlib
+backend. Each cell's journal
 record carries the generator state it started from whenever that state differs
 from the last one recorded, and a replay sets it back before running the cell,
 so ``random.shuffle(deck)`` deals the same deck again.
@@ -13,6 +15,7 @@ holds pickles.
 from __future__ import annotations
 
 import base64
+import os
 import random
 import sys
 from array import array
@@ -107,3 +110,92 @@ class RandomStateTracker:
     def reset(self) -> None:
         """Forget what was recorded (after a restore, the next cell records its state again)."""
         self._last = None
+
+
+# -- process state: working directory, sys.path, environment, extensions, matplotlib ----------
+
+
+def _matplotlib_backend() -> str | None:
+    matplotlib = sys.modules.get("matplotlib")
+    if matplotlib is None:
+        return None
+    try:
+        return str(matplotlib.get_backend())
+    except Exception:  # noqa: BLE001 - a half-imported matplotlib must not break a cell
+        return None
+
+
+class ProcessContextTracker:
+    """Captures the process state cells change; hands it out only when it changed.
+
+    Environment variables are kept as the changes cells made against the
+    environment the kernel started with, so a restored kernel applies exactly
+    those changes on top of its own environment.
+    """
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.baseline_env = dict(os.environ)
+        self._last: dict[str, Any] | None = None
+
+    def capture(self) -> dict[str, Any]:
+        env = {k: v for k, v in os.environ.items() if self.baseline_env.get(k) != v}
+        env.update({k: None for k in self.baseline_env if k not in os.environ})
+        try:
+            cwd = os.getcwd()
+        except OSError:  # the directory was removed under us
+            cwd = None
+        return {
+            "cwd": cwd,
+            "sys_path": list(sys.path),
+            "env": env,
+            "extensions": sorted(self.shell.extension_manager.loaded),
+            "matplotlib_backend": _matplotlib_backend(),
+        }
+
+    def changed(self) -> dict[str, Any] | None:
+        context = self.capture()
+        if context == self._last:
+            return None
+        self._last = context
+        return context
+
+    def reset(self, context: dict[str, Any] | None) -> None:
+        self._last = context
+
+
+def apply_process_context(shell: Any, context: dict[str, Any]) -> list[str]:
+    """Put the process back as a cell left it; returns what could not be restored."""
+    problems: list[str] = []
+    cwd = context.get("cwd")
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            problems.append(f"working directory {cwd}: {exc.strerror}")
+    if context.get("sys_path") is not None:
+        sys.path[:] = context["sys_path"]
+    for key, value in (context.get("env") or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    loaded = shell.extension_manager.loaded
+    for extension in context.get("extensions") or ():
+        if extension not in loaded:
+            try:
+                shell.extension_manager.load_extension(extension)
+            except Exception as exc:  # noqa: BLE001 - an uninstalled extension costs only itself
+                problems.append(f"extension {extension}: {type(exc).__name__}: {exc}")
+    backend = context.get("matplotlib_backend")
+    if backend and backend != _matplotlib_backend():
+        try:
+            if "inline" in backend:
+                shell.enable_matplotlib("inline")
+            else:
+                import matplotlib
+
+                matplotlib.use(backend)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"matplotlib backend {backend}: {type(exc).__name__}: {exc}")
+    return problems

@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PersistenceError, SessionLocked, StoreWriteError
 from .lock import SessionLock
 from .records import CellRecord
 from .session import Session, ensure_private_dir
 from .store import DEFAULT_MAP_SIZE, Store
+
+if TYPE_CHECKING:  # the checkpoint is built above us; only its fields are read here
+    from .checkpoint import Checkpoint
 
 
 class Journal:
@@ -137,7 +140,6 @@ class Journal:
         except StoreWriteError as exc:
             self._write_failed(exc)
             return None
-        self._write_worked()
         return record
 
     def finish(
@@ -148,18 +150,33 @@ class Journal:
         ename: str | None = None,
         evalue: str | None = None,
         random_state_after: dict[str, Any] | None = None,
-    ) -> None:
-        """Commit a cell's outcome."""
+        checkpoint: Checkpoint | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> bool:
+        """Commit a cell's outcome and, with it, its checkpoint, in one transaction.
+
+        Returns whether it committed (False: forgotten while it ran, or the write failed).
+        """
         if record is None or self.store is None:
-            return
+            return False
         record.status, record.duration = status, duration
         record.ename = ename
         record.evalue = evalue[:500] if evalue else evalue
         record.random_state_after = random_state_after
         try:
-            self.store.set_outcome(record)  # False: forgotten while it ran, nothing to do
+            if checkpoint is None:
+                committed = self.store.set_outcome(record)
+            else:
+                record.reads = sorted(checkpoint.reads)
+                record.writes = sorted(checkpoint.writes)
+                record.deletes = sorted(checkpoint.deletes)
+                record.checkpointed = True
+                committed = self.store.commit_checkpoint(record, checkpoint.versions, checkpoint.pointers, checkpoint.blobs, context)
         except StoreWriteError as exc:
             self._write_failed(exc)
+            return False
+        self._write_worked()  # a whole cell went in: any earlier failure is over
+        return committed
 
     def mark(self, record: CellRecord, status: str) -> None:
         """Set a recorded cell's status (restore marks cells that died or killed a replay)."""

@@ -15,7 +15,8 @@ from traitlets import Bool, Float, Int
 
 from . import __version__
 from . import records as rec
-from .context import RandomStateTracker
+from .checkpoint import Checkpointer
+from .context import ProcessContextTracker, RandomStateTracker
 from .journal import Journal
 from .magics import PersistMagics
 from .restore import RestoreReport, restore_session
@@ -65,8 +66,11 @@ class PersistentKernel(IPythonKernel):
         )
         self.restore_report: RestoreReport | None = None
         self.random_states = RandomStateTracker()
+        self.checkpointer = Checkpointer(self.shell)
+        self.process_context = ProcessContextTracker(self.shell)
+        self._told_unstorable: set[str] = set()
         if self.shell is not None:
-            self.shell.register_magics(PersistMagics(self.shell, self.journal))
+            self.shell.register_magics(PersistMagics(self.shell, self.journal, on_forget=self.checkpointer.forget))
 
     @property
     def banner(self) -> str:
@@ -90,18 +94,24 @@ class PersistentKernel(IPythonKernel):
             self.log.warning("persistent_kernel: %s", self.journal.problem)
             return
         try:
-            self.restore_report = restore_session(self.shell, self.journal)
+            restored = restore_session(self.shell, self.journal)
         except Exception as exc:  # noqa: BLE001 - a restore must never stop the kernel from starting
             self.log.exception("persistent_kernel: the restore failed")
             self.journal.notify(
                 f"The session could not be fully restored ({type(exc).__name__}: {exc}); some variables may be "
                 "missing. The journal is intact and cells you run are journaled as usual."
             )
-            return
-        if self.restore_report is not None:
+            restored = None
+        if restored is not None:
+            self.restore_report, states = restored
+            # What was rebuilt by replay is checkpointed again by the next cell.
+            self.checkpointer.adopt(states, dirty=set(self.restore_report.recomputed))
             summary = self.restore_report.summary()
             self.log.info("persistent_kernel: %s", summary)
             self.journal.notify(summary)
+        else:
+            self.checkpointer.adopt({})
+        self.process_context.reset(self.process_context.capture())
 
     async def do_execute(
         self,
@@ -132,11 +142,49 @@ class PersistentKernel(IPythonKernel):
             )
             return reply
         finally:
-            status, ename, evalue = outcome_of(reply)
-            after = self.random_states.changed_state() if record is not None else None
-            self.journal.finish(record, status, time.monotonic() - started, ename, evalue, random_state_after=after)
+            if record is not None:
+                self._checkpoint(record, code, reply, time.monotonic() - started)
             if not silent:
                 self._show_notices()
+
+    def _checkpoint(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
+        """Commit the cell's outcome and namespace changes in one transaction."""
+        status, ename, evalue = outcome_of(reply)
+        try:
+            checkpoint = self.checkpointer.prepare(record.seq, code)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint bug must not cost the cell; replay covers it
+            self.log.exception("persistent_kernel: checkpoint failed")
+            self.journal.notify(f"Could not snapshot this cell's changes ({type(exc).__name__}: {exc}); a restore will replay it.")
+            checkpoint = None
+        committed = self.journal.finish(
+            record,
+            status,
+            duration,
+            ename,
+            evalue,
+            random_state_after=self.random_states.changed_state(),
+            checkpoint=checkpoint,
+            context=self.process_context.changed(),
+        )
+        if checkpoint is None:
+            return
+        if committed:
+            self.checkpointer.applied(checkpoint)
+            self._tell_unstorable(checkpoint.unserializable)
+        else:
+            self.checkpointer.not_committed(checkpoint)
+            self.process_context.reset(None)
+            self.random_states.reset()
+
+    def _tell_unstorable(self, unstorable: dict[str, str]) -> None:
+        new = sorted(set(unstorable) - self._told_unstorable)
+        if new:
+            self._told_unstorable.update(new)
+            names = ", ".join(new)
+            self.journal.notify(
+                f"Note: {names} cannot be stored ({unstorable[new[0]]}); after a restart "
+                f"{'it is' if len(new) == 1 else 'they are'} rebuilt by replaying the cells that made {'it' if len(new) == 1 else 'them'}."
+            )
 
     def _show_notices(self) -> None:
         """Tell the user, once, what persistence did or could not do (on the cell's stderr)."""

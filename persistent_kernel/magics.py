@@ -6,6 +6,7 @@ Thin over the journal and the last restore report; renders, never decides.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -46,7 +47,14 @@ def format_status(facts: dict[str, Any]) -> str:
     report = facts.get("last_restore")
     if report:
         when = datetime.datetime.fromtimestamp(report["finished_at"]).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(f"Last restore:   {when}: replayed {report['replayed']} cells in {report['seconds']:.1f} s")
+        lines.append(
+            f"Last restore:   {when}: loaded {report.get('loaded', 0)} variables, replayed {report['replayed']} cells "
+            f"in {report['seconds']:.1f} s"
+        )
+        for name, labels in sorted(report.get("recomputed", {}).items()):
+            lines.append(f"                {name} recomputed by replaying {', '.join(labels) or 'no cell'}")
+        for name, why in sorted(report.get("lost", {}).items()):
+            lines.append(f"                {name} could not be rebuilt: {why}")
         for label in report.get("died", []):
             lines.append(f"                cell {label} was running when the kernel died (not replayed)")
         for failure in report.get("failures", []):
@@ -66,9 +74,10 @@ def _durability(sync_interval: float) -> str:
 class PersistMagics(Magics):
     """``%persist status`` and ``%persist forget``."""
 
-    def __init__(self, shell: Any, journal: Journal) -> None:
+    def __init__(self, shell: Any, journal: Journal, on_forget: Callable[[], None] | None = None) -> None:
         super().__init__(shell)
         self.journal = journal
+        self.on_forget = on_forget
 
     @magic_arguments()
     @argument(
@@ -100,6 +109,8 @@ class PersistMagics(Magics):
         except PersistenceError as exc:
             print(f"Could not forget the session: {exc}. Nothing was removed.")
             return
+        if self.on_forget is not None:
+            self.on_forget()
         print(
             f"Forgot session '{self.journal.session.name}': {dropped} journaled cell(s) dropped. "
             "Restart the kernel for an empty namespace; cells you run from now on are journaled again."

@@ -24,7 +24,7 @@ REPLAYED_STATUSES = frozenset({OK, ERROR})
 # Written ahead, before the cell runs, and never rewritten.
 _AHEAD_FIELDS = ("seq", "code", "execution_count", "silent", "store_history", "cell_id", "started_at", "kind", "random_state_before")
 # Written after it runs, in a small record of its own: finishing a cell never rewrites its code.
-_OUTCOME_FIELDS = ("status", "duration", "ename", "evalue", "random_state_after")
+_OUTCOME_FIELDS = ("status", "duration", "ename", "evalue", "random_state_after", "reads", "writes", "deletes", "checkpointed")
 
 
 @dataclass
@@ -45,6 +45,10 @@ class CellRecord:
     ename: str | None = None
     evalue: str | None = None
     random_state_after: dict | None = None  # as the cell left them (when changed)
+    reads: list[str] | None = None  # user names the cell read (statically, widened through notebook code)
+    writes: list[str] | None = None  # names it bound (identity changed or new)
+    deletes: list[str] | None = None
+    checkpointed: bool = False  # its namespace changes were committed with this outcome
 
     @property
     def label(self) -> str:

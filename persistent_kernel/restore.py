@@ -1,16 +1,28 @@
-"""Rebuild a session's namespace from its journal, and say what was done.
+"""Rebuild a session's namespace from its store, and say what was done.
 
-At this stage a restore replays the journaled cells in order, with every output
-suppressed. The rules:
+The plan:
 
-- cells that completed (ok, or raised: their effects up to the exception are
-  part of the state) are replayed, silently, as they ran (magics and ``!`` too);
+1. load the latest stored version of every live group (one unpickle per group,
+   so identity inside it survives); modules are imported again;
+2. what could not be stored (generators, connections …), or whose stored value
+   fails to load, is recomputed by replaying the fewest cells: the cells that
+   made and changed it, plus the cells for what those read that is also missing;
+   cells never checkpointed (a store from before snapshots) are replayed too.
+   Replays run in order with every output suppressed; stored values win over
+   replayed ones, and names a replay creates that the session no longer has are
+   removed again;
+3. process state: working directory, ``sys.path``, environment, extensions,
+   matplotlib backend, random generators; then ``In`` and the execution count.
+
+Rules that protect the user:
+
 - the cell that was running when the kernel died is never replayed: it may be
   what killed it. It is marked ``died`` and named to the user once;
-- interrupted cells are not replayed (they may never end) and are named;
+- interrupted cells are never replayed (they may never end);
 - a cell that kills the restore itself is marked ``skipped`` by the next start,
   so a restore cannot die the same death twice;
-- an error during replay is captured and reported, never raised.
+- an error during replay is captured and reported, never raised;
+- what cannot be rebuilt is named, with the reason. Nothing is silently dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import getpass
+import importlib
 import io
 import os
 import re
@@ -27,9 +40,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import records as rec
-from .context import apply_random_state
+from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
+from .context import apply_process_context, apply_random_state
 from .journal import Journal
 from .records import CellRecord
+from .serialize import loads
 
 _PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
 _LIST_AT_MOST = 5
@@ -40,29 +55,44 @@ class RestoreReport:
     """What a restore did; shown once to the user and kept for ``%persist status``."""
 
     session_name: str
-    replayed: int = 0
+    loaded: int = 0  # variables loaded from stored versions
+    loaded_bytes: int = 0
+    recomputed: dict[str, list[str]] = field(default_factory=dict)  # name -> labels of the cells replayed for it
+    lost: dict[str, str] = field(default_factory=dict)  # name -> why it could not be rebuilt
+    replayed: int = 0  # cells replayed
     seconds: float = 0.0
     died: list[str] = field(default_factory=list)  # running when the kernel died
     skipped: list[str] = field(default_factory=list)  # killed an earlier restore
-    interrupted: list[str] = field(default_factory=list)  # interrupted by the user
     failures: list[dict[str, str]] = field(default_factory=list)  # ran before, failed in replay
+    context_problems: list[str] = field(default_factory=list)
     next_execution_count: int = 1
     finished_at: float = 0.0
 
     def summary(self) -> str:
-        parts = [f"Restored session '{self.session_name}': replayed {self.replayed} cell{_s(self.replayed)} in {self.seconds:.1f} s."]
+        what = []
+        if self.loaded or not self.replayed:
+            what.append(f"loaded {self.loaded} variable{_s(self.loaded)} ({_human(self.loaded_bytes)})")
+        if self.replayed:
+            what.append(f"replayed {self.replayed} cell{_s(self.replayed)}")
+        parts = [f"Restored session '{self.session_name}': {' and '.join(what)} in {self.seconds:.1f} s."]
+        if self.recomputed:
+            cells = sorted({label for labels in self.recomputed.values() for label in labels}, key=_label_order)
+            parts.append(f"Recomputed {_join(sorted(self.recomputed))} by replaying cell{_s(len(cells))} {_join(cells)}.")
+        if self.lost:
+            shown = [f"{name} ({why})" for name, why in sorted(self.lost.items())]
+            parts.append(f"Could not rebuild {_join(shown)}.")
         if self.died:
             which = _join(self.died)
             verb = "was" if len(self.died) == 1 else "were"
             parts.append(f"Cell {which} {verb} running when the kernel died and {verb} not replayed.")
         if self.skipped:
             parts.append(f"Cell {_join(self.skipped)} stopped an earlier restore and is no longer replayed.")
-        if self.interrupted:
-            parts.append(f"Interrupted cell {_join(self.interrupted)} not replayed; what it did before the interrupt is gone.")
         if self.failures:
             shown = "; ".join(f"{f['label']} {f['ename']}: {f['evalue']}" for f in self.failures[:_LIST_AT_MOST])
             more = f" (and {len(self.failures) - _LIST_AT_MOST} more)" if len(self.failures) > _LIST_AT_MOST else ""
             parts.append(f"{len(self.failures)} cell{_s(len(self.failures))} failed during replay: {shown}{more}.")
+        if self.context_problems:
+            parts.append(f"Not restored: {'; '.join(self.context_problems)}.")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +101,19 @@ class RestoreReport:
 
 def _s(n: int) -> str:
     return "" if n == 1 else "s"
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in label if ch.isdigit())
+    return (int(digits) if digits else 0, label)
 
 
 def _join(labels: list[str]) -> str:
@@ -84,16 +127,20 @@ def is_persist_command(code: str) -> bool:
     return bool(lines) and all(_PERSIST_MAGIC_LINE.match(line) for line in lines)
 
 
-def restore_session(shell: Any, journal: Journal) -> RestoreReport | None:
-    """Replay the session's journal into ``shell``; None when there is nothing to restore."""
+def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[str, NameState]] | None:
+    """Rebuild the namespace: stored versions, then the fewest cells for the rest, then process state.
+
+    Returns the report and what the store holds per name (for the checkpointer),
+    or None when the session has no history.
+    """
     records = journal.records()
     if not records:
         return None
     report = RestoreReport(session_name=journal.session.name)
     started = time.monotonic()
+    by_seq = {record.seq: record for record in records}
 
     replay_killer = journal.get_meta("replaying")
-    to_replay: list[CellRecord] = []
     for record in records:
         if record.seq == replay_killer and record.status in rec.REPLAYED_STATUSES:
             journal.mark(record, rec.SKIPPED)
@@ -101,11 +148,17 @@ def restore_session(shell: Any, journal: Journal) -> RestoreReport | None:
         elif record.status == rec.STARTED:
             journal.mark(record, rec.DIED)
             report.died.append(record.label)
-        elif record.status == rec.INTERRUPTED:
-            report.interrupted.append(record.label)
-        elif record.status in rec.REPLAYED_STATUSES and not is_persist_command(record.code):
-            to_replay.append(record)
 
+    ns = shell.user_ns
+    plan = _load_stored(shell, journal, report)
+    # Cells whose changes were never checkpointed (an older store, a failed checkpoint) are replayed whole.
+    needed = {
+        r.seq for r in records if r.status in rec.REPLAYED_STATUSES and not r.checkpointed and not is_persist_command(r.code)
+    }
+    needed |= _cells_for(plan.rebuild, plan.cells, by_seq)
+    to_replay = [by_seq[seq] for seq in sorted(needed) if by_seq[seq].status in rec.REPLAYED_STATUSES]
+
+    before = set(ns)
     with quiet_output(shell) as tracebacks:
         for record in to_replay:
             # Written before the cell runs: if it kills this process, the next start skips it.
@@ -115,7 +168,31 @@ def restore_session(shell: Any, journal: Journal) -> RestoreReport | None:
                 ename, evalue = error
                 report.failures.append({"label": record.label, "ename": ename, "evalue": evalue[:200]})
             tracebacks.clear()
+            # Stored values win over replayed ones.
+            for name, value in plan.stored.items():
+                if ns.get(name, _MISSING) is not value:
+                    ns[name] = value
     report.replayed = len(to_replay)
+    replayed_labels = {r.seq: r.label for r in to_replay}
+    if plan.live is not None:
+        # Names a replay made that the session no longer has stay absent (deleted stays deleted).
+        for name in set(ns) - before - plan.live:
+            if not name.startswith("_"):
+                del ns[name]
+    for name, reason in plan.rebuild.items():
+        if name in ns:
+            report.recomputed[name] = [replayed_labels[c] for c in sorted(plan.cells.get(name, ())) if c in replayed_labels]
+            plan.states[name] = plan.recompute_states[name]
+        else:
+            report.lost[name] = reason
+
+    context = journal.get_meta("context")
+    if context:
+        report.context_problems = apply_process_context(shell, context)
+    random_state = _latest_random_state(records)
+    if random_state:
+        apply_random_state(random_state)
+    _restore_input_history(shell, records)
 
     counted = [r.execution_count for r in records if r.store_history]
     report.next_execution_count = max(counted, default=0) + 1
@@ -123,7 +200,134 @@ def restore_session(shell: Any, journal: Journal) -> RestoreReport | None:
     report.seconds = time.monotonic() - started
     report.finished_at = time.time()
     journal.set_meta(replaying=None, last_restore=report.to_dict())
-    return report
+    return report, plan.states
+
+
+_MISSING = object()
+
+
+@dataclass
+class _Plan:
+    stored: dict[str, Any] = field(default_factory=dict)  # name -> the loaded object
+    rebuild: dict[str, str] = field(default_factory=dict)  # name -> why it must be recomputed
+    cells: dict[str, set[int]] = field(default_factory=dict)  # name -> cells that rebuild it
+    states: dict[str, NameState] = field(default_factory=dict)
+    recompute_states: dict[str, NameState] = field(default_factory=dict)
+    live: set[str] | None = None  # every name the session has (None: no snapshots at all)
+
+
+def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
+    """Load the latest version of every live group; list what must be recomputed."""
+    store = journal.store
+    plan = _Plan()
+    pointers = store.pointers_as_of()
+    if not pointers:
+        return plan
+    plan.live = {name for name, p in pointers.items() if p["state"] != "deleted"}
+    ns = shell.user_ns
+    loaded: dict[str, dict[str, Any] | Exception] = {}
+    versions: dict[str, dict[str, Any] | None] = {}
+    for name, pointer in sorted(pointers.items()):
+        state = pointer["state"]
+        if state == "deleted":
+            continue
+        bound_at = pointer.get("bound_at", pointer["seq"])
+        if state == "module":
+            try:
+                ns[name] = importlib.import_module(pointer["module"])
+                plan.states[name] = NameState(MODULE, bound_at, version=pointer["module"])
+            except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
+                report.lost[name] = f"module {pointer['module']}: {type(exc).__name__}"
+            continue
+        key = pointer["version"]
+        if key not in versions:
+            versions[key] = store.version(bytes.fromhex(key))
+        version = versions[key]
+        if version is None:
+            plan.rebuild[name] = "its stored version is missing"
+        elif version["kind"] == RECOMPUTE:
+            plan.rebuild[name] = version.get("reason", "cannot be stored")
+            plan.cells[name] = set(version["cells"])
+            plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]), None, tuple(version["cells"]))
+        else:
+            if key not in loaded:
+                loaded[key] = _load_version(shell, store, version)
+                if not isinstance(loaded[key], Exception):
+                    report.loaded_bytes += version.get("nbytes", 0)
+            values = loaded[key]
+            if isinstance(values, Exception) or name not in values:
+                why = f"{type(values).__name__}: {values}" if isinstance(values, Exception) else "missing from its version"
+                plan.rebuild[name] = f"stored value failed to load ({why[:120]})"
+                plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
+            else:
+                ns[name] = plan.stored[name] = values[name]
+                plan.states[name] = NameState(STORED, bound_at, key, frozenset(version["names"]), version.get("digest"))
+                report.loaded += 1
+    for name in plan.rebuild:
+        # Every cell that changed it since it was bound (its history), for a full rebuild.
+        bound_at = pointers[name].get("bound_at", pointers[name]["seq"])
+        history = {p["seq"] for p in store.name_history(name) if p["seq"] >= bound_at and p["state"] == "live"}
+        plan.cells[name] = plan.cells.get(name, set()) | history | {bound_at}
+    return plan
+
+
+def _load_version(shell: Any, store: Any, version: dict[str, Any]) -> dict[str, Any] | Exception:
+    try:
+        payload = store.read_blob(bytes.fromhex(version["payload"]))
+        buffers = [store.read_blob(bytes.fromhex(b)) for b in version["buffers"]]
+        values = loads(version["method"], bytes(payload), buffers, shell.user_module)
+        if not isinstance(values, dict):
+            return TypeError("a stored group is not a dict")
+        return values
+    except Exception as exc:  # noqa: BLE001 - a bad blob costs only its own variables
+        return exc
+
+
+def _cells_for(rebuild: dict[str, str], cells: dict[str, set[int]], by_seq: dict[int, CellRecord]) -> set[int]:
+    """The cells that rebuild ``rebuild``, plus the cells for what those cells read that is also missing."""
+    needed: set[int] = set()
+    pending = [name for name in rebuild]
+    planned: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in planned:
+            continue
+        planned.add(name)
+        for seq in cells.get(name, ()):
+            if seq in needed or seq not in by_seq:
+                continue
+            needed.add(seq)
+            for dependency in by_seq[seq].reads or ():
+                if dependency in rebuild and dependency not in planned:
+                    pending.append(dependency)
+    return needed
+
+
+def _latest_random_state(records: list[CellRecord]) -> dict[str, Any] | None:
+    for record in reversed(records):
+        if record.status == rec.STARTED or record.status == rec.DIED:
+            continue
+        state = record.random_state_after or record.random_state_before
+        if state:
+            return state
+    return None
+
+
+def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
+    """``In``, ``_i``, ``_ii``, ``_iii`` as the user left them (outputs are not kept)."""
+    history = shell.history_manager
+    inputs = [""]
+    for record in records:
+        if record.store_history and record.execution_count >= len(inputs):
+            inputs.extend([""] * (record.execution_count - len(inputs)))
+            inputs.append(record.code)
+    history.input_hist_parsed[:] = inputs
+    history.input_hist_raw[:] = inputs
+    recent = [""] * 4 + [code for code in inputs[1:] if code]
+    # IPython shifts these when the next cell is stored: _i becomes the last input.
+    history._iii, history._ii, history._i, history._i00 = recent[-4:]
+    for name, code in zip(("_iii", "_ii", "_i"), recent[-3:]):
+        shell.user_ns[name] = code
 
 
 def _replay_cell(shell: Any, record: CellRecord) -> tuple[str, str] | None:

@@ -32,13 +32,18 @@ import lmdb
 from .errors import StoreFormatError, StoreUnavailable, StoreWriteError
 from .records import CellRecord
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: journal only (replay); 2: + versions, names, blobs (snapshots)
 DEFAULT_MAP_SIZE = 256 * 1024**2  # reserves address space only; the file grows as needed
 _MAX_DBS = 8  # meta, cells, and room for what later formats add
 
 _META = b"meta"  # format version, session identity, restore markers and reports (JSON values)
 _CELLS = b"cells"  # seq -> the cell as written ahead (JSON)
 _OUTCOMES = b"outcomes"  # seq -> how it ended (small JSON), written after it ran
+_VERSIONS = b"versions"  # seq + ordinal -> one group version (JSON: names, method, blob digests, or recompute)
+_NAMES = b"names"  # name NUL seq -> where that name stood after cell seq (JSON pointer)
+_BLOBS = b"blobs"  # digest (16 bytes) + chunk (4 bytes) -> content-addressed bytes
+
+BLOB_CHUNK = 256 * 1024**2  # LMDB values must stay under 4 GiB; chunks keep each put moderate
 
 T = TypeVar("T")
 
@@ -46,6 +51,28 @@ T = TypeVar("T")
 def _seq_key(seq: int) -> bytes:
     # Big-endian so LMDB's byte order is sequence order.
     return seq.to_bytes(8, "big")
+
+
+def version_key(seq: int, ordinal: int) -> bytes:
+    """Key of the ``ordinal``-th group version a cell created."""
+    return _seq_key(seq) + ordinal.to_bytes(4, "big")
+
+
+def _chunk_key(index: int) -> bytes:
+    return index.to_bytes(4, "big")
+
+
+def _name_key(name: str, seq: int) -> bytes:
+    # Names are Python identifiers: never a NUL inside. Sorted by name, then sequence.
+    return name.encode() + b"\x00" + _seq_key(seq)
+
+
+def _split_name_key(key: bytes) -> tuple[str, int]:
+    return key[:-9].decode(), int.from_bytes(key[-8:], "big")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 class Store:
@@ -91,6 +118,9 @@ class Store:
             self._meta = self._env.open_db(_META)
             self._cells = self._env.open_db(_CELLS)
             self._outcomes = self._env.open_db(_OUTCOMES)
+            self._versions = self._env.open_db(_VERSIONS)
+            self._names = self._env.open_db(_NAMES)
+            self._blobs = self._env.open_db(_BLOBS)
             self._check_format()
         except (lmdb.Error, StoreUnavailable) as exc:
             self._env.close()
@@ -197,6 +227,44 @@ class Store:
 
         return self._write(body)
 
+    def commit_checkpoint(
+        self,
+        record: CellRecord,
+        versions: dict[bytes, dict[str, Any]],
+        pointers: dict[str, dict[str, Any]],
+        blobs: dict[bytes, Any],
+        context: dict[str, Any] | None = None,
+    ) -> bool:
+        """Commit a cell's outcome with everything it changed, in ONE transaction.
+
+        ``versions``: version key -> group version; ``pointers``: name -> where it
+        now stands; ``blobs``: digest -> bytes-like (stored once; a digest already
+        present costs nothing). Returns False, storing nothing, when the cell's
+        record is gone (the session was forgotten while it ran).
+        """
+
+        def body(txn):
+            key = _seq_key(record.seq)
+            if txn.get(key, db=self._cells) is None:
+                return False
+            for blob_digest, data in blobs.items():
+                if txn.get(blob_digest + _chunk_key(0), db=self._blobs) is not None:
+                    continue  # content-addressed: already stored by some earlier version
+                view = memoryview(data).cast("B")
+                chunks = max(1, -(-view.nbytes // BLOB_CHUNK))
+                for index in range(chunks):
+                    txn.put(blob_digest + _chunk_key(index), view[index * BLOB_CHUNK : (index + 1) * BLOB_CHUNK], db=self._blobs)
+            for version_key, version in versions.items():
+                txn.put(version_key, _json(version), db=self._versions)
+            for name, pointer in pointers.items():
+                txn.put(_name_key(name, record.seq), _json(pointer), db=self._names)
+            txn.put(key, record.encode_outcome(), db=self._outcomes)
+            if context is not None:
+                txn.put(b"context", _json(context), db=self._meta)
+            return True
+
+        return self._write(body)
+
     def clear(self) -> int:
         """Drop every cell record and the session's history; returns how many were dropped.
 
@@ -207,7 +275,9 @@ class Store:
             count = txn.stat(self._cells)["entries"]
             txn.drop(self._cells, delete=False)
             txn.drop(self._outcomes, delete=False)
-            for key in (b"last_restore", b"replaying"):
+            for db in (self._versions, self._names, self._blobs):
+                txn.drop(db, delete=False)
+            for key in (b"last_restore", b"replaying", b"context"):
                 txn.delete(key, db=self._meta)
             return count
 
@@ -230,6 +300,66 @@ class Store:
             outcomes = {bytes(k): bytes(v) for k, v in txn.cursor(db=self._outcomes)}
             items = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._cells)]
         return (CellRecord.decode(ahead, outcomes.get(key)) for key, ahead in items)
+
+    def pointers_as_of(self, seq: int | None = None) -> dict[str, dict[str, Any]]:
+        """Where every name stood after cell ``seq`` (default: the latest), deleted names included.
+
+        Every version is kept, so this is the namespace "as of cell N".
+        """
+        latest: dict[str, dict[str, Any]] = {}
+        with self._env.begin(db=self._names) as txn:
+            for key, value in txn.cursor():
+                name, at = _split_name_key(bytes(key))
+                if seq is None or at <= seq:
+                    pointer = json.loads(bytes(value))
+                    pointer["seq"] = at
+                    latest[name] = pointer
+        return latest
+
+    def name_history(self, name: str) -> list[dict[str, Any]]:
+        """Every pointer of one name, oldest first."""
+        prefix = name.encode() + b"\x00"
+        history = []
+        with self._env.begin(db=self._names) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not bytes(key).startswith(prefix):
+                        break
+                    pointer = json.loads(bytes(value))
+                    pointer["seq"] = _split_name_key(bytes(key))[1]
+                    history.append(pointer)
+        return history
+
+    def version(self, key: bytes) -> dict[str, Any] | None:
+        with self._env.begin(db=self._versions) as txn:
+            raw = txn.get(key)
+        return None if raw is None else json.loads(bytes(raw))
+
+    def read_blob(self, blob_digest: bytes) -> bytearray:
+        """A blob's bytes, in one writable buffer (arrays loaded from it are writable)."""
+        with self._env.begin(db=self._blobs, buffers=True) as txn:
+            parts = []
+            index = 0
+            while (part := txn.get(blob_digest + _chunk_key(index))) is not None:
+                parts.append(part)
+                index += 1
+            if not parts:
+                raise KeyError(f"blob {blob_digest.hex()} is missing from {self.path}")
+            data = bytearray(sum(len(p) for p in parts))
+            offset = 0
+            for part in parts:
+                data[offset : offset + len(part)] = part
+                offset += len(part)
+        return data
+
+    def blob_bytes(self) -> int:
+        """Bytes held by blobs (content-addressed, so shared data counts once)."""
+        total = 0
+        with self._env.begin(db=self._blobs, buffers=True) as txn:
+            for _, value in txn.cursor():
+                total += len(value)
+        return total
 
     def count(self) -> int:
         with self._env.begin() as txn:
@@ -270,6 +400,20 @@ class Store:
             for key, _ in txn.cursor(db=self._outcomes):
                 if txn.get(key, db=self._cells) is None:
                     problems.append(f"outcome {int.from_bytes(bytes(key), 'big')} has no cell record")
+            # Snapshots: a version exists only with its cell's outcome (one transaction),
+            # every blob it names is stored, and every pointer names a stored version.
+            for key, value in txn.cursor(db=self._versions):
+                seq_key = bytes(key)[:8]
+                if txn.get(seq_key, db=self._outcomes) is None:
+                    problems.append(f"version {bytes(key).hex()} has no outcome for its cell")
+                version = json.loads(bytes(value))
+                for blob in [version.get("payload"), *version.get("buffers", [])]:
+                    if blob and txn.get(bytes.fromhex(blob) + _chunk_key(0), db=self._blobs) is None:
+                        problems.append(f"version {bytes(key).hex()} names missing blob {blob}")
+            for key, value in txn.cursor(db=self._names):
+                pointer = json.loads(bytes(value))
+                if pointer.get("version") and txn.get(bytes.fromhex(pointer["version"]), db=self._versions) is None:
+                    problems.append(f"name {_split_name_key(bytes(key))} points to a missing version")
         return problems
 
     # -- life cycle ---------------------------------------------------------------

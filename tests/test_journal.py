@@ -76,7 +76,9 @@ def test_write_failures_are_told_once_and_recovery_is_told(tmp_path: Path) -> No
         assert j.store.check() == []
         # Space comes back (the limit is lifted): journaling resumes and the user is told.
         j.store.max_map_size = 0
-        assert j.begin("y = 1", execution_count=99) is not None
+        record = j.begin("y = 1", execution_count=99)
+        assert record is not None
+        assert j.finish(record, rec.OK, 0.0)
         [notice] = j.take_notices()
         assert "works again" in notice and f"{j.unjournaled} execution" in notice
     finally:

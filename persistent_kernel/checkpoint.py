@@ -1,0 +1,226 @@
+"""After a cell: what changed in the namespace, serialized, for one transaction.
+
+The candidates are the names the cell touched (read, bound, deleted; see
+``tracking``), widened to their co-variable groups. Each candidate group is
+serialized and hashed; a group whose hash is unchanged costs nothing more. A
+changed group becomes a new *version* (its blobs content-addressed, so bytes
+already stored are not stored again); a group that cannot be serialized becomes a
+*recompute* version naming the cells that rebuild it.
+
+Nothing here touches LMDB: ``prepare`` returns a ``Checkpoint`` that the journal
+commits in one transaction with the cell's outcome, and only then is ``applied``
+to the in-memory view of what is stored.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .serialize import Unserializable, dumps
+from .store import version_key
+from .tracking import Groups, ReadTracker, rebound, user_names
+
+STORED = "stored"
+RECOMPUTE = "recompute"
+MODULE = "module"
+
+
+@dataclass
+class NameState:
+    """What the store holds for one name (the in-memory mirror of its latest pointer)."""
+
+    kind: str  # STORED | RECOMPUTE | MODULE
+    bound_at: int  # the cell that last bound the name
+    version: str | None = None  # hex key of its group version
+    group: frozenset[str] = frozenset()
+    digest: str | None = None  # group hash when stored
+    cells: tuple[int, ...] = ()  # for RECOMPUTE: the cells that rebuild it
+
+
+@dataclass
+class Checkpoint:
+    """Everything one cell changed, ready for one transaction."""
+
+    seq: int
+    reads: set[str]
+    writes: set[str]
+    deletes: set[str]
+    versions: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    pointers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blobs: dict[bytes, Any] = field(default_factory=dict)
+    states: dict[str, NameState | None] = field(default_factory=dict)  # applied after the commit
+    unserializable: dict[str, str] = field(default_factory=dict)  # name -> why (for the user)
+    scan: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(memoryview(b).nbytes for b in self.blobs.values())
+
+
+def advances_when_used(value: Any) -> bool:
+    """Whether using an unstorable object changes it, so every cell that used it must be replayed.
+
+    A generator moves on when read; a container or a notebook object changes in
+    place. A connection, socket or lock keeps its state outside (the database
+    file, the peer): only the cell that made it is replayed, never the cells that
+    used it (a CREATE TABLE is not run twice).
+    """
+    if isinstance(value, (types.GeneratorType, Iterator, list, dict, set)):
+        return True
+    return type(value).__module__ == "__main__"
+
+
+class Checkpointer:
+    """The kernel's view of what is stored, and the per-cell change detection."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.reads = ReadTracker()
+        self.groups = Groups()
+        self.names: dict[str, NameState] = {}
+        self.scan: dict[str, int] = {}
+        self.dirty: set[str] = set()  # touched by cells whose checkpoint did not commit
+
+    @property
+    def namespace(self) -> dict[str, Any]:
+        return self.shell.user_ns
+
+    def adopt(self, states: dict[str, NameState], dirty: set[str] = frozenset()) -> None:
+        """Start from what a restore loaded (the store's latest pointers)."""
+        self.names = dict(states)
+        self.dirty = set(dirty)
+        ns = self.namespace
+        self.scan = user_names(ns, self.shell.user_ns_hidden)
+        for name in self.scan:
+            self.groups.update(name, ns[name], ns)
+
+    def prepare(self, seq: int, source: str) -> Checkpoint:
+        ns = self.namespace
+        scan = user_names(ns, self.shell.user_ns_hidden)
+        written, deleted = rebound(self.scan, scan)
+        deleted |= {name for name in self.dirty if name not in scan and name in self.names}
+        try:
+            transformed = self.shell.transform_cell(source)
+        except Exception:  # noqa: BLE001 - IPython syntax it cannot transform: the raw code
+            transformed = source
+        read = {name for name in self.reads.reads(transformed, ns) if name in scan}
+        touched = written | read | (self.dirty & set(scan))
+        checkpoint = Checkpoint(seq, read, written, deleted, scan=scan)
+
+        for name in deleted:
+            self.groups.remove(name)
+            if name in self.names:
+                checkpoint.pointers[name] = {"state": "deleted"}
+                checkpoint.states[name] = None
+        for name in touched:
+            self.groups.update(name, ns[name], ns)
+
+        ordinal = 0
+        for group in self.groups.groups_of(touched):
+            modules = {n for n in group if isinstance(ns[n], types.ModuleType)}
+            for name in modules:
+                self._module(checkpoint, name, ns[name], name in written)
+            members = sorted(group - modules)
+            if members:
+                if self._group(checkpoint, members, written, read, ordinal):
+                    ordinal += 1
+        return checkpoint
+
+    def _module(self, checkpoint: Checkpoint, name: str, module: types.ModuleType, bound: bool) -> None:
+        previous = self.names.get(name)
+        if previous is not None and previous.kind == MODULE and previous.version == module.__name__ and not bound:
+            return
+        checkpoint.pointers[name] = {"state": "module", "module": module.__name__, "bound_at": checkpoint.seq}
+        checkpoint.states[name] = NameState(MODULE, checkpoint.seq, version=module.__name__)
+
+    def _bound_at(self, name: str, checkpoint: Checkpoint) -> int:
+        previous = self.names.get(name)
+        if name in checkpoint.writes or previous is None:
+            return checkpoint.seq
+        return previous.bound_at
+
+    def _group(self, checkpoint: Checkpoint, members: list[str], written: set[str], read: set[str], ordinal: int) -> bool:
+        """Checkpoint one group; returns True when it created a version."""
+        ns = self.namespace
+        group = frozenset(members)
+        key = version_key(checkpoint.seq, ordinal)
+        try:
+            serialized = dumps({name: ns[name] for name in members})
+        except Unserializable as exc:
+            return self._recompute(checkpoint, members, group, key, str(exc))
+        digest = serialized.group_digest
+        if all(
+            (state := self.names.get(name)) is not None and state.kind == STORED and state.digest == digest and state.group == group
+            for name in members
+        ):
+            return False  # unchanged: nothing to store
+        checkpoint.versions[key] = {
+            "kind": STORED,
+            "names": members,
+            "method": serialized.method,
+            "payload": serialized.payload_digest.hex(),
+            "buffers": [d.hex() for d in serialized.buffer_digests],
+            "nbytes": serialized.nbytes,
+            "digest": digest,
+        }
+        checkpoint.blobs[serialized.payload_digest] = serialized.payload
+        for buffer_digest, buffer in zip(serialized.buffer_digests, serialized.buffers):
+            checkpoint.blobs[buffer_digest] = buffer
+        for name in members:
+            bound_at = self._bound_at(name, checkpoint)
+            checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
+            checkpoint.states[name] = NameState(STORED, bound_at, key.hex(), group, digest)
+        return True
+
+    def _recompute(self, checkpoint: Checkpoint, members: list[str], group: frozenset[str], key: bytes, reason: str) -> bool:
+        ns = self.namespace
+        cells: set[int] = set()
+        for name in members:
+            previous = self.names.get(name)
+            bound_at = self._bound_at(name, checkpoint)
+            cells.add(bound_at)
+            if previous is not None and bound_at == previous.bound_at:
+                # The cells that changed it while it was storable are in its history;
+                # the restore adds them (see restore.recompute_cells).
+                cells.update(previous.cells)
+            if advances_when_used(ns[name]):
+                cells.add(checkpoint.seq)
+        ordered = tuple(sorted(cells))
+        unchanged = all(
+            (state := self.names.get(name)) is not None and state.kind == RECOMPUTE and state.cells == ordered and state.group == group
+            for name in members
+        )
+        for name in members:
+            checkpoint.unserializable[name] = reason
+        if unchanged:
+            return False
+        checkpoint.versions[key] = {"kind": RECOMPUTE, "names": members, "cells": list(ordered), "reason": reason[:300]}
+        for name in members:
+            bound_at = self._bound_at(name, checkpoint)
+            checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
+            checkpoint.states[name] = NameState(RECOMPUTE, bound_at, key.hex(), group, None, ordered)
+        return True
+
+    def forget(self) -> None:
+        """The store was emptied: nothing is stored any more."""
+        self.names.clear()
+        self.dirty.clear()
+
+    def applied(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint committed: it is now what the store holds."""
+        for name, state in checkpoint.states.items():
+            if state is None:
+                self.names.pop(name, None)
+            else:
+                self.names[name] = state
+        self.scan = checkpoint.scan
+        self.dirty.clear()
+
+    def not_committed(self, checkpoint: Checkpoint) -> None:
+        """The commit failed: keep what it touched as candidates for the next cell."""
+        self.dirty |= checkpoint.reads | checkpoint.writes | checkpoint.deletes
+        self.scan = checkpoint.scan
+

@@ -1,0 +1,184 @@
+"""Objects ⇄ bytes plus out-of-band buffers, and their hashes. No LMDB here.
+
+A co-variable group (``{name: value}``) is serialized in one pickle stream, so
+identity between its members survives:
+
+1. stdlib pickle, protocol 5, with ``buffer_callback``: numpy and pandas data
+   leave the stream as zero-copy buffers, stored and hashed apart;
+2. dill, when stdlib pickle refuses or the group holds notebook-defined
+   functions or classes (stdlib pickle would save those *by name*, and an
+   instance of a class redefined later would come back with the new class).
+   dill saves them by value, with ``__globals__`` as a reference to ``__main__``,
+   which at load time is the kernel's user namespace.
+
+Open files are saved as (path, mode, position) and reopened *without ever
+truncating or creating* the file. Generators, sockets, database connections,
+threads and locks raise ``Unserializable``: the caller recomputes them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from .tracking import is_notebook_defined
+
+PROTOCOL = 5
+
+
+class Unserializable(Exception):
+    """The group cannot be stored; ``reason`` says which object and why."""
+
+
+class _NeedsDill(Exception):
+    """Raised inside the stdlib pickler to switch to dill."""
+
+
+def digest(data: Any) -> bytes:
+    """16-byte xxh3-128 of a bytes-like object (~28 GB/s)."""
+    return xxhash.xxh3_128_digest(data)
+
+
+@dataclass
+class Serialized:
+    method: str  # "pickle" or "dill"
+    payload: bytes
+    buffers: list[memoryview] = field(default_factory=list)
+    payload_digest: bytes = b""
+    buffer_digests: list[bytes] = field(default_factory=list)
+
+    @property
+    def group_digest(self) -> str:
+        """Hash of the whole group: equal means unchanged."""
+        return xxhash.xxh3_128_hexdigest(self.payload_digest + b"".join(self.buffer_digests))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.payload) + sum(b.nbytes for b in self.buffers)
+
+
+# -- open files ------------------------------------------------------------------------
+
+_FILE_TYPES = (io.TextIOWrapper, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.FileIO)
+
+
+def _reduce_file(handle: Any) -> tuple:
+    raw = handle
+    while hasattr(raw, "buffer") or hasattr(raw, "raw"):
+        raw = getattr(raw, "buffer", None) or raw.raw
+    path = getattr(raw, "name", None)
+    if not isinstance(path, str) or not os.path.isfile(path):
+        raise Unserializable(f"{handle!r} is not a regular file")
+    mode = getattr(handle, "mode", None) or raw.mode
+    if handle.closed:
+        return (reopen_file, (os.path.abspath(path), mode, 0, None, None, True))
+    try:
+        position = handle.tell()  # flushes a writer first
+    except OSError as exc:  # e.g. a text file being iterated with next()
+        raise Unserializable(f"the position of {path} cannot be read: {exc}") from exc
+    encoding = getattr(handle, "encoding", None)
+    errors = getattr(handle, "errors", None)
+    return (reopen_file, (os.path.abspath(path), mode, position, encoding, errors, False))
+
+
+def reopen_file(path: str, mode: str, position: int, encoding: str | None, errors: str | None, closed: bool) -> Any:
+    """Reopen a saved file handle: same path, mode and position; never truncates or creates.
+
+    ``w`` and ``x`` handles are reopened with ``O_WRONLY`` (no ``O_TRUNC``, no
+    ``O_CREAT``): the file keeps every byte, the handle continues where it was.
+    """
+    appending = "a" in mode
+    flags = os.O_RDWR if "+" in mode else (os.O_RDONLY if "r" in mode else os.O_WRONLY)
+    if appending:
+        flags |= os.O_APPEND
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    text = "b" not in mode
+    open_mode = mode.replace("x", "w")
+    handle = open(fd, open_mode, encoding=encoding if text else None, errors=errors if text else None)  # noqa: SIM115
+    raw = handle.buffer.raw if text else getattr(handle, "raw", handle)
+    raw.name = path
+    if not appending:
+        handle.seek(position)
+    if closed:
+        handle.close()
+    return handle
+
+
+def _refuse_or_reduce(obj: Any) -> Any:
+    if isinstance(obj, _FILE_TYPES):
+        return _reduce_file(obj)
+    if isinstance(obj, types.GeneratorType):
+        raise Unserializable(f"{obj!r} is a generator")
+    return NotImplemented
+
+
+class _StdPickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if is_notebook_defined(obj):
+            raise _NeedsDill
+        return _refuse_or_reduce(obj)
+
+
+def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType) -> Any:
+    import dill
+
+    class DillPickler(dill.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            return _refuse_or_reduce(obj)
+
+    pickler = DillPickler(file, protocol=PROTOCOL, buffer_callback=buffers.append, recurse=False, byref=False)
+    pickler._main = main  # the namespace functions' __globals__ refer to
+    return pickler
+
+
+def _main_module() -> types.ModuleType:
+    return sys.modules["__main__"]
+
+
+def dumps(values: dict[str, Any]) -> Serialized:
+    """Serialize a group; raises Unserializable."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    method = "pickle"
+    try:
+        _StdPickler(stream, protocol=PROTOCOL, buffer_callback=buffers.append).dump(values)
+    except Unserializable:
+        raise
+    except RecursionError as exc:
+        raise Unserializable(f"too deeply nested to store ({exc})") from None
+    except Exception:  # noqa: BLE001 - user objects' reducers raise anything; dill gets its turn
+        method = "dill"
+        buffers.clear()
+        stream = io.BytesIO()
+        try:
+            _dill_pickler(stream, buffers, _main_module()).dump(values)
+        except Unserializable:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise Unserializable(f"{type(exc).__name__}: {exc}") from None
+    try:
+        raws = [buffer.raw() for buffer in buffers]
+    except BufferError as exc:
+        raise Unserializable(f"a buffer is not contiguous: {exc}") from None
+    payload = stream.getvalue()
+    return Serialized(method, payload, raws, digest(payload), [digest(raw) for raw in raws])
+
+
+def loads(method: str, payload: bytes, buffers: list[Any], main: types.ModuleType | None = None) -> dict[str, Any]:
+    """Inverse of ``dumps``; ``main`` is the module notebook code lives in (default ``__main__``)."""
+    if method == "pickle":
+        return pickle.loads(payload, buffers=buffers)
+    if method == "dill":
+        import dill
+
+        unpickler = dill.Unpickler(io.BytesIO(payload), buffers=buffers)
+        unpickler._main = main or _main_module()
+        return unpickler.load()
+    raise ValueError(f"unknown serialization method {method!r}")

@@ -1,0 +1,263 @@
+"""Which names a cell touched, and which variables must be stored together.
+
+Tracking costs user code nothing at run time; it is done around the cell:
+
+- **reads**: the names the cell's code loads, found statically in its AST
+  (top level, nested functions, lambdas, comprehensions), widened through every
+  notebook-defined function, class and instance it reads to the global names
+  their code uses (so ``append_row()`` counts as touching ``rows``);
+- **writes and deletes**: an identity scan of the namespace after the cell,
+  against the previous one (``id`` of every value: ~50 ns a name). It sees
+  rebinding by any route: top level, ``global`` in a function, ``globals()[…]``,
+  ``exec``, magics.
+
+What this does not see: an in-place mutation of an object reached through no
+name the cell reads (a background thread, a reference kept in an imported module,
+``eval`` of a string). ``%persist verify`` hashes everything and catches those.
+
+**Co-variables**: two variables that reach a common object (``b = a``,
+``d['x'] = c``, two instances of one notebook class) form a group and are always
+serialized together, so identity between them survives.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import types
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+# IPython's own bookkeeping in the user namespace: never persisted as user state.
+_IPYTHON_NAME = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|_ih|_oh|_dh|In|Out|get_ipython|exit|quit)$")
+_ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
+MAX_OBJECTS_PER_VARIABLE = 100_000  # reference walk budget; deeper sharing is not detected
+
+MAIN = "__main__"
+
+
+def is_user_name(name: str, value: Any, hidden: Mapping[str, Any]) -> bool:
+    """A variable the user made (not IPython's caches, not the startup namespace)."""
+    if name.startswith("__") and name.endswith("__"):
+        return False
+    if _IPYTHON_NAME.match(name):
+        return False
+    return not (name in hidden and hidden[name] is value)
+
+
+def user_names(namespace: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, int]:
+    """``name -> id(value)`` for every user variable: the identity scan."""
+    return {name: id(value) for name, value in namespace.items() if is_user_name(name, value, hidden)}
+
+
+def rebound(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[set[str], set[str]]:
+    """(written, deleted) between two identity scans."""
+    written = {name for name, ident in after.items() if before.get(name) != ident}
+    deleted = set(before) - set(after)
+    return written, deleted
+
+
+# -- reads -----------------------------------------------------------------------
+
+
+def names_loaded(source: str) -> set[str]:
+    """Names a piece of Python source loads (including inside its functions and lambdas)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    loaded: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            loaded.add(node.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            loaded.update(node.names)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            loaded.add(node.target.id)
+    return loaded
+
+
+def _code_names(code: types.CodeType, cache: dict[types.CodeType, frozenset[str]]) -> frozenset[str]:
+    """Global names a code object (and the code nested in it) may use."""
+    found = cache.get(code)
+    if found is None:
+        names = set(code.co_names)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                names |= _code_names(const, cache)
+        found = cache[code] = frozenset(names)
+    return found
+
+
+def is_notebook_defined(obj: Any) -> bool:
+    """A function or class whose code lives in the notebook (``__main__``)."""
+    return isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) == MAIN
+
+
+def _notebook_code(value: Any) -> Iterator[types.CodeType]:
+    """Code objects run when a notebook function, class or instance is used."""
+    if isinstance(value, types.FunctionType):
+        if value.__module__ == MAIN:
+            yield value.__code__
+        return
+    if isinstance(value, types.MethodType):
+        yield from _notebook_code(value.__func__)
+        return
+    cls = value if isinstance(value, type) else type(value)
+    if getattr(cls, "__module__", None) != MAIN:
+        return
+    for klass in cls.__mro__:
+        if klass.__module__ != MAIN:
+            continue
+        for attr in vars(klass).values():
+            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+            if isinstance(func, property):
+                for accessor in (func.fget, func.fset, func.fdel):
+                    if isinstance(accessor, types.FunctionType):
+                        yield accessor.__code__
+            elif isinstance(func, types.FunctionType):
+                yield func.__code__
+
+
+class ReadTracker:
+    """Widens a cell's loaded names through the notebook code it calls."""
+
+    def __init__(self) -> None:
+        self._code_cache: dict[types.CodeType, frozenset[str]] = {}
+
+    def reads(self, source: str, namespace: Mapping[str, Any]) -> set[str]:
+        pending = [name for name in names_loaded(source) if name in namespace]
+        seen: set[str] = set()
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for code in _notebook_code(namespace[name]):
+                pending.extend(n for n in _code_names(code, self._code_cache) if n in namespace and n not in seen)
+        return seen
+
+
+# -- co-variables -------------------------------------------------------------------
+
+
+def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
+    """The objects an object holds that matter for identity between variables."""
+    kind = type(obj)
+    if kind in (list, tuple, set, frozenset) or isinstance(obj, (list, tuple, set, frozenset, deque)):
+        return obj
+    if isinstance(obj, dict):
+        if obj is namespace:
+            return ()
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, types.FunctionType):
+        if obj.__module__ != MAIN:
+            return ()
+        held: list[Any] = [cell.cell_contents for cell in (obj.__closure__ or ()) if _cell_has_contents(cell)]
+        held.extend(obj.__defaults__ or ())
+        held.extend((obj.__kwdefaults__ or {}).values())
+        held.extend(vars(obj).values())
+        return held
+    if isinstance(obj, types.MethodType):
+        return (obj.__self__, obj.__func__)
+    if isinstance(obj, type):
+        return list(vars(obj).values()) if obj.__module__ == MAIN else ()
+    if isinstance(obj, types.ModuleType):
+        return ()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(obj, numpy.ndarray):
+        # A view shares memory with its base; an object array holds objects.
+        held = [obj.base] if isinstance(obj.base, numpy.ndarray) else []
+        if obj.dtype.hasobject:
+            held.extend(obj.ravel().tolist())
+        return held
+    held = []
+    if kind.__module__ == MAIN:
+        held.append(kind)  # instances of one notebook class share that class
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict):
+        held.extend(state.values())
+    for slot in getattr(kind, "__slots__", ()):
+        if isinstance(slot, str) and hasattr(obj, slot):
+            held.append(getattr(obj, slot))
+    return held
+
+
+def _cell_has_contents(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - probing an empty closure cell
+    except ValueError:
+        return False
+    return True
+
+
+def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
+    """Identities of the non-atomic objects a variable reaches (itself included)."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
+        obj = stack.pop()
+        if isinstance(obj, _ATOMIC) or isinstance(obj, types.ModuleType):
+            continue
+        ident = id(obj)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        if isinstance(obj, type) and obj.__module__ != MAIN:
+            continue
+        try:
+            stack.extend(_children(obj, namespace))
+        except Exception:  # noqa: BLE001 - an exotic object's attributes may raise; it stays a leaf
+            pass
+    return frozenset(seen)
+
+
+class Groups:
+    """Co-variable groups: variables that reach a common object belong together."""
+
+    def __init__(self) -> None:
+        self._reach: dict[str, frozenset[int]] = {}
+        self._owners: dict[int, set[str]] = {}
+
+    def update(self, name: str, value: Any, namespace: Mapping[str, Any]) -> None:
+        """Recompute what ``name`` reaches (after it was touched)."""
+        self.remove(name)
+        reach = reachable_ids(value, namespace)
+        self._reach[name] = reach
+        for ident in reach:
+            self._owners.setdefault(ident, set()).add(name)
+
+    def remove(self, name: str) -> None:
+        for ident in self._reach.pop(name, ()):
+            owners = self._owners.get(ident)
+            if owners is not None:
+                owners.discard(name)
+                if not owners:
+                    del self._owners[ident]
+
+    def group_of(self, name: str) -> frozenset[str]:
+        """All names connected to ``name`` through shared objects."""
+        group = {name}
+        pending = [name]
+        while pending:
+            current = pending.pop()
+            for ident in self._reach.get(current, ()):
+                for other in self._owners.get(ident, ()):
+                    if other not in group:
+                        group.add(other)
+                        pending.append(other)
+        return frozenset(group)
+
+    def groups_of(self, names: Iterable[str]) -> list[frozenset[str]]:
+        """The distinct groups containing ``names``."""
+        result: list[frozenset[str]] = []
+        covered: set[str] = set()
+        for name in sorted(names):
+            if name in covered:
+                continue
+            group = self.group_of(name)
+            covered |= group
+            result.append(group)
+        return result
