@@ -251,7 +251,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]), None, tuple(version["cells"]))
         else:
             if key not in loaded:
-                loaded[key] = _load_version(shell, store, version)
+                loaded[key] = _load_version(shell.user_module, store, version)
                 if not isinstance(loaded[key], Exception):
                     report.loaded_bytes += version.get("nbytes", 0)
             values = loaded[key]
@@ -271,11 +271,43 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
     return plan
 
 
-def _load_version(shell: Any, store: Any, version: dict[str, Any]) -> dict[str, Any] | Exception:
+def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The namespace as it stood after cell ``seq``, from the stored versions (every version is kept).
+
+    Returns the values that can be loaded, and name -> why for the names that
+    would need recomputing (unstorable, or failing to load). Modules are imported.
+    """
+    values: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    loaded: dict[str, dict[str, Any] | Exception] = {}
+    for name, pointer in store.pointers_as_of(seq).items():
+        if pointer["state"] == "deleted":
+            continue
+        if pointer["state"] == "module":
+            try:
+                values[name] = importlib.import_module(pointer["module"])
+            except Exception as exc:  # noqa: BLE001
+                missing[name] = f"module {pointer['module']}: {type(exc).__name__}"
+            continue
+        version = store.version(bytes.fromhex(pointer["version"]))
+        if version is None or version["kind"] == RECOMPUTE:
+            missing[name] = "cannot be stored" if version else "its stored version is missing"
+            continue
+        if pointer["version"] not in loaded:
+            loaded[pointer["version"]] = _load_version(main, store, version)
+        group = loaded[pointer["version"]]
+        if isinstance(group, Exception):
+            missing[name] = f"{type(group).__name__}: {group}"
+        else:
+            values[name] = group[name]
+    return values, missing
+
+
+def _load_version(main: Any, store: Any, version: dict[str, Any]) -> dict[str, Any] | Exception:
     try:
         payload = store.read_blob(bytes.fromhex(version["payload"]))
         buffers = [store.read_blob(bytes.fromhex(b)) for b in version["buffers"]]
-        values = loads(version["method"], bytes(payload), buffers, shell.user_module)
+        values = loads(version["method"], bytes(payload), buffers, main)
         if not isinstance(values, dict):
             return TypeError("a stored group is not a dict")
         return values
