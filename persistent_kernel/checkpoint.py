@@ -83,6 +83,7 @@ class Checkpointer:
         self.names: dict[str, NameState] = {}
         self.scan: dict[str, int] = {}
         self.dirty: set[str] = set()  # touched by cells whose checkpoint did not commit
+        self.full_pass = False  # the next checkpoint considers every name (after %persist verify)
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -102,12 +103,11 @@ class Checkpointer:
         scan = user_names(ns, self.shell.user_ns_hidden)
         written, deleted = rebound(self.scan, scan)
         deleted |= {name for name in self.dirty if name not in scan and name in self.names}
-        try:
-            transformed = self.shell.transform_cell(source)
-        except Exception:  # noqa: BLE001 - IPython syntax it cannot transform: the raw code
-            transformed = source
-        read = {name for name in self.reads.reads(transformed, ns) if name in scan}
+        read = {name for name in self.reads.reads(source, ns, self.shell.transform_cell) if name in scan}
         touched = written | read | (self.dirty & set(scan))
+        if self.full_pass:
+            touched = set(scan)
+            self.full_pass = False
         checkpoint = Checkpoint(seq, read, written, deleted, scan=scan)
 
         for name in deleted:
@@ -203,6 +203,38 @@ class Checkpointer:
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
             checkpoint.states[name] = NameState(RECOMPUTE, bound_at, key.hex(), group, None, ordered)
         return True
+
+    def verify(self) -> dict[str, list[str]]:
+        """Hash every group in the namespace against what is stored.
+
+        Returns names by finding: ``unchanged``, ``changed`` (a mutation tracking
+        did not see), ``unstored`` (never stored), ``unstorable``. The next
+        checkpoint then stores whatever differs.
+        """
+        ns = self.namespace
+        names = user_names(ns, self.shell.user_ns_hidden)
+        for name in names:
+            self.groups.update(name, ns[name], ns)
+        findings: dict[str, list[str]] = {"unchanged": [], "changed": [], "unstored": [], "unstorable": []}
+        for group in self.groups.groups_of(names):
+            members = sorted(n for n in group if not isinstance(ns[n], types.ModuleType))
+            if not members:
+                continue
+            try:
+                digest = dumps({name: ns[name] for name in members}).group_digest
+            except Unserializable:
+                findings["unstorable"].extend(members)
+                continue
+            for name in members:
+                state = self.names.get(name)
+                if state is None:
+                    findings["unstored"].append(name)
+                elif state.kind == STORED and state.digest == digest and state.group == group:
+                    findings["unchanged"].append(name)
+                else:
+                    findings["changed"].append(name)
+        self.full_pass = True
+        return findings
 
     def forget(self) -> None:
         """The store was emptied: nothing is stored any more."""

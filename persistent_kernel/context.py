@@ -21,7 +21,6 @@ import sys
 from array import array
 from typing import Any
 
-import xxhash
 
 
 def _decode_words(text: str, typecode: str) -> array:
@@ -42,14 +41,13 @@ def _raw_states() -> tuple[tuple, tuple | None]:
     return random.getstate(), numpy_state
 
 
-def _fingerprint(random_state: tuple, numpy_state: tuple | None) -> str:
-    digest = xxhash.xxh3_64(array("Q", random_state[1]).tobytes())
-    digest.update(repr(random_state[2]).encode())
-    if numpy_state is not None:
-        name, keys, pos, has_gauss, cached = numpy_state
-        digest.update(keys.tobytes())
-        digest.update(f"{name}:{pos}:{has_gauss}:{cached}".encode())
-    return digest.hexdigest()
+def _same_states(a: tuple[tuple, tuple | None], b: tuple[tuple, tuple | None]) -> bool:
+    if a[0] != b[0]:
+        return False
+    if a[1] is None or b[1] is None:
+        return a[1] is b[1]
+    (name, keys, pos, has_gauss, cached), (name2, keys2, pos2, has_gauss2, cached2) = a[1], b[1]
+    return (name, pos, has_gauss, cached) == (name2, pos2, has_gauss2, cached2) and bool((keys == keys2).all())
 
 
 def _encode(random_state: tuple, numpy_state: tuple | None) -> dict[str, Any]:
@@ -97,14 +95,14 @@ class RandomStateTracker:
     """
 
     def __init__(self) -> None:
-        self._last: str | None = None
+        self._last: tuple[tuple, tuple | None] | None = None
 
     def changed_state(self) -> dict[str, Any] | None:
         raw = _raw_states()
-        fingerprint = _fingerprint(*raw)
-        if fingerprint == self._last:
+        # Comparing the raw states is cheaper than hashing them (a few µs).
+        if self._last is not None and _same_states(raw, self._last):
             return None
-        self._last = fingerprint
+        self._last = raw
         return _encode(*raw)
 
     def reset(self) -> None:
@@ -135,12 +133,24 @@ class ProcessContextTracker:
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.baseline_env = dict(os.environ)
+        self.rebase()
         self._last: dict[str, Any] | None = None
 
-    def capture(self) -> dict[str, Any]:
+    def rebase(self) -> None:
+        """Take the environment as it is now as the kernel's own (call once start-up is done)."""
+        self.baseline_env = dict(os.environ)
+        self._baseline_raw = dict(getattr(os.environ, "_data", {}))
+
+    def _env_changes(self) -> dict[str, str | None]:
+        raw = getattr(os.environ, "_data", None)  # CPython's encoded dict: comparing it is cheap
+        if raw is not None and raw == self._baseline_raw:
+            return {}
         env = {k: v for k, v in os.environ.items() if self.baseline_env.get(k) != v}
         env.update({k: None for k in self.baseline_env if k not in os.environ})
+        return env
+
+    def capture(self) -> dict[str, Any]:
+        env = self._env_changes()
         try:
             cwd = os.getcwd()
         except OSError:  # the directory was removed under us

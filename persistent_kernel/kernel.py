@@ -70,7 +70,7 @@ class PersistentKernel(IPythonKernel):
         self.process_context = ProcessContextTracker(self.shell)
         self._told_unstorable: set[str] = set()
         if self.shell is not None:
-            self.shell.register_magics(PersistMagics(self.shell, self.journal, on_forget=self.checkpointer.forget))
+            self.shell.register_magics(PersistMagics(self.shell, self.journal, self.checkpointer))
 
     @property
     def banner(self) -> str:
@@ -87,6 +87,9 @@ class PersistentKernel(IPythonKernel):
 
     def restore(self) -> None:
         """Open the session's journal and rebuild the namespace; called once, before any request."""
+        # ipykernel and IPython set a few variables while starting (MPLBACKEND, PAGER …):
+        # only what cells change afterwards is the session's.
+        self.process_context.rebase()
         if not self.persist:
             self.journal.turn_off("turned off by configuration (PersistentKernel.persist = False)")
             return

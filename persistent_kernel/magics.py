@@ -6,12 +6,12 @@ Thin over the journal and the last restore report; renders, never decides.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .checkpoint import Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
 
@@ -72,22 +72,24 @@ def _durability(sync_interval: float) -> str:
 
 @magics_class
 class PersistMagics(Magics):
-    """``%persist status`` and ``%persist forget``."""
+    """``%persist status``, ``%persist verify`` and ``%persist forget``."""
 
-    def __init__(self, shell: Any, journal: Journal, on_forget: Callable[[], None] | None = None) -> None:
+    def __init__(self, shell: Any, journal: Journal, checkpointer: Checkpointer) -> None:
         super().__init__(shell)
         self.journal = journal
-        self.on_forget = on_forget
+        self.checkpointer = checkpointer
 
     @magic_arguments()
     @argument(
         "command",
-        choices=["status", "forget"],
+        choices=["status", "verify", "forget"],
         nargs="?",
         default="status",
         help=(
             "status: the session, where its store is, how many cells are journaled and what the last "
-            "restore did. forget: erase this session's journal, so the next kernel start is fresh "
+            "restore did. verify: hash every variable against the store and check the store itself; "
+            "what changed without a cell seeing it (a background thread, a module keeping a reference) is "
+            "stored when this cell ends. forget: erase this session's journal, so the next kernel start is fresh "
             "(the running namespace is untouched; cells run after this are journaled again)."
         ),
     )
@@ -97,8 +99,26 @@ class PersistMagics(Magics):
         args = parse_argstring(self.persist, line)
         if args.command == "forget":
             self._forget()
+        elif args.command == "verify":
+            self._verify()
         else:
             print(format_status(self.journal.status()))
+
+    def _verify(self) -> None:
+        if not self.journal.active:
+            print(f"Nothing to verify: persistence is off for this kernel ({self.journal.problem}).")
+            return
+        findings = self.checkpointer.verify()
+        total = sum(len(names) for names in findings.values())
+        print(f"Verified {total} variables against the store: {len(findings['unchanged'])} unchanged.")
+        if findings["changed"]:
+            print(f"Changed without a cell touching them (stored when this cell ends): {', '.join(findings['changed'])}")
+        if findings["unstored"]:
+            print(f"Not stored yet (stored when this cell ends): {', '.join(findings['unstored'])}")
+        if findings["unstorable"]:
+            print(f"Cannot be stored (rebuilt by replay after a restart): {', '.join(findings['unstorable'])}")
+        problems = self.journal.store.check()
+        print("Store check: " + ("no problems." if not problems else "; ".join(problems)))
 
     def _forget(self) -> None:
         if not self.journal.active:
@@ -109,8 +129,7 @@ class PersistMagics(Magics):
         except PersistenceError as exc:
             print(f"Could not forget the session: {exc}. Nothing was removed.")
             return
-        if self.on_forget is not None:
-            self.on_forget()
+        self.checkpointer.forget()
         print(
             f"Forgot session '{self.journal.session.name}': {dropped} journaled cell(s) dropped. "
             "Restart the kernel for an empty namespace; cells you run from now on are journaled again."

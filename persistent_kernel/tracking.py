@@ -38,18 +38,34 @@ MAX_OBJECTS_PER_VARIABLE = 100_000  # reference walk budget; deeper sharing is n
 MAIN = "__main__"
 
 
+def _is_ipython_name(name: str) -> bool:
+    return (name.startswith("__") and name.endswith("__")) or bool(_IPYTHON_NAME.match(name))
+
+
+_name_cache: dict[str, bool] = {}
+
+
 def is_user_name(name: str, value: Any, hidden: Mapping[str, Any]) -> bool:
     """A variable the user made (not IPython's caches, not the startup namespace)."""
-    if name.startswith("__") and name.endswith("__"):
-        return False
-    if _IPYTHON_NAME.match(name):
+    internal = _name_cache.get(name)
+    if internal is None:
+        internal = _name_cache[name] = _is_ipython_name(name)
+    if internal:
         return False
     return not (name in hidden and hidden[name] is value)
 
 
 def user_names(namespace: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, int]:
-    """``name -> id(value)`` for every user variable: the identity scan."""
-    return {name: id(value) for name, value in namespace.items() if is_user_name(name, value, hidden)}
+    """``name -> id(value)`` for every user variable: the identity scan (a few µs per 100 names)."""
+    cache = _name_cache
+    scan = {}
+    for name, value in namespace.items():
+        internal = cache.get(name)
+        if internal is None:
+            internal = cache[name] = _is_ipython_name(name)
+        if not internal and not (name in hidden and hidden[name] is value):
+            scan[name] = id(value)
+    return scan
 
 
 def rebound(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[set[str], set[str]]:
@@ -62,12 +78,15 @@ def rebound(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[set[st
 # -- reads -----------------------------------------------------------------------
 
 
-def names_loaded(source: str) -> set[str]:
-    """Names a piece of Python source loads (including inside its functions and lambdas)."""
+def names_loaded(source: str) -> set[str] | None:
+    """Names a piece of Python source loads (including inside its functions and lambdas).
+
+    None when it is not plain Python (IPython syntax: transform it first).
+    """
     try:
         tree = ast.parse(source)
-    except SyntaxError:
-        return set()
+    except (SyntaxError, ValueError):
+        return None
     loaded: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
@@ -127,8 +146,15 @@ class ReadTracker:
     def __init__(self) -> None:
         self._code_cache: dict[types.CodeType, frozenset[str]] = {}
 
-    def reads(self, source: str, namespace: Mapping[str, Any]) -> set[str]:
-        pending = [name for name in names_loaded(source) if name in namespace]
+    def reads(self, source: str, namespace: Mapping[str, Any], transform: Any = None) -> set[str]:
+        """Names the cell reads; ``transform`` turns IPython syntax into Python when needed."""
+        loaded = names_loaded(source)
+        if loaded is None and transform is not None:
+            try:
+                loaded = names_loaded(transform(source))
+            except Exception:  # noqa: BLE001 - what IPython cannot transform reads nothing we can see
+                loaded = None
+        pending = [name for name in loaded or () if name in namespace]
         seen: set[str] = set()
         while pending:
             name = pending.pop()

@@ -265,3 +265,16 @@ def test_aliasing_a_big_array_stores_its_bytes_once(kernel, pk_home: Path) -> No
         store.close()
     k.start()
     assert k.evaluate("(b is a, a[:3].tolist())") == "(True, [42.0, 43.0, 0.0])"
+
+
+def test_verify_finds_and_stores_what_tracking_cannot_see(kernel) -> None:
+    k = kernel()
+    run(k, "import threading, time\nshared = {'n': 0}\nhidden = [shared]")
+    # A background thread mutates `shared`; no cell reads it afterwards.
+    run(k, "def worker(box=shared):\n    time.sleep(0.2)\n    box['n'] = 99\nthreading.Thread(target=worker).start()")
+    run(k, "time.sleep(0.5)")
+    report = k.execute("%persist verify").stdout
+    assert "Changed without a cell touching them (stored when this cell ends): hidden, shared" in report
+    assert "Store check: no problems." in report
+    crash_and_restart(k)
+    assert k.evaluate("(shared, hidden[0] is shared)") == "({'n': 99}, True)"
