@@ -1,0 +1,90 @@
+"""Serialization of co-variable groups, without a kernel."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import types
+from pathlib import Path
+
+import numpy
+import pytest
+
+from persistent_kernel.serialize import Unserializable, dumps, loads
+
+
+@pytest.fixture
+def main_module(monkeypatch):
+    """A stand-in for IPython's user module as ``__main__`` (notebook code lives there)."""
+    module = types.ModuleType("__main__")
+    monkeypatch.setitem(sys.modules, "__main__", module)
+    return module
+
+
+def roundtrip(values: dict, main=None) -> dict:
+    s = dumps(values)
+    return loads(s.method, s.payload, [bytearray(b) for b in s.buffers], main)
+
+
+def test_plain_data_uses_stdlib_pickle_and_arrays_leave_the_stream() -> None:
+    array = numpy.arange(1_000_000, dtype=numpy.float64)
+    s = dumps({"a": array, "b": array, "meta": {"n": 1}})
+    assert s.method == "pickle"
+    assert len(s.buffers) == 1 and s.buffers[0].nbytes == 8_000_000  # once, out of band
+    assert len(s.payload) < 1000
+    back = loads(s.method, s.payload, [bytearray(b) for b in s.buffers])
+    assert back["a"] is back["b"] and back["a"].flags.writeable and back["a"][-1] == 999_999
+
+
+def test_equal_content_hashes_equal_and_a_change_does_not() -> None:
+    one = dumps({"x": [1, 2, 3]})
+    assert dumps({"x": [1, 2, 3]}).group_digest == one.group_digest
+    assert dumps({"x": [1, 2, 4]}).group_digest != one.group_digest
+
+
+def test_notebook_functions_and_classes_go_by_value_with_dill(main_module) -> None:
+    exec(
+        "class Card:\n    def show(self):\n        return 'card'\n"
+        "hand = [Card(), Card()]\nscale = 2\ntimes = lambda v: v * scale\n",
+        main_module.__dict__,
+    )
+    ns = main_module.__dict__
+    s = dumps({"Card": ns["Card"], "hand": ns["hand"], "times": ns["times"]})
+    assert s.method == "dill"
+    back = loads(s.method, s.payload, s.buffers, main_module)
+    assert isinstance(back["hand"][0], back["Card"]) and back["hand"][1].show() == "card"
+    assert back["times"].__globals__ is ns  # the restored function sees the live namespace
+    ns["scale"] = 5
+    assert back["times"](2) == 10
+
+
+def test_generators_and_connections_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(Unserializable, match="generator"):
+        dumps({"g": (i for i in range(3))})
+    with pytest.raises(Unserializable, match="sqlite3.Connection"):
+        dumps({"conn": sqlite3.connect(str(tmp_path / "db.sqlite"))})
+
+
+def test_file_handles_reopen_without_truncating(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    writer = path.open("w")
+    writer.write("kept")
+    s = dumps({"w": writer})
+    writer.close()
+    back = loads(s.method, s.payload, s.buffers)["w"]
+    assert path.read_text() == "kept" and back.mode == "w" and back.tell() == 4
+    back.write("!")
+    back.close()
+    assert path.read_text() == "kept!"
+
+
+def test_a_deleted_file_is_not_recreated(tmp_path: Path) -> None:
+    path = tmp_path / "gone.txt"
+    path.write_text("x")
+    handle = path.open()
+    s = dumps({"h": handle})
+    handle.close()
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        loads(s.method, s.payload, s.buffers)
+    assert not path.exists()

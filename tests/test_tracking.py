@@ -1,0 +1,82 @@
+"""Read tracking and co-variable grouping, without a kernel."""
+
+from __future__ import annotations
+
+import types
+
+import numpy
+
+from persistent_kernel.tracking import Groups, ReadTracker, names_loaded, rebound, user_names
+
+
+def notebook(source: str) -> dict:
+    """A namespace whose functions and classes count as notebook-defined."""
+    ns: dict = {"__name__": "__main__"}
+    exec(compile(source, "<cell>", "exec"), ns)
+    return ns
+
+
+def test_names_loaded_sees_nested_code_and_augmented_assignment() -> None:
+    assert names_loaded("y = [f(v) for v in data]\nlambda: other\nz += 1") >= {"f", "data", "other", "z"}
+    assert names_loaded("%magic not python") is None
+
+
+def test_reads_widen_through_notebook_functions_classes_and_instances() -> None:
+    ns = notebook(
+        "rows = []\nlimit = 3\n"
+        "def helper():\n    return limit\n"
+        "def add(x):\n    rows.append(x)\n    return helper()\n"
+        "class Table:\n    def deal(self):\n        return deck.pop()\n"
+        "deck = [1, 2]\ntable = Table()\nunrelated = 5\n"
+    )
+    tracker = ReadTracker()
+    assert tracker.reads("add(1)", ns) == {"add", "rows", "helper", "limit"}
+    assert tracker.reads("table.deal()", ns) == {"table", "deck"}
+    assert tracker.reads("%time add(1)", ns, transform=lambda s: "get_ipython().run_line_magic('time', 'add(1)')") == set()
+
+
+def test_identity_scan_sees_rebinding_and_deletion_but_not_ipython_names() -> None:
+    ns = {"a": [1], "b": 2, "_i3": "code", "Out": {}, "__name__": "__main__", "preset": 1}
+    hidden = {"preset": ns["preset"]}
+    before = user_names(ns, hidden)
+    assert set(before) == {"a", "b"}
+    ns["a"] = [1]
+    del ns["b"]
+    ns["c"] = 3
+    assert rebound(before, user_names(ns, hidden)) == ({"a", "c"}, {"b"})
+
+
+def test_groups_join_variables_sharing_objects_and_split_when_they_stop() -> None:
+    shared = [1]
+    ns = notebook("class Card:\n    pass\n")
+    ns.update(a=shared, b={"x": shared}, c=[2], card1=ns["Card"](), card2=ns["Card"]())
+    groups = Groups()
+    for name in ("a", "b", "c", "card1", "card2", "Card"):
+        groups.update(name, ns[name], ns)
+    assert groups.group_of("a") == {"a", "b"}
+    assert groups.group_of("c") == {"c"}
+    assert groups.group_of("card1") == {"card1", "card2", "Card"}  # one class object: one group
+    ns["b"] = {"x": [1]}
+    groups.update("b", ns["b"], ns)
+    assert groups.group_of("a") == {"a"}
+
+
+def test_numpy_views_join_their_base_and_functions_their_closures() -> None:
+    base = numpy.arange(10)
+    box = {"n": 0}
+    ns = notebook("def make(box):\n    def read():\n        return box\n    return read\n")
+    ns.update(base=base, view=base[2:5], reader=ns["make"](box), box=box)
+    groups = Groups()
+    for name in ("base", "view", "reader", "box", "make"):
+        groups.update(name, ns[name], ns)
+    assert groups.group_of("view") == {"base", "view"}
+    assert groups.group_of("reader") == {"reader", "box"}
+
+
+def test_modules_and_library_types_never_join_groups() -> None:
+    ns = {"np": numpy, "x": numpy.zeros(3), "y": numpy.ones(3), "mod": types}
+    groups = Groups()
+    for name in ns:
+        groups.update(name, ns[name], ns)
+    assert groups.group_of("x") == {"x"}  # the shared float64 dtype does not merge arrays
+    assert groups.group_of("np") == {"np"}
