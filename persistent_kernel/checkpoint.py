@@ -38,6 +38,7 @@ class NameState:
     group: frozenset[str] = frozenset()
     digest: str | None = None  # group hash when stored
     cells: tuple[int, ...] = ()  # for RECOMPUTE: the cells that rebuild it
+    nbytes: int = 0  # serialized size of its group, when stored
 
 
 @dataclass
@@ -172,7 +173,7 @@ class Checkpointer:
         for name in members:
             bound_at = self._bound_at(name, checkpoint)
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
-            checkpoint.states[name] = NameState(STORED, bound_at, key.hex(), group, digest)
+            checkpoint.states[name] = NameState(STORED, bound_at, key.hex(), group, digest, nbytes=serialized.nbytes)
         return True
 
     def _recompute(self, checkpoint: Checkpoint, members: list[str], group: frozenset[str], key: bytes, reason: str) -> bool:
@@ -203,6 +204,11 @@ class Checkpointer:
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
             checkpoint.states[name] = NameState(RECOMPUTE, bound_at, key.hex(), group, None, ordered)
         return True
+
+    def stored_bytes(self) -> int:
+        """Serialized size of everything stored for the live namespace (what a full pass hashes)."""
+        sizes = {state.version: state.nbytes for state in self.names.values() if state.kind == STORED}
+        return sum(sizes.values())
 
     def verify(self) -> dict[str, list[str]]:
         """Hash every group in the namespace against what is stored.

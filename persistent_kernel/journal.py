@@ -125,7 +125,8 @@ class Journal:
         """
         if not self.journals(code):
             return None
-        record = CellRecord(
+        return self._append(
+            CellRecord(
             seq=0,
             code=code,
             execution_count=execution_count,
@@ -134,7 +135,18 @@ class Journal:
             cell_id=cell_id,
             started_at=time.time(),
             random_state_before=random_state_before,
+            )
         )
+
+    def begin_event(self, kind: str, execution_count: int) -> CellRecord | None:
+        """A journal entry for a change no cell made (an idle check); it has no code to replay."""
+        if self.store is None:
+            return None
+        return self._append(
+            CellRecord(seq=0, code="", execution_count=execution_count, silent=True, store_history=False, started_at=time.time(), kind=kind)
+        )
+
+    def _append(self, record: CellRecord) -> CellRecord | None:
         try:
             self.store.append(record)
         except StoreWriteError as exc:

@@ -52,6 +52,17 @@ class PersistentKernel(IPythonKernel):
     ).tag(config=True)
     map_size = Int(DEFAULT_MAP_SIZE, help="Initial LMDB map size in bytes (address space; it doubles when full).").tag(config=True)
     max_store_size = Int(0, help="Upper limit in bytes for a session's store; 0 means only the disk limits it.").tag(config=True)
+    idle_verify_delay = Float(
+        5.0,
+        help=(
+            "Seconds of idleness after a cell before a full check hashes every variable against the store "
+            "(catching mutations no cell named, e.g. by a background thread). 0 turns it off."
+        ),
+    ).tag(config=True)
+    idle_verify_max_bytes = Int(
+        64 * 1024**2,
+        help="The idle check runs only while the stored namespace is at most this many bytes (it hashes all of it).",
+    ).tag(config=True)
     lock_timeout = Float(5.0, help="Seconds to wait for a session held by another kernel (a restart in progress) before running without persistence.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -69,6 +80,7 @@ class PersistentKernel(IPythonKernel):
         self.checkpointer = Checkpointer(self.shell)
         self.process_context = ProcessContextTracker(self.shell)
         self._told_unstorable: set[str] = set()
+        self._idle_check: Any = None
         if self.shell is not None:
             self.shell.register_magics(PersistMagics(self.shell, self.journal, self.checkpointer))
 
@@ -147,8 +159,35 @@ class PersistentKernel(IPythonKernel):
         finally:
             if record is not None:
                 self._checkpoint(record, code, reply, time.monotonic() - started)
+                self._schedule_idle_check()
             if not silent:
                 self._show_notices()
+
+    def _schedule_idle_check(self) -> None:
+        loop = getattr(self, "io_loop", None)
+        if loop is None or self.idle_verify_delay <= 0:
+            return
+        if self._idle_check is not None:
+            loop.remove_timeout(self._idle_check)
+        self._idle_check = loop.call_later(self.idle_verify_delay, self._idle_verify)
+
+    def _idle_verify(self) -> None:
+        """When the kernel has been idle a while and the namespace is small, store what cells did not show."""
+        self._idle_check = None
+        if not self.journal.active or self.checkpointer.stored_bytes() > self.idle_verify_max_bytes:
+            return
+        try:
+            findings = self.checkpointer.verify()
+        except Exception:  # noqa: BLE001 - a background check must never disturb the session
+            self.log.exception("persistent_kernel: idle check failed")
+            return
+        if not findings["changed"] and not findings["unstored"]:
+            self.checkpointer.full_pass = False
+            return
+        self.log.info("persistent_kernel: idle check stores %s", ", ".join(findings["changed"] + findings["unstored"]))
+        record = self.journal.begin_event("verify", self.shell.execution_count)
+        if record is not None:
+            self._checkpoint(record, "", {"status": "ok"}, 0.0)
 
     def _checkpoint(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
         """Commit the cell's outcome and namespace changes in one transaction."""

@@ -38,7 +38,7 @@ class CellRecord:
     store_history: bool = True
     cell_id: str | None = None
     started_at: float = 0.0  # unix time, written ahead
-    kind: str = "cell"
+    kind: str = "cell"  # "cell", or "verify": an idle full check that stored what cells did not show
     random_state_before: dict | None = None  # the global generators as the cell found them (when changed)
     status: str = STARTED
     duration: float | None = None  # seconds, with the outcome
@@ -52,7 +52,9 @@ class CellRecord:
 
     @property
     def label(self) -> str:
-        """How the user knows this cell: ``[15]``, or ``silent execution #7``."""
+        """How the user knows this cell: ``[15]``, ``silent execution #7``, ``idle check #9``."""
+        if self.kind == "verify":
+            return f"idle check #{self.seq}"
         if self.silent or not self.store_history:
             return f"silent execution #{self.seq}"
         return f"[{self.execution_count}]"

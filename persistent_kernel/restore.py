@@ -261,7 +261,9 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
                 plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
             else:
                 ns[name] = plan.stored[name] = values[name]
-                plan.states[name] = NameState(STORED, bound_at, key, frozenset(version["names"]), version.get("digest"))
+                plan.states[name] = NameState(
+                    STORED, bound_at, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0)
+                )
                 report.loaded += 1
     for name in plan.rebuild:
         # Every cell that changed it since it was bound (its history), for a full rebuild.

@@ -6,6 +6,7 @@ Real kernels, SIGKILL, a real LMDB store.
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,15 @@ def test_verify_finds_and_stores_what_tracking_cannot_see(kernel) -> None:
     assert "Store check: no problems." in report
     crash_and_restart(k)
     assert k.evaluate("(shared, hidden[0] is shared)") == "({'n': 99}, True)"
+
+
+def test_idle_check_stores_what_a_background_thread_changed(kernel) -> None:
+    k = kernel(extra_arguments=["--PersistentKernel.idle_verify_delay=0.5"])
+    run(k, "import threading, time\nstate = {'ticks': 0}\ndef worker(box=state):\n    time.sleep(0.1)\n    box['ticks'] = 7")
+    run(k, "threading.Thread(target=worker).start()")
+    time.sleep(2.0)  # the thread finishes, then the kernel is idle for longer than the delay
+    k.kill()
+    k.start()
+    assert k.evaluate("state") == "{'ticks': 7}"
+    status = k.execute("%persist status").stdout
+    assert "Cells journaled: 4" in status  # two cells, one idle check, and this cell
