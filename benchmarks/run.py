@@ -165,7 +165,7 @@ def measure_store_size() -> str:
 
 def table(rows: list[dict], cells: int) -> str:
     lines = [
-        f"| case | stock python3 median (p90) | persistent-python3 median (p90) | ratio | target | met |",
+        "| case | stock python3 median (p90) | persistent-python3 median (p90) | ratio | target | met |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def kernel(session_env: Callable[..., dict[str, str]], tmp_path: Path) -> Iterat
                 driver.shutdown()
             except Exception:
                 driver.km.shutdown_kernel(now=True)
+
+
+def run(driver: KernelDriver, code: str, **kwargs) -> None:
+    """Execute a cell and insist that it succeeded."""
+    result = driver.execute(textwrap.dedent(code), **kwargs)
+    assert result.status == "ok", f"{code!r} failed: {result.ename}: {result.evalue}"
+
+
+def crash_and_restart(driver: KernelDriver) -> str:
+    """SIGKILL the kernel, start a new one on the same session; returns the restore summary."""
+    driver.kill()
+    driver.start()
+    return driver.execute("pass").stderr
 
 
 def check_store(pk_home: Path, session: str = "test-session") -> None:

@@ -5,32 +5,18 @@ Real kernels, SIGKILL, a real LMDB store.
 
 from __future__ import annotations
 
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from persistent_kernel.driver import KernelDriver
 from persistent_kernel.session import resolve_session
 from persistent_kernel.store import Store
 from persistent_kernel.restore import state_as_of
 
-from .conftest import check_store
+from .conftest import check_store, crash_and_restart, run
 
 pytestmark = pytest.mark.slow
-
-
-def run(driver: KernelDriver, code: str) -> None:
-    result = driver.execute(textwrap.dedent(code))
-    assert result.status == "ok", f"{code!r} failed: {result.ename}: {result.evalue}"
-
-
-def crash_and_restart(driver: KernelDriver) -> str:
-    """SIGKILL, start again, and return the restore summary (the first cell's stderr)."""
-    driver.kill()
-    driver.start()
-    return driver.execute("pass").stderr
 
 
 def open_store(pk_home: Path, session: str = "test-session") -> Store:
