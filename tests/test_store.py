@@ -179,3 +179,38 @@ def test_kill_9_during_writes_loses_no_committed_record(tmp_path: Path) -> None:
             seen = records
         finally:
             store.close()
+
+
+def test_checkpoint_commits_blobs_once_in_chunks_with_versions_and_pointers(store: Store, monkeypatch) -> None:
+    import persistent_kernel.store as store_module
+    from persistent_kernel.store import version_key
+
+    monkeypatch.setattr(store_module, "BLOB_CHUNK", 1000)  # force chunking on a small blob
+    data = os.urandom(10_500)
+    digest = b"d" * 16
+    first = store.append(new_record("a = data"))
+    first.status = rec.OK
+    key = version_key(first.seq, 0)
+    version = {"kind": "stored", "names": ["a", "b"], "method": "pickle", "payload": digest.hex(), "buffers": [], "nbytes": len(data)}
+    pointer = {"state": "live", "version": key.hex(), "bound_at": first.seq}
+    assert store.commit_checkpoint(first, {key: version}, {"a": pointer, "b": pointer}, {digest: data})
+    assert bytes(store.read_blob(digest)) == data
+    assert store.blob_bytes() == len(data)
+
+    second = store.append(new_record("del b"))
+    second.status = rec.OK
+    # The same digest again costs nothing; `b` is deleted as of cell 2.
+    assert store.commit_checkpoint(second, {}, {"b": {"state": "deleted"}}, {digest: data})
+    assert store.blob_bytes() == len(data)
+    assert set(store.pointers_as_of(first.seq)) == {"a", "b"}
+    assert store.pointers_as_of(second.seq)["b"]["state"] == "deleted"
+    assert [p["seq"] for p in store.name_history("b")] == [first.seq, second.seq]
+    assert store.version(key)["names"] == ["a", "b"]
+    assert store.check() == []
+
+
+def test_check_reports_a_pointer_to_a_missing_version(store: Store) -> None:
+    record = store.append(new_record())
+    record.status = rec.OK
+    store.commit_checkpoint(record, {}, {"x": {"state": "live", "version": "00" * 12, "bound_at": 1}}, {})
+    assert any("missing version" in problem for problem in store.check())
