@@ -69,9 +69,10 @@ def advances_when_used(value: Any) -> bool:
     file, the peer): only the cell that made it is replayed, never the cells that
     used it (a CREATE TABLE is not run twice).
     """
-    if isinstance(value, (types.GeneratorType, Iterator, list, dict, set)):
+    kind = type(value)  # not isinstance(): a user __class__ property may raise
+    if issubclass(kind, (types.GeneratorType, Iterator, list, dict, set)):
         return True
-    return type(value).__module__ == "__main__"
+    return kind.__module__ == "__main__"
 
 
 class Checkpointer:
@@ -121,14 +122,24 @@ class Checkpointer:
 
         ordinal = 0
         for group in self.groups.groups_of(touched):
-            modules = {n for n in group if isinstance(ns[n], types.ModuleType)}
+            modules = {n for n in group if issubclass(type(ns[n]), types.ModuleType)}
             for name in modules:
                 self._module(checkpoint, name, ns[name], name in written)
             members = sorted(group - modules)
-            if members:
-                if self._group(checkpoint, members, written, read, ordinal):
-                    ordinal += 1
+            if not members:
+                continue
+            try:
+                created = self._group(checkpoint, members, ordinal)
+            except Exception as exc:  # noqa: BLE001 - one odd object costs its group, not the cell
+                key = version_key(checkpoint.seq, ordinal)
+                created = self._recompute(checkpoint, members, frozenset(members), key, f"could not be checked: {type(exc).__name__}: {exc}")
+            ordinal += created
         return checkpoint
+
+    def recover(self) -> None:
+        """After ``prepare`` itself failed: look at everything again at the next checkpoint."""
+        self.scan = user_names(self.namespace, self.shell.user_ns_hidden)
+        self.full_pass = True
 
     def _module(self, checkpoint: Checkpoint, name: str, module: types.ModuleType, bound: bool) -> None:
         previous = self.names.get(name)
@@ -143,7 +154,7 @@ class Checkpointer:
             return checkpoint.seq
         return previous.bound_at
 
-    def _group(self, checkpoint: Checkpoint, members: list[str], written: set[str], read: set[str], ordinal: int) -> bool:
+    def _group(self, checkpoint: Checkpoint, members: list[str], ordinal: int) -> bool:
         """Checkpoint one group; returns True when it created a version."""
         ns = self.namespace
         group = frozenset(members)
@@ -223,7 +234,7 @@ class Checkpointer:
             self.groups.update(name, ns[name], ns)
         findings: dict[str, list[str]] = {"unchanged": [], "changed": [], "unstored": [], "unstorable": []}
         for group in self.groups.groups_of(names):
-            members = sorted(n for n in group if not isinstance(ns[n], types.ModuleType))
+            members = sorted(n for n in group if not issubclass(type(ns[n]), types.ModuleType))
             if not members:
                 continue
             try:

@@ -157,7 +157,7 @@ class ProcessContextTracker:
             cwd = None
         return {
             "cwd": cwd,
-            "sys_path": list(sys.path),
+            "sys_path": [str(entry) for entry in sys.path],
             "env": env,
             "extensions": sorted(self.shell.extension_manager.loaded),
             "matplotlib_backend": _matplotlib_backend(),

@@ -152,6 +152,9 @@ class Journal:
         except StoreWriteError as exc:
             self._write_failed(exc)
             return None
+        except (TypeError, ValueError) as exc:
+            self._write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
+            return None
         return record
 
     def finish(
@@ -186,6 +189,9 @@ class Journal:
                 committed = self.store.commit_checkpoint(record, checkpoint.versions, checkpoint.pointers, checkpoint.blobs, context)
         except StoreWriteError as exc:
             self._write_failed(exc)
+            return False
+        except (TypeError, ValueError) as exc:  # something in the record would not encode
+            self._write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
             return False
         self._write_worked()  # a whole cell went in: any earlier failure is over
         return committed
@@ -235,10 +241,19 @@ class Journal:
             self._write_failed(exc)
 
     def forget(self) -> int:
-        """Drop the session's journal; the next kernel start begins empty. Returns cells dropped."""
+        """Erase the session's store and stop journaling in this kernel; returns the cells dropped.
+
+        The next kernel on the session starts empty and persists as usual. This one
+        keeps the session's lock (so no other kernel takes it meanwhile) but writes
+        nothing more: a partial history would restore a namespace that never existed.
+        """
         if self.store is None:
             return 0
-        return self.store.clear()
+        dropped = self.store.clear()
+        self.store.close()
+        self.store = None
+        self.turn_off("the session was forgotten (%persist forget); the next kernel on it starts fresh")
+        return dropped
 
     def status(self) -> dict[str, Any]:
         """Facts for ``%persist status`` (plain data, rendered by the magic)."""

@@ -81,6 +81,7 @@ class PersistentKernel(IPythonKernel):
         self.process_context = ProcessContextTracker(self.shell)
         self._told_unstorable: set[str] = set()
         self._idle_check: Any = None
+        self._executing = 0  # cells in progress (a top-level await leaves the event loop free)
         if self.shell is not None:
             self.shell.register_magics(PersistMagics(self.shell, self.journal, self.checkpointer))
 
@@ -117,15 +118,20 @@ class PersistentKernel(IPythonKernel):
                 "missing. The journal is intact and cells you run are journaled as usual."
             )
             restored = None
-        if restored is not None:
-            self.restore_report, states = restored
-            # What was rebuilt by replay is checkpointed again by the next cell.
-            self.checkpointer.adopt(states, dirty=set(self.restore_report.recomputed))
-            summary = self.restore_report.summary()
-            self.log.info("persistent_kernel: %s", summary)
-            self.journal.notify(summary)
-        else:
+        try:
+            if restored is not None:
+                self.restore_report, states = restored
+                # What was rebuilt by replay is checkpointed again by the next cell.
+                self.checkpointer.adopt(states, dirty=set(self.restore_report.recomputed))
+                summary = self.restore_report.summary()
+                self.log.info("persistent_kernel: %s", summary)
+                self.journal.notify(summary)
+            else:
+                self.checkpointer.adopt({})
+        except Exception:  # noqa: BLE001 - start with nothing assumed stored: the next cell stores everything
+            self.log.exception("persistent_kernel: could not take over the restored state")
             self.checkpointer.adopt({})
+            self.checkpointer.recover()
         self.process_context.reset(self.process_context.capture())
 
     async def do_execute(
@@ -151,12 +157,14 @@ class PersistentKernel(IPythonKernel):
         )
         started = time.monotonic()
         reply = None
+        self._executing += 1
         try:
             reply = await super().do_execute(
                 code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
             )
             return reply
         finally:
+            self._executing -= 1
             if record is not None:
                 self._checkpoint(record, code, reply, time.monotonic() - started)
                 self._schedule_idle_check()
@@ -174,6 +182,9 @@ class PersistentKernel(IPythonKernel):
     def _idle_verify(self) -> None:
         """When the kernel has been idle a while and the namespace is small, store what cells did not show."""
         self._idle_check = None
+        if self._executing:
+            self._schedule_idle_check()  # a cell is awaiting: its own checkpoint comes first
+            return
         if not self.journal.active or self.checkpointer.stored_bytes() > self.idle_verify_max_bytes:
             return
         try:
@@ -194,20 +205,25 @@ class PersistentKernel(IPythonKernel):
         status, ename, evalue = outcome_of(reply)
         try:
             checkpoint = self.checkpointer.prepare(record.seq, code)
-        except Exception as exc:  # noqa: BLE001 - a checkpoint bug must not cost the cell; replay covers it
+        except BaseException as exc:  # noqa: BLE001 - incl. an interrupt while serializing: never the kernel's problem
             self.log.exception("persistent_kernel: checkpoint failed")
             self.journal.notify(f"Could not snapshot this cell's changes ({type(exc).__name__}: {exc}); a restore will replay it.")
+            self.checkpointer.recover()
             checkpoint = None
-        committed = self.journal.finish(
-            record,
-            status,
-            duration,
-            ename,
-            evalue,
-            random_state_after=self.random_states.changed_state(),
-            checkpoint=checkpoint,
-            context=self.process_context.changed(),
-        )
+        try:
+            committed = self.journal.finish(
+                record,
+                status,
+                duration,
+                ename,
+                evalue,
+                random_state_after=self.random_states.changed_state(),
+                checkpoint=checkpoint,
+                context=self.process_context.changed(),
+            )
+        except BaseException:  # noqa: BLE001 - e.g. an interrupt mid-commit: the transaction was aborted whole
+            self.log.exception("persistent_kernel: committing the cell failed")
+            committed = False
         if checkpoint is None:
             return
         if committed:

@@ -89,8 +89,8 @@ class PersistMagics(Magics):
             "status: the session, where its store is, how many cells are journaled and what the last "
             "restore did. verify: hash every variable against the store and check the store itself; "
             "what changed without a cell seeing it (a background thread, a module keeping a reference) is "
-            "stored when this cell ends. forget: erase this session's journal, so the next kernel start is fresh "
-            "(the running namespace is untouched; cells run after this are journaled again)."
+            "stored when this cell ends. forget: erase this session's store and stop persisting in this kernel; "
+            "the next kernel start is fresh (the running namespace is untouched until you restart)."
         ),
     )
     @line_magic
@@ -131,6 +131,6 @@ class PersistMagics(Magics):
             return
         self.checkpointer.forget()
         print(
-            f"Forgot session '{self.journal.session.name}': {dropped} journaled cell(s) dropped. "
-            "Restart the kernel for an empty namespace; cells you run from now on are journaled again."
+            f"Forgot session '{self.journal.session.name}': {dropped} journaled cell(s) dropped. This kernel "
+            "no longer persists; restart it for an empty namespace (the next kernel persists as usual)."
         )

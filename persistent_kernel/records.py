@@ -74,7 +74,8 @@ class CellRecord:
 
 
 def _encode(values: dict) -> bytes:
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # ASCII escapes keep lone surrogates (from odd user strings) encodable; str() anything exotic.
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii")
 
 
 def _decode(data: bytes, names: tuple[str, ...]) -> dict:

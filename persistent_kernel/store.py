@@ -63,16 +63,16 @@ def _chunk_key(index: int) -> bytes:
 
 
 def _name_key(name: str, seq: int) -> bytes:
-    # Names are Python identifiers: never a NUL inside. Sorted by name, then sequence.
-    return name.encode() + b"\x00" + _seq_key(seq)
+    # Names are identifiers (no NUL); surrogatepass keeps even globals()['\udcff'] storable.
+    return name.encode("utf-8", "surrogatepass") + b"\x00" + _seq_key(seq)
 
 
 def _split_name_key(key: bytes) -> tuple[str, int]:
-    return key[:-9].decode(), int.from_bytes(key[-8:], "big")
+    return key[:-9].decode("utf-8", "surrogatepass"), int.from_bytes(key[-8:], "big")
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
 class Store:
@@ -318,7 +318,7 @@ class Store:
 
     def name_history(self, name: str) -> list[dict[str, Any]]:
         """Every pointer of one name, oldest first."""
-        prefix = name.encode() + b"\x00"
+        prefix = name.encode("utf-8", "surrogatepass") + b"\x00"
         history = []
         with self._env.begin(db=self._names) as txn:
             cursor = txn.cursor()

@@ -60,6 +60,8 @@ def user_names(namespace: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[
     cache = _name_cache
     scan = {}
     for name, value in namespace.items():
+        if type(name) is not str:
+            continue  # globals()[1] = … is possible, but is not a variable anyone can name
         internal = cache.get(name)
         if internal is None:
             internal = cache[name] = _is_ipython_name(name)
@@ -225,13 +227,14 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
     stack = [value]
     while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
         obj = stack.pop()
-        if isinstance(obj, _ATOMIC) or isinstance(obj, types.ModuleType):
+        kind = type(obj)  # type(), not isinstance(): a user __class__ property may lie or raise
+        if issubclass(kind, _ATOMIC) or issubclass(kind, types.ModuleType):
             continue
         ident = id(obj)
         if ident in seen:
             continue
         seen.add(ident)
-        if isinstance(obj, type) and obj.__module__ != MAIN:
+        if issubclass(kind, type) and getattr(obj, "__module__", None) != MAIN:
             continue
         try:
             stack.extend(_children(obj, namespace))
