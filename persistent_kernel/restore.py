@@ -150,6 +150,10 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
             report.died.append(record.label)
 
     ns = shell.user_ns
+    context = journal.get_meta("context")
+    if context:
+        # Paths first: stored objects and modules may need the user's sys.path and working directory.
+        report.context_problems = apply_process_context(shell, context)
     plan = _load_stored(shell, journal, report)
     # Cells whose changes were never checkpointed (an older store, a failed checkpoint) are replayed whole.
     needed = {
@@ -168,17 +172,12 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
                 ename, evalue = error
                 report.failures.append({"label": record.label, "ename": ename, "evalue": evalue[:200]})
             tracebacks.clear()
-            # Stored values win over replayed ones.
-            for name, value in plan.stored.items():
-                if ns.get(name, _MISSING) is not value:
-                    ns[name] = value
+            _keep_newest(ns, plan, record.seq)
+    journal.set_meta(replaying=None)
     report.replayed = len(to_replay)
     replayed_labels = {r.seq: r.label for r in to_replay}
-    if plan.live is not None:
-        # Names a replay made that the session no longer has stay absent (deleted stays deleted).
-        for name in set(ns) - before - plan.live:
-            if not name.startswith("_"):
-                del ns[name]
+    for name in (set(ns) - before) & plan.deleted:
+        del ns[name]  # a replay made it, but the session had deleted it
     for name, reason in plan.rebuild.items():
         if name in ns:
             report.recomputed[name] = [replayed_labels[c] for c in sorted(plan.cells.get(name, ())) if c in replayed_labels]
@@ -186,9 +185,8 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
         else:
             report.lost[name] = reason
 
-    context = journal.get_meta("context")
-    if context:
-        report.context_problems = apply_process_context(shell, context)
+    if context and to_replay:
+        apply_process_context(shell, context)  # a replayed `%cd` or `sys.path` edit is not the session's last word
     random_state = _latest_random_state(records)
     if random_state:
         apply_random_state(random_state)
@@ -199,50 +197,93 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
     shell.execution_count = report.next_execution_count
     report.seconds = time.monotonic() - started
     report.finished_at = time.time()
-    journal.set_meta(replaying=None, last_restore=report.to_dict())
+    journal.set_meta(last_restore=report.to_dict())
     return report, plan.states
 
 
 _MISSING = object()
 
 
+def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed_seq: int) -> None:
+    """After a replayed cell: a value stored after that cell wins; a newer replayed value wins over an older one."""
+    for name, value in list(plan.stored.items()):
+        if ns.get(name, _MISSING) is value:
+            continue
+        if plan.stored_at[name] >= replayed_seq:
+            ns[name] = value
+        else:  # the cell was never checkpointed and ran after the stored version: it is the newer state
+            del plan.stored[name]
+
+
 @dataclass
 class _Plan:
-    stored: dict[str, Any] = field(default_factory=dict)  # name -> the loaded object
+    stored: dict[str, Any] = field(default_factory=dict)  # name -> the loaded object (or module)
+    stored_at: dict[str, int] = field(default_factory=dict)  # name -> the cell its stored value is from
+    deleted: set[str] = field(default_factory=set)  # names the session deleted
     rebuild: dict[str, str] = field(default_factory=dict)  # name -> why it must be recomputed
     cells: dict[str, set[int]] = field(default_factory=dict)  # name -> cells that rebuild it
     states: dict[str, NameState] = field(default_factory=dict)
     recompute_states: dict[str, NameState] = field(default_factory=dict)
-    live: set[str] | None = None  # every name the session has (None: no snapshots at all)
 
 
 def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
-    """Load the latest version of every live group; list what must be recomputed."""
+    """Load the latest version of every live group; list what must be recomputed.
+
+    Modules are imported first (unpickling may need them). A load that killed two
+    earlier restores (marker ``loading`` left behind) is not tried again.
+    """
     store = journal.store
     plan = _Plan()
     pointers = store.pointers_as_of()
-    if not pointers:
-        return plan
-    plan.live = {name for name, p in pointers.items() if p["state"] != "deleted"}
+    plan.deleted = {name for name, p in pointers.items() if p["state"] == "deleted"}
+    crashes: dict[str, int] = journal.get_meta("load_crashes") or {}
+    crashed_on = journal.get_meta("loading")
+    if crashed_on:
+        # Once may be an impatient kill -9 during the restore; twice is this load's doing.
+        crashes[crashed_on] = crashes.get(crashed_on, 0) + 1
+        journal.set_meta(load_crashes=crashes, loading=None)
+    poisoned = {marker for marker, count in crashes.items() if count >= 2}
     ns = shell.user_ns
-    loaded: dict[str, dict[str, Any] | Exception] = {}
-    versions: dict[str, dict[str, Any] | None] = {}
+
     for name, pointer in sorted(pointers.items()):
-        state = pointer["state"]
-        if state == "deleted":
+        if pointer["state"] != "module":
             continue
         bound_at = pointer.get("bound_at", pointer["seq"])
-        if state == "module":
-            try:
-                ns[name] = importlib.import_module(pointer["module"])
-                plan.states[name] = NameState(MODULE, bound_at, version=pointer["module"])
-            except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
-                report.lost[name] = f"module {pointer['module']}: {type(exc).__name__}"
+        marker = f"module:{pointer['module']}"
+        if marker in poisoned:
+            report.lost[name] = f"importing {pointer['module']} stopped an earlier restore"
             continue
+        journal.set_meta(loading=marker)
+        try:
+            ns[name] = plan.stored[name] = importlib.import_module(pointer["module"])
+            plan.stored_at[name] = pointer["seq"]
+            plan.states[name] = NameState(MODULE, bound_at, version=pointer["module"])
+        except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
+            report.lost[name] = f"module {pointer['module']}: {type(exc).__name__}"
+
+    versions: dict[str, dict[str, Any] | None] = {}
+    live = [(name, p) for name, p in sorted(pointers.items()) if p["state"] == "live"]
+    for name, pointer in live:
         key = pointer["version"]
         if key not in versions:
             versions[key] = store.version(bytes.fromhex(key))
-        version = versions[key]
+    loaded: dict[str, dict[str, Any] | Exception] = {}
+    for attempt in range(2):  # a group whose unpickling needs another group gets a second chance
+        for name, pointer in live:
+            key, version = pointer["version"], versions[pointer["version"]]
+            if version is None or version["kind"] != STORED or isinstance(loaded.get(key), dict):
+                continue
+            if key in poisoned:
+                loaded[key] = RuntimeError("loading it stopped an earlier restore")
+                continue
+            if key not in loaded or attempt == 1:
+                journal.set_meta(loading=key)
+                loaded[key] = _load_version(shell.user_module, store, version)
+    journal.set_meta(loading=None)
+
+    for name, pointer in live:
+        bound_at = pointer.get("bound_at", pointer["seq"])
+        key, version = pointer["version"], versions[pointer["version"]]
         if version is None:
             plan.rebuild[name] = "its stored version is missing"
         elif version["kind"] == RECOMPUTE:
@@ -250,10 +291,6 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             plan.cells[name] = set(version["cells"])
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]), None, tuple(version["cells"]))
         else:
-            if key not in loaded:
-                loaded[key] = _load_version(shell.user_module, store, version)
-                if not isinstance(loaded[key], Exception):
-                    report.loaded_bytes += version.get("nbytes", 0)
             values = loaded[key]
             if isinstance(values, Exception) or name not in values:
                 why = f"{type(values).__name__}: {values}" if isinstance(values, Exception) else "missing from its version"
@@ -261,10 +298,14 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
                 plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
             else:
                 ns[name] = plan.stored[name] = values[name]
+                plan.stored_at[name] = pointer["seq"]
                 plan.states[name] = NameState(
                     STORED, bound_at, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0)
                 )
                 report.loaded += 1
+    report.loaded_bytes = sum(
+        versions[key].get("nbytes", 0) for key, values in loaded.items() if isinstance(values, dict) and versions[key]
+    )
     for name in plan.rebuild:
         # Every cell that changed it since it was bound (its history), for a full rebuild.
         bound_at = pointers[name].get("bound_at", pointers[name]["seq"])

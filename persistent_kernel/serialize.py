@@ -111,31 +111,67 @@ def reopen_file(path: str, mode: str, position: int, encoding: str | None, error
     return handle
 
 
-def _refuse_or_reduce(obj: Any) -> Any:
-    if isinstance(obj, _FILE_TYPES):
+def view_of(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any) -> Any:
+    """Rebuild a numpy view on its (restored) base: they share memory again."""
+    import numpy
+
+    return numpy.ndarray(shape, dtype, buffer=base, offset=offset, strides=strides)
+
+
+def _reduce_view(obj: Any, bases: frozenset[int]) -> Any:
+    """A numpy view whose base is in the same group is saved as a view, not a copy."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None or type(obj) is not numpy.ndarray:
+        return NotImplemented
+    base = obj.base
+    if base is None or id(base) not in bases or type(base) is not numpy.ndarray:
+        return NotImplemented
+    if base.base is not None or not base.flags.c_contiguous or obj.dtype.hasobject:
+        return NotImplemented
+    offset = obj.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    return (view_of, (base, offset, obj.shape, obj.strides, obj.dtype))
+
+
+def _refuse_or_reduce(obj: Any, bases: frozenset[int]) -> Any:
+    kind = type(obj)  # not isinstance(): a user __class__ property may raise
+    if issubclass(kind, _FILE_TYPES):
         return _reduce_file(obj)
-    if isinstance(obj, types.GeneratorType):
+    if issubclass(kind, types.GeneratorType):
         raise Unserializable(f"{obj!r} is a generator")
+    if bases:
+        return _reduce_view(obj, bases)
     return NotImplemented
 
 
 class _StdPickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, bases: frozenset[int], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self.bases = bases
+
     def reducer_override(self, obj: Any) -> Any:
         if is_notebook_defined(obj):
             raise _NeedsDill
-        return _refuse_or_reduce(obj)
+        return _refuse_or_reduce(obj, self.bases)
 
 
-def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType) -> Any:
+def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType, bases: frozenset[int]) -> Any:
     import dill
 
     class DillPickler(dill.Pickler):
         def reducer_override(self, obj: Any) -> Any:
-            return _refuse_or_reduce(obj)
+            return _refuse_or_reduce(obj, bases)
 
     pickler = DillPickler(file, protocol=PROTOCOL, buffer_callback=buffers.append, recurse=False, byref=False)
     pickler._main = main  # the namespace functions' __globals__ refer to
     return pickler
+
+
+def _array_bases(values: dict[str, Any]) -> frozenset[int]:
+    """Identities of the numpy arrays that are variables of the group (views of them stay views)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return frozenset()
+    return frozenset(id(v) for v in values.values() if type(v) is numpy.ndarray and v.base is None)
 
 
 def _main_module() -> types.ModuleType:
@@ -147,8 +183,9 @@ def dumps(values: dict[str, Any]) -> Serialized:
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
     method = "pickle"
+    bases = _array_bases(values)
     try:
-        _StdPickler(stream, protocol=PROTOCOL, buffer_callback=buffers.append).dump(values)
+        _StdPickler(stream, bases, protocol=PROTOCOL, buffer_callback=buffers.append).dump(values)
     except Unserializable:
         raise
     except RecursionError as exc:
@@ -158,7 +195,7 @@ def dumps(values: dict[str, Any]) -> Serialized:
         buffers.clear()
         stream = io.BytesIO()
         try:
-            _dill_pickler(stream, buffers, _main_module()).dump(values)
+            _dill_pickler(stream, buffers, _main_module(), bases).dump(values)
         except Unserializable:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -277,7 +277,7 @@ class Store:
             txn.drop(self._outcomes, delete=False)
             for db in (self._versions, self._names, self._blobs):
                 txn.drop(db, delete=False)
-            for key in (b"last_restore", b"replaying", b"context"):
+            for key in (b"last_restore", b"replaying", b"context", b"loading", b"load_crashes"):
                 txn.delete(key, db=self._meta)
             return count
 

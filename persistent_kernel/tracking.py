@@ -23,6 +23,7 @@ serialized together, so identity between them survives.
 from __future__ import annotations
 
 import ast
+import gc
 import re
 import sys
 import types
@@ -114,19 +115,45 @@ def _code_names(code: types.CodeType, cache: dict[types.CodeType, frozenset[str]
 
 def is_notebook_defined(obj: Any) -> bool:
     """A function or class whose code lives in the notebook (``__main__``)."""
-    return isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) == MAIN
+    return issubclass(type(obj), (types.FunctionType, type)) and getattr(obj, "__module__", None) == MAIN
 
 
-def _notebook_code(value: Any) -> Iterator[types.CodeType]:
-    """Code objects run when a notebook function, class or instance is used."""
-    if isinstance(value, types.FunctionType):
+_CONTAINER_SCAN = 1000  # items of a container looked at for notebook functions (``ops = {'add': add}``)
+
+
+def _notebook_code(value: Any, seen: set[int] | None = None) -> Iterator[types.CodeType]:
+    """Code objects that may run when a value is used: notebook functions (also behind
+    decorators, ``functools`` wrappers and containers), and notebook classes' methods.
+
+    Type-based checks only: a user ``__class__`` property may lie or raise.
+    """
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    kind = type(value)
+    if issubclass(kind, types.FunctionType):
         if value.__module__ == MAIN:
             yield value.__code__
+            for cell in value.__closure__ or ():  # a decorator's wrapper closes over the function
+                if _cell_has_contents(cell) and callable(cell.cell_contents):
+                    yield from _notebook_code(cell.cell_contents, seen)
         return
-    if isinstance(value, types.MethodType):
-        yield from _notebook_code(value.__func__)
+    if issubclass(kind, types.MethodType):
+        yield from _notebook_code(value.__func__, seen)
         return
-    cls = value if isinstance(value, type) else type(value)
+    if issubclass(kind, (dict, list, tuple, set, frozenset)):
+        items = value.values() if issubclass(kind, dict) else value
+        for index, item in enumerate(items):
+            if index >= _CONTAINER_SCAN:
+                break
+            if callable(item):
+                yield from _notebook_code(item, seen)
+        return
+    wrapped = getattr(value, "__wrapped__", None) if not issubclass(kind, type) else None
+    if wrapped is not None:  # functools.wraps, lru_cache, partial-like wrappers
+        yield from _notebook_code(wrapped, seen)
+    cls = value if issubclass(kind, type) else kind
     if getattr(cls, "__module__", None) != MAIN:
         return
     for klass in cls.__mro__:
@@ -156,6 +183,10 @@ class ReadTracker:
                 loaded = names_loaded(transform(source))
             except Exception:  # noqa: BLE001 - what IPython cannot transform reads nothing we can see
                 loaded = None
+            if source.lstrip().startswith("%%"):
+                # A cell magic's body is usually Python run in the namespace (%%time, %%capture).
+                body = source.lstrip().partition("\n")[2]
+                loaded = (loaded or set()) | (names_loaded(body) or set())
         pending = [name for name in loaded or () if name in namespace]
         seen: set[str] = set()
         while pending:
@@ -171,45 +202,68 @@ class ReadTracker:
 # -- co-variables -------------------------------------------------------------------
 
 
+# Builtin types whose instances hold references only C code can see (iterators,
+# itertools and functools objects): their referents are asked of the garbage collector.
+_OPAQUE_MODULES = frozenset({"builtins", "itertools", "functools", "collections", "operator"})
+
+
 def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
     """The objects an object holds that matter for identity between variables."""
     kind = type(obj)
-    if kind in (list, tuple, set, frozenset) or isinstance(obj, (list, tuple, set, frozenset, deque)):
-        return obj
-    if isinstance(obj, dict):
+    if issubclass(kind, dict):
         if obj is namespace:
             return ()
-        return [*obj.keys(), *obj.values()]
-    if isinstance(obj, types.FunctionType):
+        held: list[Any] = [*obj.keys(), *obj.values()]
+        factory = getattr(obj, "default_factory", None)  # defaultdict
+        if factory is not None:
+            held.append(factory)
+        return held + _instance_state(obj, kind) if kind is not dict else held
+    if issubclass(kind, (list, tuple, set, frozenset, deque)):
+        return list(obj) + _instance_state(obj, kind) if kind not in (list, tuple, set, frozenset) else obj
+    if issubclass(kind, types.FunctionType):
         if obj.__module__ != MAIN:
             return ()
-        held: list[Any] = [cell.cell_contents for cell in (obj.__closure__ or ()) if _cell_has_contents(cell)]
+        held = [cell.cell_contents for cell in (obj.__closure__ or ()) if _cell_has_contents(cell)]
         held.extend(obj.__defaults__ or ())
         held.extend((obj.__kwdefaults__ or {}).values())
         held.extend(vars(obj).values())
         return held
-    if isinstance(obj, types.MethodType):
+    if issubclass(kind, types.MethodType):
         return (obj.__self__, obj.__func__)
-    if isinstance(obj, type):
+    if issubclass(kind, types.BuiltinMethodType):  # lst.append: bound to lst
+        owner = obj.__self__
+        return () if issubclass(type(owner), types.ModuleType) else (owner,)
+    if issubclass(kind, type):
         return list(vars(obj).values()) if obj.__module__ == MAIN else ()
-    if isinstance(obj, types.ModuleType):
+    if issubclass(kind, types.ModuleType):
         return ()
     numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(obj, numpy.ndarray):
+    if numpy is not None and issubclass(kind, numpy.ndarray):
         # A view shares memory with its base; an object array holds objects.
         held = [obj.base] if isinstance(obj.base, numpy.ndarray) else []
         if obj.dtype.hasobject:
             held.extend(obj.ravel().tolist())
         return held
-    held = []
-    if kind.__module__ == MAIN:
-        held.append(kind)  # instances of one notebook class share that class
+    if kind.__module__ in _OPAQUE_MODULES and not hasattr(obj, "__dict__"):
+        return [r for r in gc.get_referents(obj) if not issubclass(type(r), (type, types.ModuleType))]
+    held = [kind] if kind.__module__ == MAIN else []  # instances of one notebook class share that class
+    return held + _instance_state(obj, kind)
+
+
+def _instance_state(obj: Any, kind: type) -> list[Any]:
+    """Attribute values: ``__dict__`` and the ``__slots__`` of every class in the MRO."""
+    held: list[Any] = []
     state = getattr(obj, "__dict__", None)
     if isinstance(state, dict):
         held.extend(state.values())
-    for slot in getattr(kind, "__slots__", ()):
-        if isinstance(slot, str) and hasattr(obj, slot):
-            held.append(getattr(obj, slot))
+    for klass in kind.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                try:
+                    held.append(getattr(obj, slot))
+                except AttributeError:
+                    pass
     return held
 
 

@@ -277,3 +277,18 @@ def test_idle_check_stores_what_a_background_thread_changed(kernel) -> None:
     assert k.evaluate("state") == "{'ticks': 7}"
     status = k.execute("%persist status").stdout
     assert "Cells journaled: 4" in status  # two cells, one idle check, and this cell
+
+
+def test_sharing_seen_through_views_bound_methods_iterators_and_wrappers(kernel) -> None:
+    k = kernel()
+    run(k, "import numpy as np, functools\nbase = np.arange(10.0)\nwindow = base[2:5]")
+    run(k, "lst = [1]; add = lst.append; it = iter(lst)")
+    run(k, "rows = []\ndef logged(f):\n    @functools.wraps(f)\n    def wrapper(*a):\n        return f(*a)\n    return wrapper\n@logged\ndef put(x):\n    rows.append(x)\nops = {'put': put}")
+    run(k, "add(2); ops['put']('via dict'); put('direct')")
+    run(k, "%%capture\nlst.append(3)")
+    crash_and_restart(k)
+    assert k.evaluate("np.shares_memory(base, window)") == "True"
+    run(k, "window[0] = -1")
+    assert k.evaluate("float(base[2])") == "-1.0"
+    assert k.evaluate("(list(lst), add(4) or list(lst), next(it))") == "([1, 2, 3], [1, 2, 3, 4], 1)"
+    assert k.evaluate("rows") == "['via dict', 'direct']"

@@ -1,0 +1,109 @@
+"""Odd objects and odd timing never cost the kernel, and never cost more than the odd object."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import crash_and_restart, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_unencodable_values_never_stop_a_reply(kernel) -> None:
+    k = kernel()
+    run(k, "z = 1")
+    failed = k.execute("raise ValueError('\\udcff')")  # a lone surrogate in the error text
+    assert failed.status == "error" and failed.ename == "ValueError"
+    run(k, "import sys, pathlib\nsys.path.append(pathlib.Path('/tmp/pk-path-object'))")
+    run(k, "w = 2")
+    crash_and_restart(k)
+    assert k.evaluate("(z, w, '/tmp/pk-path-object' in sys.path)") == "(1, 2, True)"
+
+
+def test_an_object_that_breaks_inspection_costs_only_itself(kernel) -> None:
+    k = kernel()
+    run(k, "x = 1")
+    run(k, "class Flaky:\n    n = 0\n    @property\n    def __class__(self):\n        Flaky.n += 1\n        if Flaky.n < 50:\n            raise RuntimeError('not ready')\n        return Flaky\nw = Flaky(); v = 10")
+    run(k, "x = 2")
+    crash_and_restart(k)
+    assert k.evaluate("(x, v, 'w' in globals())") == "(2, 10, True)"
+
+
+def test_a_replayed_cell_does_not_overwrite_a_later_import(kernel) -> None:
+    k = kernel()
+    run(k, "j = 1\ngen = (n for n in range(3))")
+    run(k, "import json as j")
+    crash_and_restart(k)
+    assert k.evaluate("j.__name__") == "'json'"
+
+
+def test_modules_on_the_users_sys_path_come_back(kernel, tmp_path: Path) -> None:
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "pk_user_mod.py").write_text("VALUE = 42\nclass P:\n    v = 1\n")
+    k = kernel()
+    run(k, f"import sys\nsys.path.insert(0, {str(tmp_path / 'mods')!r})")
+    run(k, "%cd /")
+    run(k, "import pk_user_mod\np = pk_user_mod.P()")
+    summary = crash_and_restart(k)
+    assert k.evaluate("(pk_user_mod.VALUE, type(p).__name__)") == "(42, 'P')"
+    assert "Could not rebuild" not in summary
+
+
+def test_the_idle_check_waits_for_a_cell_that_awaits(kernel) -> None:
+    k = kernel(extra_arguments=["--PersistentKernel.idle_verify_delay=0.2"])
+    run(k, "import asyncio, sqlite3")
+    run(k, "a = 1\nconn = sqlite3.connect(':memory:')\nawait asyncio.sleep(1.5)")
+    summary = crash_and_restart(k)
+    assert "Recomputed conn by replaying cell [2]." in summary
+    assert k.evaluate("a") == "1"
+
+
+def test_forget_stops_persisting_until_the_next_kernel(kernel) -> None:
+    k = kernel()
+    run(k, "x = 41; z = 5")
+    assert "This kernel no longer persists" in k.execute("%persist forget").stdout
+    run(k, "y = x + 1")
+    assert "OFF" in k.execute("%persist status").stdout
+    crash_and_restart(k)
+    assert k.evaluate("[n for n in ('x', 'y', 'z') if n in globals()]") == "[]"
+    run(k, "fresh = 1")
+    crash_and_restart(k)
+    assert k.evaluate("fresh") == "1"  # the new kernel persists again
+
+
+def test_a_load_that_kills_the_restore_is_retried_once_then_rebuilt_by_replay(kernel, tmp_path: Path) -> None:
+    (tmp_path / "bomb.py").write_text(
+        "import os, signal\n"
+        "class Bomb:\n"
+        "    def __init__(self):\n        self.armed = True\n"
+        "    def __setstate__(self, state):\n"
+        "        if os.path.exists(os.path.join(os.path.dirname(__file__), 'trap')):\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        self.__dict__.update(state)\n"
+    )
+    k = kernel()
+    run(k, "import sys\nsys.path.insert(0, '.')\nimport bomb\nb = bomb.Bomb()\nsafe = 'kept'")
+    k.kill()
+    (tmp_path / "trap").write_text("")  # from now on, loading `b` kills the process
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            k.start()  # once may be an impatient kill; twice is the load's doing
+        k.kill()
+    k.start()
+    summary = k.execute("pass").stderr
+    assert k.evaluate("(safe, b.armed)") == "('kept', True)"
+    assert "Recomputed b by replaying cell [1]." in summary
+
+
+def test_interrupting_a_slow_checkpoint_keeps_the_kernel_answering(kernel) -> None:
+    k = kernel()
+    run(k, "import time\nclass Slow:\n    def __reduce__(self):\n        time.sleep(3)\n        return (Slow, ())")
+    k.kc.execute("s = Slow(); x = 2")
+    time.sleep(1.0)
+    k.km.interrupt_kernel()  # lands while the checkpoint serializes `s`
+    reply = k.kc.get_shell_msg(timeout=20)["content"]
+    assert reply["status"] in ("ok", "error")
+    assert k.evaluate("x") == "2"
