@@ -117,6 +117,7 @@ class PersistentKernel(IPythonKernel):
                 f"The session could not be fully restored ({type(exc).__name__}: {exc}); some variables may be "
                 "missing. The journal is intact and cells you run are journaled as usual."
             )
+            self.journal.set_meta(replaying=None, loading=None)  # the failure was ours, not a cell's
             restored = None
         try:
             if restored is not None:
@@ -128,6 +129,8 @@ class PersistentKernel(IPythonKernel):
                 self.journal.notify(summary)
             else:
                 self.checkpointer.adopt({})
+                if self.journal.records():
+                    self.checkpointer.recover()  # a restore that failed: store what is live now, whole
         except Exception:  # noqa: BLE001 - start with nothing assumed stored: the next cell stores everything
             self.log.exception("persistent_kernel: could not take over the restored state")
             self.checkpointer.adopt({})
