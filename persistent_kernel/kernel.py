@@ -122,8 +122,10 @@ class PersistentKernel(IPythonKernel):
         try:
             if restored is not None:
                 self.restore_report, states = restored
-                # What was rebuilt by replay is checkpointed again by the next cell.
+                # What was rebuilt by replay is checkpointed again by the next cell; the
+                # summary already said it cannot be stored, so no note repeats it.
                 self.checkpointer.adopt(states, dirty=set(self.restore_report.recomputed))
+                self._told_unstorable.update(self.restore_report.recomputed)
                 summary = self.restore_report.summary()
                 self.log.info("persistent_kernel: %s", summary)
                 self.journal.notify(summary)
