@@ -21,8 +21,9 @@ from typing import Any
 
 from .serialize import Unserializable, dumps
 from .store import version_key
-from .tracking import Groups, ReadTracker, rebound, user_names
+from .tracking import Groups, ReadTracker, components, rebound, user_names
 
+MAX_NAME_BYTES = 400  # LMDB keys stop at 511 bytes; a name is part of its key
 STORED = "stored"
 RECOMPUTE = "recompute"
 MODULE = "module"
@@ -154,21 +155,29 @@ class Checkpointer:
             return checkpoint.seq
         return previous.bound_at
 
-    def _group(self, checkpoint: Checkpoint, members: list[str], ordinal: int) -> bool:
-        """Checkpoint one group; returns True when it created a version."""
+    def _group(self, checkpoint: Checkpoint, members: list[str], ordinal: int) -> int:
+        """Checkpoint one group; returns how many versions it created."""
         ns = self.namespace
+        too_long = [name for name in members if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES]
+        for name in too_long:
+            checkpoint.unserializable[name] = f"its name is longer than {MAX_NAME_BYTES} bytes"
+        members = [name for name in members if name not in too_long]
+        if not members:
+            return 0
         group = frozenset(members)
         key = version_key(checkpoint.seq, ordinal)
         try:
             serialized = dumps({name: ns[name] for name in members})
         except Unserializable as exc:
+            if len(members) > 1:
+                return self._split(checkpoint, members, ordinal, str(exc))
             return self._recompute(checkpoint, members, group, key, str(exc))
         digest = serialized.group_digest
         if all(
             (state := self.names.get(name)) is not None and state.kind == STORED and state.digest == digest and state.group == group
             for name in members
         ):
-            return False  # unchanged: nothing to store
+            return 0  # unchanged: nothing to store
         checkpoint.versions[key] = {
             "kind": STORED,
             "names": members,
@@ -185,9 +194,30 @@ class Checkpointer:
             bound_at = self._bound_at(name, checkpoint)
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
             checkpoint.states[name] = NameState(STORED, bound_at, key.hex(), group, digest, nbytes=serialized.nbytes)
-        return True
+        return 1
 
-    def _recompute(self, checkpoint: Checkpoint, members: list[str], group: frozenset[str], key: bytes, reason: str) -> bool:
+    def _split(self, checkpoint: Checkpoint, members: list[str], ordinal: int, reason: str) -> int:
+        """A group that cannot be stored whole: store what can be, recompute only the rest.
+
+        A generator over a stored list reaches the list; without the split the list
+        would be recomputed too (and a random value in it drawn again).
+        """
+        ns = self.namespace
+        unstorable = []
+        for name in members:
+            try:
+                dumps({name: ns[name]})
+            except Unserializable:
+                unstorable.append(name)
+        if not unstorable or len(unstorable) == len(members):
+            return self._recompute(checkpoint, members, frozenset(members), version_key(checkpoint.seq, ordinal), reason)
+        created = self._recompute(checkpoint, unstorable, frozenset(unstorable), version_key(checkpoint.seq, ordinal), reason)
+        rest = [name for name in members if name not in unstorable]
+        for part in components(rest, {name: self.groups.reach(name) for name in rest}):
+            created += self._group(checkpoint, sorted(part), ordinal + created)
+        return created
+
+    def _recompute(self, checkpoint: Checkpoint, members: list[str], group: frozenset[str], key: bytes, reason: str) -> int:
         ns = self.namespace
         cells: set[int] = set()
         for name in members:
@@ -208,13 +238,13 @@ class Checkpointer:
         for name in members:
             checkpoint.unserializable[name] = reason
         if unchanged:
-            return False
+            return 0
         checkpoint.versions[key] = {"kind": RECOMPUTE, "names": members, "cells": list(ordered), "reason": reason[:300]}
         for name in members:
             bound_at = self._bound_at(name, checkpoint)
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
             checkpoint.states[name] = NameState(RECOMPUTE, bound_at, key.hex(), group, None, ordered)
-        return True
+        return 1
 
     def stored_bytes(self) -> int:
         """Serialized size of everything stored for the live namespace (what a full pass hashes)."""

@@ -59,6 +59,7 @@ class RestoreReport:
     loaded_bytes: int = 0
     recomputed: dict[str, list[str]] = field(default_factory=dict)  # name -> labels of the cells replayed for it
     lost: dict[str, str] = field(default_factory=dict)  # name -> why it could not be rebuilt
+    incomplete: dict[str, list[str]] = field(default_factory=dict)  # rebuilt without some of its cells
     replayed: int = 0  # cells replayed
     seconds: float = 0.0
     died: list[str] = field(default_factory=list)  # running when the kernel died
@@ -81,6 +82,10 @@ class RestoreReport:
         if self.lost:
             shown = [f"{name} ({why})" for name, why in sorted(self.lost.items())]
             parts.append(f"Could not rebuild {_join(shown)}.")
+        rebuilt_partly = {name: labels for name, labels in self.incomplete.items() if name in self.recomputed}
+        if rebuilt_partly:
+            shown = [f"{name} (cell {', '.join(labels)} is never replayed)" for name, labels in sorted(rebuilt_partly.items())]
+            parts.append(f"May differ from before the crash: {_join(shown)}.")
         if self.died:
             which = _join(self.died)
             verb = "was" if len(self.died) == 1 else "were"
@@ -140,9 +145,15 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
     started = time.monotonic()
     by_seq = {record.seq: record for record in records}
 
+    # A cell that was being replayed when a restore died: once may be an impatient
+    # kill -9 during the restore; twice is the cell's doing, and it is skipped from then on.
+    crashes: dict[str, int] = journal.get_meta("replay_crashes") or {}
     replay_killer = journal.get_meta("replaying")
+    if replay_killer is not None:
+        crashes[str(replay_killer)] = crashes.get(str(replay_killer), 0) + 1
+        journal.set_meta(replay_crashes=crashes, replaying=None)
     for record in records:
-        if record.seq == replay_killer and record.status in rec.REPLAYED_STATUSES:
+        if crashes.get(str(record.seq), 0) >= 2 and record.status in rec.REPLAYED_STATUSES:
             journal.mark(record, rec.SKIPPED)
             report.skipped.append(record.label)
         elif record.status == rec.STARTED:
@@ -161,23 +172,35 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
     }
     needed |= _cells_for(plan.rebuild, plan.cells, by_seq)
     to_replay = [by_seq[seq] for seq in sorted(needed) if by_seq[seq].status in rec.REPLAYED_STATUSES]
+    for name in plan.rebuild:
+        # Cells a rebuild needs that are never replayed (interrupted, died, skipped): say so.
+        missing = [by_seq[c].label for c in sorted(plan.cells.get(name, ())) if c in by_seq and by_seq[c].status not in rec.REPLAYED_STATUSES]
+        if missing:
+            report.incomplete[name] = missing
 
     before = set(ns)
     with quiet_output(shell) as tracebacks:
         for record in to_replay:
             # Written before the cell runs: if it kills this process, the next start skips it.
             journal.set_meta(replaying=record.seq)
-            error = _replay_cell(shell, record)
+            error = _replay_cell(shell, record, _random_state_at(records, record.seq))
             if error is not None and record.status == rec.OK:
                 ename, evalue = error
                 report.failures.append({"label": record.label, "ename": ename, "evalue": evalue[:200]})
             tracebacks.clear()
-            _keep_newest(ns, plan, record.seq)
+            _keep_newest(ns, plan, record)
     journal.set_meta(replaying=None)
     report.replayed = len(to_replay)
     replayed_labels = {r.seq: r.label for r in to_replay}
-    for name in (set(ns) - before) & plan.deleted:
-        del ns[name]  # a replay made it, but the session had deleted it
+    created = set(ns) - before
+    if all(r.checkpointed for r in to_replay):
+        # Every replayed cell's changes are known: a name the replay made that the session
+        # does not have (deleted since, or made only in the replay) goes again.
+        created -= plan.live
+    else:
+        created &= plan.deleted
+    for name in created:
+        del ns[name]
     for name, reason in plan.rebuild.items():
         if name in ns:
             report.recomputed[name] = [replayed_labels[c] for c in sorted(plan.cells.get(name, ())) if c in replayed_labels]
@@ -204,14 +227,15 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
 _MISSING = object()
 
 
-def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed_seq: int) -> None:
-    """After a replayed cell: a value stored after that cell wins; a newer replayed value wins over an older one."""
+def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed: CellRecord) -> None:
+    """After a replayed cell: stored values win, unless the cell was never checkpointed and
+    ran after a name's stored version (then what it made is the newer state)."""
     for name, value in list(plan.stored.items()):
         if ns.get(name, _MISSING) is value:
             continue
-        if plan.stored_at[name] >= replayed_seq:
+        if replayed.checkpointed or plan.stored_at[name] >= replayed.seq:
             ns[name] = value
-        else:  # the cell was never checkpointed and ran after the stored version: it is the newer state
+        else:
             del plan.stored[name]
 
 
@@ -220,6 +244,7 @@ class _Plan:
     stored: dict[str, Any] = field(default_factory=dict)  # name -> the loaded object (or module)
     stored_at: dict[str, int] = field(default_factory=dict)  # name -> the cell its stored value is from
     deleted: set[str] = field(default_factory=set)  # names the session deleted
+    live: set[str] = field(default_factory=set)  # names the session has
     rebuild: dict[str, str] = field(default_factory=dict)  # name -> why it must be recomputed
     cells: dict[str, set[int]] = field(default_factory=dict)  # name -> cells that rebuild it
     states: dict[str, NameState] = field(default_factory=dict)
@@ -236,6 +261,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
     plan = _Plan()
     pointers = store.pointers_as_of()
     plan.deleted = {name for name, p in pointers.items() if p["state"] == "deleted"}
+    plan.live = set(pointers) - plan.deleted
     crashes: dict[str, int] = journal.get_meta("load_crashes") or {}
     crashed_on = journal.get_meta("loading")
     if crashed_on:
@@ -388,6 +414,21 @@ def _latest_random_state(records: list[CellRecord]) -> dict[str, Any] | None:
     return None
 
 
+def _random_state_at(records: list[CellRecord], seq: int) -> dict[str, Any] | None:
+    """The generators' state when cell ``seq`` started (states are recorded only when they change)."""
+    for record in reversed(records):
+        if record.seq > seq:
+            continue
+        if record.seq == seq:
+            if record.random_state_before:
+                return record.random_state_before
+            continue
+        state = record.random_state_after or record.random_state_before
+        if state:
+            return state
+    return None
+
+
 def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
     """``In``, ``_i``, ``_ii``, ``_iii`` as the user left them (outputs are not kept)."""
     history = shell.history_manager
@@ -405,11 +446,11 @@ def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
         shell.user_ns[name] = code
 
 
-def _replay_cell(shell: Any, record: CellRecord) -> tuple[str, str] | None:
+def _replay_cell(shell: Any, record: CellRecord, random_state: dict[str, Any] | None) -> tuple[str, str] | None:
     """Run one journaled cell as it ran; returns (ename, evalue) if it raised."""
-    if record.random_state_before:
+    if random_state:
         # The generators as the cell found them: the same deck is dealt again.
-        apply_random_state(record.random_state_before)
+        apply_random_state(random_state)
     if record.store_history:
         # So In[n], Out[n] and _n line up with what the user saw.
         shell.execution_count = record.execution_count
@@ -436,6 +477,21 @@ def _no_input(*_args: Any, **_kwargs: Any) -> str:
     raise StdinNotImplementedError("input() is not available while a session is being restored")
 
 
+_REAL_OPEN = builtins.open
+_MISSING_OPEN = object()
+
+
+def _read_only_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+    """``open`` while cells are replayed: reading works; writing, truncating or creating a file does not.
+
+    A restore must never change a user's files; a replayed cell that tries fails
+    there, and what it was to rebuild is named to the user.
+    """
+    if any(flag in mode for flag in "wax+"):
+        raise PermissionError(f"a restore does not write files ({file!r} was opened with mode {mode!r} in a replayed cell)")
+    return _REAL_OPEN(file, mode, *args, **kwargs)
+
+
 @contextlib.contextmanager
 def quiet_output(shell: Any) -> Iterator[list[Any]]:
     """Suppress everything replayed code would show: streams, displays, results, tracebacks.
@@ -452,14 +508,22 @@ def quiet_output(shell: Any) -> Iterator[list[Any]]:
         obj.register_hook(drop)
     # ipykernel sends tracebacks on IOPub from this method; capture them instead.
     shell._showtraceback = lambda etype, evalue, stb: tracebacks.append((etype, evalue))
-    saved_input, saved_getpass = builtins.input, getpass.getpass
+    saved_input, saved_getpass, saved_open = builtins.input, getpass.getpass, builtins.open
     builtins.input = getpass.getpass = _no_input
+    builtins.open = io.open = _read_only_open
+    # IPython puts its own `open` in the user namespace; it calls the real io.open it imported.
+    user_open = shell.user_ns.get("open", _MISSING_OPEN)
+    if user_open is not _MISSING_OPEN:
+        shell.user_ns["open"] = _read_only_open
     sink = io.StringIO()
     try:
         with _quiet_fds(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield tracebacks
     finally:
         builtins.input, getpass.getpass = saved_input, saved_getpass
+        builtins.open = io.open = saved_open
+        if user_open is not _MISSING_OPEN:
+            shell.user_ns["open"] = user_open
         del shell._showtraceback
         for obj in hooks:
             obj.unregister_hook(drop)

@@ -205,6 +205,13 @@ def dumps(values: dict[str, Any]) -> Serialized:
     except BufferError as exc:
         raise Unserializable(f"a buffer is not contiguous: {exc}") from None
     payload = stream.getvalue()
+    if method == "dill":
+        # dill saves some notebook objects (an Enum, a TypeVar, a cached function) in a
+        # form that does not load back; find out now, not at the restore.
+        try:
+            loads(method, payload, raws)
+        except Exception as exc:  # noqa: BLE001
+            raise Unserializable(f"its stored form does not load back ({type(exc).__name__}: {exc})") from None
     return Serialized(method, payload, raws, digest(payload), [digest(raw) for raw in raws])
 
 

@@ -35,6 +35,7 @@ from typing import Any
 _IPYTHON_NAME = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|_ih|_oh|_dh|In|Out|get_ipython|exit|quit)$")
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
 MAX_OBJECTS_PER_VARIABLE = 100_000  # reference walk budget; deeper sharing is not detected
+_LARGE_ATOMIC = 4096  # str/bytes at least this long take part in grouping
 
 MAIN = "__main__"
 
@@ -160,12 +161,12 @@ def _notebook_code(value: Any, seen: set[int] | None = None) -> Iterator[types.C
         if klass.__module__ != MAIN:
             continue
         for attr in vars(klass).values():
-            func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
-            if isinstance(func, property):
+            func = attr.__func__ if issubclass(type(attr), (staticmethod, classmethod)) else attr
+            if issubclass(type(func), property):
                 for accessor in (func.fget, func.fset, func.fdel):
-                    if isinstance(accessor, types.FunctionType):
+                    if issubclass(type(accessor), types.FunctionType):
                         yield accessor.__code__
-            elif isinstance(func, types.FunctionType):
+            elif issubclass(type(func), types.FunctionType):
                 yield func.__code__
 
 
@@ -282,12 +283,20 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
     while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
         obj = stack.pop()
         kind = type(obj)  # type(), not isinstance(): a user __class__ property may lie or raise
-        if issubclass(kind, _ATOMIC) or issubclass(kind, types.ModuleType):
+        if issubclass(kind, _ATOMIC):
+            if issubclass(kind, (str, bytes)) and len(obj) >= _LARGE_ATOMIC:
+                seen.add(id(obj))  # a big string shared by two variables is stored once
+            continue
+        if issubclass(kind, types.ModuleType):
             continue
         ident = id(obj)
         if ident in seen:
             continue
         seen.add(ident)
+        if kind.__module__ == MAIN:
+            # Record the notebook class at once: even if the walk budget runs out
+            # before its turn, its instances stay grouped with it (isinstance holds).
+            seen.add(id(kind))
         if issubclass(kind, type) and getattr(obj, "__module__", None) != MAIN:
             continue
         try:
@@ -295,6 +304,29 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
         except Exception:  # noqa: BLE001 - an exotic object's attributes may raise; it stays a leaf
             pass
     return frozenset(seen)
+
+
+def components(names: Iterable[str], reach: Mapping[str, frozenset[int]]) -> list[frozenset[str]]:
+    """Connected components of ``names`` through shared identities in ``reach``."""
+    owners: dict[int, list[str]] = {}
+    for name in names:
+        for ident in reach.get(name, ()):
+            owners.setdefault(ident, []).append(name)
+    result: list[frozenset[str]] = []
+    covered: set[str] = set()
+    for name in sorted(names):
+        if name in covered:
+            continue
+        group, pending = {name}, [name]
+        while pending:
+            for ident in reach.get(pending.pop(), ()):
+                for other in owners.get(ident, ()):
+                    if other not in group:
+                        group.add(other)
+                        pending.append(other)
+        covered |= group
+        result.append(frozenset(group))
+    return result
 
 
 class Groups:
@@ -311,6 +343,9 @@ class Groups:
         self._reach[name] = reach
         for ident in reach:
             self._owners.setdefault(ident, set()).add(name)
+
+    def reach(self, name: str) -> frozenset[int]:
+        return self._reach.get(name, frozenset())
 
     def remove(self, name: str) -> None:
         for ident in self._reach.pop(name, ()):

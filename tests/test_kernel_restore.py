@@ -116,9 +116,10 @@ def test_a_cell_that_kills_the_restore_is_skipped_next_time(kernel, tmp_path: Pa
     run(k, "after = 'still here'")
     (tmp_path / "trap").write_text("")  # from now on, replaying cell [2] kills the kernel
     k.kill()
-    with pytest.raises(RuntimeError):
-        k.start()  # the restore dies on cell [2]
-    k.kill()
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            k.start()  # the restore dies on cell [2]: once may be an impatient kill, twice is the cell
+        k.kill()
     k.start()
     first = k.execute("after")
     assert first.result == "'still here'"

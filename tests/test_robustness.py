@@ -107,3 +107,84 @@ def test_interrupting_a_slow_checkpoint_keeps_the_kernel_answering(kernel) -> No
     reply = k.kc.get_shell_msg(timeout=20)["content"]
     assert reply["status"] in ("ok", "error")
     assert k.evaluate("x") == "2"
+
+
+def test_a_replayed_cell_draws_the_same_random_numbers(kernel) -> None:
+    k = kernel()
+    run(k, "import random\nrandom.seed(1)")
+    run(k, "deck = list(range(52))\nrandom.shuffle(deck)\ndealer = (card for card in deck)")
+    expected = k.evaluate("deck[:5]")
+    crash_and_restart(k)
+    assert k.evaluate("deck[:5]") == expected
+    assert k.evaluate("[next(dealer) for _ in range(5)]") == expected
+
+
+def test_stored_values_win_over_a_replay_even_when_rebound_to_an_equal_value(kernel) -> None:
+    k = kernel()
+    run(k, "x = 0\nitems = [x]")
+    run(k, "items = [x]\ngen = (i for i in range(3))")
+    run(k, "x = 5")
+    crash_and_restart(k)
+    assert k.evaluate("(x, items)") == "(5, [0])"
+
+
+def test_a_rebuild_that_needs_an_interrupted_cell_says_so(kernel) -> None:
+    k = kernel()
+    run(k, "import time\nnumbers = (n for n in range(1000))")
+    k.kc.execute("for n in numbers:\n    time.sleep(0.01)")
+    time.sleep(0.5)
+    k.km.interrupt_kernel()
+    assert k.kc.get_shell_msg(timeout=10)["content"]["ename"] == "KeyboardInterrupt"
+    summary = crash_and_restart(k)
+    assert "May differ from before the crash: numbers (cell [2] is never replayed)" in summary
+
+
+def test_a_replay_never_truncates_or_recreates_a_file(kernel, tmp_path: Path) -> None:
+    k = kernel()
+    run(k, "f = open('kept.txt', 'w')\nf.write('A\\n')\nf.flush()\npending = (x for x in [f])")
+    run(k, "with open('kept.txt', 'a') as extra:\n    extra.write('B\\n')")
+    run(k, "g = open('gone.txt', 'w')\ng.write('x')\ng.flush()")
+    run(k, "import os\nos.remove('gone.txt')")
+    summary = crash_and_restart(k)
+    assert (tmp_path / "kept.txt").read_text() == "A\nB\n"
+    assert not (tmp_path / "gone.txt").exists()
+    assert "Could not rebuild" in summary and "g (" in summary
+
+
+def test_a_notebook_enum_is_never_stored_in_a_form_that_does_not_load(kernel) -> None:
+    k = kernel()
+    run(k, "from enum import Enum\nclass Color(Enum):\n    RED = 1\n    BLUE = 2\nfavourite = {Color.RED: 'roses'}")
+    summary = crash_and_restart(k)
+    assert k.evaluate("favourite[Color.RED]") == "'roses'"
+    assert "Could not rebuild" not in summary
+
+
+def test_a_generator_over_a_stored_list_does_not_redraw_the_list(kernel) -> None:
+    k = kernel()
+    run(k, "import os\ndata = [os.urandom(8).hex()]")
+    run(k, "walker = (x for x in data)")
+    before = k.evaluate("data")
+    summary = crash_and_restart(k)
+    assert k.evaluate("data") == before
+    assert k.evaluate("next(walker)") == before[1:-1]
+    assert "Recomputed walker by replaying cell [2]." in summary
+
+
+def test_names_a_replay_makes_that_the_session_never_had_are_removed(kernel) -> None:
+    k = kernel()
+    run(k, "zero = 0")
+    failed = k.execute("gen = (i for i in range(3))\nx = 1 / zero\ny = 5")
+    assert failed.ename == "ZeroDivisionError"
+    run(k, "zero = 1")
+    crash_and_restart(k)
+    assert k.evaluate("('x' in globals(), 'y' in globals(), list(gen))") == "(False, False, [0, 1, 2])"
+
+
+def test_a_name_too_long_to_store_costs_only_itself(kernel) -> None:
+    k = kernel()
+    first = k.execute("globals()['v' * 600] = 2\nb = 1")
+    assert first.status == "ok" and "longer than 400 bytes" in first.stderr
+    run(k, "c = 2")
+    run(k, "d = 3")
+    crash_and_restart(k)
+    assert k.evaluate("(b, c, d)") == "(1, 2, 3)"
