@@ -54,6 +54,7 @@ class Journal:
         where = self.session.store_path
         try:
             ensure_private_dir(self.session.home)
+            ensure_private_dir(where.parent)  # sessions/
             ensure_private_dir(where)
             self._lock.acquire(self.lock_timeout)
             self.store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval)
