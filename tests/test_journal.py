@@ -119,3 +119,15 @@ def test_second_kernel_on_a_session_runs_without_persistence(tmp_path: Path) -> 
     # The holder died (as with kill -9): its lock went with it.
     assert j.open() and j.active
     j.close()
+
+
+def test_every_directory_of_the_store_is_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    j = make_journal(home)
+    assert j.open()
+    try:
+        for directory in (home, home / "sessions", j.session.store_path):
+            assert directory.stat().st_mode & 0o777 == 0o700, directory
+        assert (j.session.store_path / "data.mdb").stat().st_mode & 0o777 == 0o600
+    finally:
+        j.close()
