@@ -105,6 +105,8 @@ def names_loaded(source: str) -> set[str] | None:
     loaded: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
+            # Stored names too: `del x; x = [3]` can reuse the old object's address,
+            # which the identity scan alone would take for "unchanged".
             loaded.add(node.id)
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
             loaded.update(node.names)

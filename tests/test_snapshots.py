@@ -292,3 +292,11 @@ def test_sharing_seen_through_views_bound_methods_iterators_and_wrappers(kernel)
     assert k.evaluate("float(base[2])") == "-1.0"
     assert k.evaluate("(list(lst), add(4) or list(lst), next(it))") == "([1, 2, 3], [1, 2, 3, 4], 1)"
     assert k.evaluate("rows") == "['via dict', 'direct']"
+
+
+def test_a_rebinding_that_reuses_the_old_objects_address_is_seen(kernel) -> None:
+    k = kernel()
+    run(k, "x = [1, 2]")
+    run(k, "del x\nx = [3, 4]")  # CPython may put the new list where the old one was
+    crash_and_restart(k)
+    assert k.evaluate("x") == "[3, 4]"
