@@ -226,10 +226,10 @@ class Checkpointer:
             cells.add(bound_at)
             if previous is not None and bound_at == previous.bound_at:
                 # The cells that changed it while it was storable are in its history;
-                # the restore adds them (see restore.recompute_cells).
+                # the restore adds them (see restore._load_stored).
                 cells.update(previous.cells)
-            if advances_when_used(ns[name]):
-                cells.add(checkpoint.seq)
+            if advances_when_used(ns[name]) and (name in checkpoint.reads or name in checkpoint.writes):
+                cells.add(checkpoint.seq)  # this cell used it (not merely a group neighbour)
         ordered = tuple(sorted(cells))
         unchanged = all(
             (state := self.names.get(name)) is not None and state.kind == RECOMPUTE and state.cells == ordered and state.group == group

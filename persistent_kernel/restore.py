@@ -34,6 +34,9 @@ import importlib
 import io
 import os
 import re
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -44,7 +47,7 @@ from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
 from .context import apply_process_context, apply_random_state
 from .journal import Journal
 from .records import CellRecord
-from .serialize import loads
+from .serialize import dumps, loads
 
 _PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
 _LIST_AT_MOST = 5
@@ -190,6 +193,7 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
             tracebacks.clear()
             _keep_newest(ns, plan, record)
     journal.set_meta(replaying=None)
+    _undo_replay_mutations(shell, journal.store, plan, to_replay)
     report.replayed = len(to_replay)
     replayed_labels = {r.seq: r.label for r in to_replay}
     created = set(ns) - before
@@ -227,6 +231,35 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
 _MISSING = object()
 
 
+def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[CellRecord]) -> None:
+    """Stored values win in place too: a group a replayed cell mutated is loaded again from its blob.
+
+    (``a.append(3); g = (x for x in a)`` replayed to rebuild ``g`` appends to the
+    stored ``a`` a second time.) Only cells whose changes were checkpointed count:
+    what a never-checkpointed cell does is the newer state.
+    """
+    touched: set[str] = set()
+    for record in replayed:
+        if record.checkpointed:
+            touched.update(record.reads or ())
+            touched.update(record.writes or ())
+    ns = shell.user_ns
+    for key, version in plan.versions.items():
+        names = version["names"]
+        if not touched.intersection(names) or not all(n in plan.stored and ns.get(n, _MISSING) is plan.stored[n] for n in names):
+            continue
+        try:
+            unchanged = dumps({n: ns[n] for n in names}).group_digest == version.get("digest")
+        except Exception:  # noqa: BLE001 - cannot tell: reload to be safe
+            unchanged = False
+        if unchanged:
+            continue
+        values = _load_version(shell.user_module, store, version)
+        if isinstance(values, dict):
+            for name in names:
+                ns[name] = plan.stored[name] = values[name]
+
+
 def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed: CellRecord) -> None:
     """After a replayed cell: stored values win, unless the cell was never checkpointed and
     ran after a name's stored version (then what it made is the newer state)."""
@@ -245,6 +278,7 @@ class _Plan:
     stored_at: dict[str, int] = field(default_factory=dict)  # name -> the cell its stored value is from
     deleted: set[str] = field(default_factory=set)  # names the session deleted
     live: set[str] = field(default_factory=set)  # names the session has
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # loaded version key -> version
     rebuild: dict[str, str] = field(default_factory=dict)  # name -> why it must be recomputed
     cells: dict[str, set[int]] = field(default_factory=dict)  # name -> cells that rebuild it
     states: dict[str, NameState] = field(default_factory=dict)
@@ -325,6 +359,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             else:
                 ns[name] = plan.stored[name] = values[name]
                 plan.stored_at[name] = pointer["seq"]
+                plan.versions[key] = version
                 plan.states[name] = NameState(
                     STORED, bound_at, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0)
                 )
@@ -477,19 +512,54 @@ def _no_input(*_args: Any, **_kwargs: Any) -> str:
     raise StdinNotImplementedError("input() is not available while a session is being restored")
 
 
-_REAL_OPEN = builtins.open
-_MISSING_OPEN = object()
+# -- no file changes while cells are replayed -----------------------------------------------
+#
+# An audit hook (PEP 578) sees every open by Python code and C code that goes through
+# Python (io.open, os.open, pathlib, tarfile …) and the os calls that change files. It
+# is installed once and blocks only while this thread replays cells. Creating a *new*
+# file exclusively (O_CREAT|O_EXCL: bytecode caches, mkstemp) cannot harm a user's
+# data and is allowed. Writes a C library makes on its own (a sqlite connection's
+# INSERT) are not visible here.
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_CHANGING_EVENTS = frozenset({"os.rename", "os.remove", "os.rmdir", "os.truncate", "shutil.rmtree", "shutil.move", "os.chmod", "os.chown"})
+_guarded_thread: int | None = None
+_hook_installed = False
 
 
-def _read_only_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-    """``open`` while cells are replayed: reading works; writing, truncating or creating a file does not.
+_created_in_replay: set[Any] = set()  # files a replay made exclusively: it may remove them again
 
-    A restore must never change a user's files; a replayed cell that tries fails
-    there, and what it was to rebuild is named to the user.
-    """
-    if any(flag in mode for flag in "wax+"):
-        raise PermissionError(f"a restore does not write files ({file!r} was opened with mode {mode!r} in a replayed cell)")
-    return _REAL_OPEN(file, mode, *args, **kwargs)
+
+def _file_guard(event: str, args: tuple) -> None:
+    if _guarded_thread is None or _guarded_thread != threading.get_ident():
+        return
+    if event == "open":
+        path, _mode, flags = args
+        flags = flags or 0
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            _created_in_replay.add(path)
+        elif flags & _WRITE_FLAGS:
+            raise PermissionError(f"a restore does not write files ({path!r} was opened for writing in a replayed cell)")
+    elif event == "os.remove" and args[0] in _created_in_replay:
+        return
+    elif event in _CHANGING_EVENTS:
+        raise PermissionError(f"a restore does not change files ({event} {args[0]!r} in a replayed cell)")
+
+
+@contextlib.contextmanager
+def no_file_changes() -> Iterator[None]:
+    """While replaying: a replayed cell cannot write, truncate, move or delete existing files, nor recreate them."""
+    global _guarded_thread, _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_file_guard)
+        _hook_installed = True
+    tempfile.gettempdir()  # its one-time probe writes and removes a file: done before the guard
+    _guarded_thread = threading.get_ident()
+    try:
+        yield
+    finally:
+        _guarded_thread = None
+        _created_in_replay.clear()
 
 
 @contextlib.contextmanager
@@ -508,22 +578,14 @@ def quiet_output(shell: Any) -> Iterator[list[Any]]:
         obj.register_hook(drop)
     # ipykernel sends tracebacks on IOPub from this method; capture them instead.
     shell._showtraceback = lambda etype, evalue, stb: tracebacks.append((etype, evalue))
-    saved_input, saved_getpass, saved_open = builtins.input, getpass.getpass, builtins.open
+    saved_input, saved_getpass = builtins.input, getpass.getpass
     builtins.input = getpass.getpass = _no_input
-    builtins.open = io.open = _read_only_open
-    # IPython puts its own `open` in the user namespace; it calls the real io.open it imported.
-    user_open = shell.user_ns.get("open", _MISSING_OPEN)
-    if user_open is not _MISSING_OPEN:
-        shell.user_ns["open"] = _read_only_open
     sink = io.StringIO()
     try:
-        with _quiet_fds(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        with _quiet_fds(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), no_file_changes():
             yield tracebacks
     finally:
         builtins.input, getpass.getpass = saved_input, saved_getpass
-        builtins.open = io.open = saved_open
-        if user_open is not _MISSING_OPEN:
-            shell.user_ns["open"] = user_open
         del shell._showtraceback
         for obj in hooks:
             obj.unregister_hook(drop)

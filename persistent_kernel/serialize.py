@@ -205,14 +205,37 @@ def dumps(values: dict[str, Any]) -> Serialized:
     except BufferError as exc:
         raise Unserializable(f"a buffer is not contiguous: {exc}") from None
     payload = stream.getvalue()
-    if method == "dill":
-        # dill saves some notebook objects (an Enum, a TypeVar, a cached function) in a
-        # form that does not load back; find out now, not at the restore.
+    if method == "dill" and _has_unusual_notebook_class(values):
+        # dill saves classes with a custom metaclass (an Enum) in a form that may not
+        # load back; find out now, not at the restore. Only then: loading runs user
+        # __setstate__ code, which must not run on every checkpoint.
         try:
             loads(method, payload, raws)
         except Exception as exc:  # noqa: BLE001
             raise Unserializable(f"its stored form does not load back ({type(exc).__name__}: {exc})") from None
     return Serialized(method, payload, raws, digest(payload), [digest(raw) for raw in raws])
+
+
+def _has_unusual_notebook_class(values: dict[str, Any]) -> bool:
+    """A notebook class with a metaclass other than ``type``, among the values or one level inside."""
+
+    def unusual(obj: Any) -> bool:
+        cls = obj if issubclass(type(obj), type) else type(obj)
+        return getattr(cls, "__module__", None) == "__main__" and type(cls) is not type
+
+    for value in values.values():
+        if unusual(value):
+            return True
+        kind = type(value)
+        if issubclass(kind, dict):
+            items: Any = list(value.keys())[:100] + list(value.values())[:100]
+        elif issubclass(kind, (list, tuple, set, frozenset)):
+            items = list(value)[:100]
+        else:
+            continue
+        if any(unusual(item) for item in items):
+            return True
+    return False
 
 
 def loads(method: str, payload: bytes, buffers: list[Any], main: types.ModuleType | None = None) -> dict[str, Any]:

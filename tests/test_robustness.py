@@ -188,3 +188,43 @@ def test_a_name_too_long_to_store_costs_only_itself(kernel) -> None:
     run(k, "d = 3")
     crash_and_restart(k)
     assert k.evaluate("(b, c, d)") == "(1, 2, 3)"
+
+
+def test_a_replay_does_not_mutate_stored_objects(kernel) -> None:
+    k = kernel()
+    run(k, "a = [1, 2]")
+    run(k, "a.append(3)\ng = (x for x in a)")
+    run(k, "a.append(4)")
+    run(k, "import itertools\nc = itertools.count()\nn = 0")
+    run(k, "h = (i for i in range(5))\nn += next(c)")
+    run(k, "n += next(c)")
+    crash_and_restart(k)
+    assert k.evaluate("(a, n, next(c))") == "([1, 2, 3, 4], 1, 2)"
+
+
+def test_modules_imported_in_a_replay_keep_the_real_open(kernel, tmp_path: Path) -> None:
+    k = kernel()
+    run(k, "g = (i for i in range(3))\nimport tarfile")
+    crash_and_restart(k)
+    run(k, "with tarfile.open('made-after-restore.tar', 'w') as t:\n    pass")
+    assert (tmp_path / "made-after-restore.tar").exists()
+
+
+def test_a_replay_cannot_move_or_delete_files(kernel, tmp_path: Path) -> None:
+    (tmp_path / "draft.txt").write_text("v1")
+    k = kernel()
+    run(k, "import os\ngen = (i for i in range(3))\nos.replace('draft.txt', 'final.txt')")
+    (tmp_path / "draft.txt").write_text("v2, written after that cell")
+    summary = crash_and_restart(k)
+    assert (tmp_path / "draft.txt").read_text() == "v2, written after that cell"
+    assert (tmp_path / "final.txt").read_text() == "v1"
+    assert "failed during replay" in summary and "does not change files" in summary
+
+
+def test_checkpoints_do_not_run_user_setstate(kernel) -> None:
+    k = kernel()
+    run(k, "registry = []\nclass Item:\n    def __init__(self, v):\n        self.v = v\n    def __setstate__(self, state):\n        registry.append('loaded')\n        self.__dict__.update(state)")
+    run(k, "it = Item(1)")
+    run(k, "it.v = 2")
+    run(k, "it.v = 3")
+    assert k.evaluate("registry") == "[]"
