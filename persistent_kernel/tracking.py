@@ -319,6 +319,18 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
     return frozenset(seen)
 
 
+def _connected(name: str, reach: Mapping[str, Iterable[int]], owners: Mapping[int, Iterable[str]]) -> frozenset[str]:
+    """Every name linked to ``name`` through identities two names both reach."""
+    group, pending = {name}, [name]
+    while pending:
+        for ident in reach.get(pending.pop(), ()):
+            for other in owners.get(ident, ()):
+                if other not in group:
+                    group.add(other)
+                    pending.append(other)
+    return frozenset(group)
+
+
 def components(names: Iterable[str], reach: Mapping[str, frozenset[int]]) -> list[frozenset[str]]:
     """Connected components of ``names`` through shared identities in ``reach``."""
     owners: dict[int, list[str]] = {}
@@ -328,17 +340,10 @@ def components(names: Iterable[str], reach: Mapping[str, frozenset[int]]) -> lis
     result: list[frozenset[str]] = []
     covered: set[str] = set()
     for name in sorted(names):
-        if name in covered:
-            continue
-        group, pending = {name}, [name]
-        while pending:
-            for ident in reach.get(pending.pop(), ()):
-                for other in owners.get(ident, ()):
-                    if other not in group:
-                        group.add(other)
-                        pending.append(other)
-        covered |= group
-        result.append(frozenset(group))
+        if name not in covered:
+            group = _connected(name, reach, owners)
+            covered |= group
+            result.append(group)
     return result
 
 
@@ -370,16 +375,7 @@ class Groups:
 
     def group_of(self, name: str) -> frozenset[str]:
         """All names connected to ``name`` through shared objects."""
-        group = {name}
-        pending = [name]
-        while pending:
-            current = pending.pop()
-            for ident in self._reach.get(current, ()):
-                for other in self._owners.get(ident, ()):
-                    if other not in group:
-                        group.add(other)
-                        pending.append(other)
-        return frozenset(group)
+        return _connected(name, self._reach, self._owners)
 
     def groups_of(self, names: Iterable[str]) -> list[frozenset[str]]:
         """The distinct groups containing ``names``."""
