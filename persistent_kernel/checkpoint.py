@@ -57,10 +57,6 @@ class Checkpoint:
     unserializable: dict[str, str] = field(default_factory=dict)  # name -> why (for the user)
     scan: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def stored_bytes(self) -> int:
-        return sum(memoryview(b).nbytes for b in self.blobs.values())
-
 
 def advances_when_used(value: Any) -> bool:
     """Whether using an unstorable object changes it, so every cell that used it must be replayed.

@@ -244,7 +244,7 @@ def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[C
             touched.update(record.reads or ())
             touched.update(record.writes or ())
     ns = shell.user_ns
-    for key, version in plan.versions.items():
+    for version in plan.versions.values():
         names = version["names"]
         if not touched.intersection(names) or not all(n in plan.stored and ns.get(n, _MISSING) is plan.stored[n] for n in names):
             continue
@@ -323,22 +323,23 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
 
     versions: dict[str, dict[str, Any] | None] = {}
     live = [(name, p) for name, p in sorted(pointers.items()) if p["state"] == "live"]
-    for name, pointer in live:
+    for _name, pointer in live:
         key = pointer["version"]
         if key not in versions:
             versions[key] = store.version(bytes.fromhex(key))
     loaded: dict[str, dict[str, Any] | Exception] = {}
-    for attempt in range(2):  # a group whose unpickling needs another group gets a second chance
-        for name, pointer in live:
+    for _attempt in range(2):  # a group whose unpickling needs another group gets a second chance
+        tried: set[str] = set()
+        for _name, pointer in live:
             key, version = pointer["version"], versions[pointer["version"]]
-            if version is None or version["kind"] != STORED or isinstance(loaded.get(key), dict):
+            if version is None or version["kind"] != STORED or isinstance(loaded.get(key), dict) or key in tried:
                 continue
+            tried.add(key)
             if key in poisoned:
                 loaded[key] = RuntimeError("loading it stopped an earlier restore")
                 continue
-            if key not in loaded or attempt == 1:
-                journal.set_meta(loading=key)
-                loaded[key] = _load_version(shell.user_module, store, version)
+            journal.set_meta(loading=key)
+            loaded[key] = _load_version(shell.user_module, store, version)
     journal.set_meta(loading=None)
 
     for name, pointer in live:
