@@ -277,10 +277,6 @@ class Journal:
             "last_restore": self.get_meta("last_restore"),
         }
 
-    def flush(self) -> None:
-        if self.store is not None:
-            self.store.sync()
-
     def close(self) -> None:
         if self.store is not None:
             self.store.close()

@@ -214,7 +214,8 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
 
     if context and to_replay:
         apply_process_context(shell, context)  # a replayed `%cd` or `sys.path` edit is not the session's last word
-    random_state = _latest_random_state(records)
+    # The state after the last cell: what a cell after it would have found.
+    random_state = _random_state_at(records, records[-1].seq + 1)
     if random_state:
         apply_random_state(random_state)
     _restore_input_history(shell, records)
@@ -438,16 +439,6 @@ def _cells_for(rebuild: dict[str, str], cells: dict[str, set[int]], by_seq: dict
                 if dependency in rebuild and dependency not in planned:
                     pending.append(dependency)
     return needed
-
-
-def _latest_random_state(records: list[CellRecord]) -> dict[str, Any] | None:
-    for record in reversed(records):
-        if record.status == rec.STARTED or record.status == rec.DIED:
-            continue
-        state = record.random_state_after or record.random_state_before
-        if state:
-            return state
-    return None
 
 
 def _random_state_at(records: list[CellRecord], seq: int) -> dict[str, Any] | None:

@@ -55,15 +55,6 @@ def _classify(keys: Iterable[Any]) -> None:
             _internal.add(name)
 
 
-def is_user_name(name: str, value: Any, hidden: Mapping[str, Any]) -> bool:
-    """A variable the user made (not IPython's caches, not the startup namespace)."""
-    if name not in _classified:
-        _classify((name,))
-    if name in _internal:
-        return False
-    return not (name in hidden and hidden[name] is value)
-
-
 def user_names(namespace: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, int]:
     """``name -> id(value)`` for every user variable: the identity scan.
 
