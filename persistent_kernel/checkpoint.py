@@ -9,7 +9,9 @@ already stored are not stored again); a group that cannot be serialized becomes 
 
 Nothing here touches LMDB: ``prepare`` returns a ``Checkpoint`` that the journal
 commits in one transaction with the cell's outcome, and only then is ``applied``
-to the in-memory view of what is stored.
+to the in-memory view of what is stored. Buffers of ``large_blob_bytes`` or more
+are not in that transaction: the version is committed *not landed* and its
+buffers become ``WriteJob``s for the background writer (see ``writer``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from .serialize import Unserializable, dumps
 from .store import version_key
 from .tracking import Groups, ReadTracker, components, rebound, user_names
+from .writer import WriteJob
 
 MAX_NAME_BYTES = 400  # LMDB keys stop at 511 bytes; a name is part of its key
 STORED = "stored"
@@ -56,6 +59,11 @@ class Checkpoint:
     states: dict[str, NameState | None] = field(default_factory=dict)  # applied after the commit
     unserializable: dict[str, str] = field(default_factory=dict)  # name -> why (for the user)
     scan: dict[str, int] = field(default_factory=dict)
+    jobs: list[WriteJob] = field(default_factory=list)  # large blobs, written after the commit
+
+    @property
+    def deferred_bytes(self) -> int:
+        return sum(memoryview(b).nbytes for job in self.jobs for b in job.buffers.values())
 
 
 def advances_when_used(value: Any) -> bool:
@@ -75,14 +83,18 @@ def advances_when_used(value: Any) -> bool:
 class Checkpointer:
     """The kernel's view of what is stored, and the per-cell change detection."""
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: Any, large_blob_bytes: int = 16 * 1024**2) -> None:
         self.shell = shell
+        self.large_blob_bytes = large_blob_bytes  # 0: everything in the cell's transaction
         self.reads = ReadTracker()
         self.groups = Groups()
         self.names: dict[str, NameState] = {}
         self.scan: dict[str, int] = {}
         self.dirty: set[str] = set()  # touched by cells whose checkpoint did not commit
         self.full_pass = False  # the next checkpoint considers every name (after %persist verify)
+        # Versions whose large blobs did not land (torn or failed): their names are stored
+        # again by the next checkpoint. Added to by the writer thread (set.add is atomic).
+        self.unlanded: set[str] = set()
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -104,6 +116,8 @@ class Checkpointer:
         deleted |= {name for name in self.dirty if name not in scan and name in self.names}
         read = {name for name in self.reads.reads(source, ns, self.shell.transform_cell) if name in scan}
         touched = written | read | (self.dirty & set(scan))
+        if self.unlanded:
+            touched |= {name for name, state in self.names.items() if state.version in self.unlanded and name in scan}
         if self.full_pass:
             touched = set(scan)
             self.full_pass = False
@@ -170,10 +184,19 @@ class Checkpointer:
             return self._recompute(checkpoint, members, group, key, str(exc))
         digest = serialized.group_digest
         if all(
-            (state := self.names.get(name)) is not None and state.kind == STORED and state.digest == digest and state.group == group
+            (state := self.names.get(name)) is not None
+            and state.kind == STORED
+            and state.digest == digest
+            and state.group == group
+            and state.version not in self.unlanded
             for name in members
         ):
             return 0  # unchanged: nothing to store
+        blobs = {serialized.payload_digest: serialized.payload}
+        blobs.update(zip(serialized.buffer_digests, serialized.buffers))
+        large = {
+            blob: data for blob, data in blobs.items() if self.large_blob_bytes and memoryview(data).nbytes >= self.large_blob_bytes
+        }
         checkpoint.versions[key] = {
             "kind": STORED,
             "names": members,
@@ -183,9 +206,13 @@ class Checkpointer:
             "nbytes": serialized.nbytes,
             "digest": digest,
         }
-        checkpoint.blobs[serialized.payload_digest] = serialized.payload
-        for buffer_digest, buffer in zip(serialized.buffer_digests, serialized.buffers):
-            checkpoint.blobs[buffer_digest] = buffer
+        if large:
+            checkpoint.versions[key]["files"] = {blob.hex(): memoryview(data).nbytes for blob, data in large.items()}
+            checkpoint.versions[key]["landed"] = False
+            checkpoint.jobs.append(WriteJob(key, group, large))
+        for blob, data in blobs.items():
+            if blob not in large:
+                checkpoint.blobs[blob] = data
         for name in members:
             bound_at = self._bound_at(name, checkpoint)
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}

@@ -18,6 +18,7 @@ from .lock import SessionLock
 from .records import CellRecord
 from .session import Session, ensure_private_dir
 from .store import DEFAULT_MAP_SIZE, Store
+from .writer import BackgroundWriter, WriteJob
 
 if TYPE_CHECKING:  # the checkpoint is built above us; only its fields are read here
     from .checkpoint import Checkpoint
@@ -34,8 +35,14 @@ class Journal:
         max_store_size: int = 0,
         sync_interval: float = 1.0,
         lock_timeout: float = 5.0,
+        history_budget: int = -1,
+        write_throttle: float = 0.0,
     ) -> None:
         self.session = session
+        self.history_budget = history_budget  # bytes of large blobs kept for past versions; -1: all
+        self.write_throttle = write_throttle  # bytes/s for the background writer; 0: unlimited
+        self.writer: BackgroundWriter | None = None
+        self.on_unlanded: Any = None  # called (from the writer thread) with the names of a version that did not land
         self.map_size = map_size
         self.max_store_size = max_store_size
         self.sync_interval = sync_interval
@@ -66,6 +73,12 @@ class Journal:
                 created=self.store.get_meta("created") or time.time(),
                 kernel_pid=os.getpid(),
                 kernel_started=time.time(),
+            )
+            self.writer = BackgroundWriter(
+                self.store,
+                history_budget=self.history_budget,
+                throttle_bytes_per_second=self.write_throttle,
+                on_unlanded=self._unlanded,
             )
         except (PersistenceError, OSError) as exc:
             if self.store is not None:
@@ -195,7 +208,22 @@ class Journal:
             self._write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
             return False
         self._write_worked()  # a whole cell went in: any earlier failure is over
+        if committed and checkpoint is not None and self.writer is not None:
+            for job in checkpoint.jobs:
+                self.writer.submit(job)
         return committed
+
+    def _unlanded(self, job: WriteJob, reason: str) -> None:
+        # From the writer thread. The names' next checkpoint stores them again; a failure
+        # (as opposed to a value that moved on) is also the user's business.
+        if self.on_unlanded is not None:
+            self.on_unlanded(job, reason)
+        if reason.startswith("writing it failed"):
+            self._write_failed(StoreWriteError(f"{', '.join(sorted(job.names))}: {reason}"))
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait for the background writes in flight (tests, benchmarks, shutdown)."""
+        return self.writer.drain(timeout) if self.writer is not None else True
 
     def mark(self, record: CellRecord, status: str) -> None:
         """Set a recorded cell's status (restore marks cells that died or killed a replay)."""
@@ -250,6 +278,9 @@ class Journal:
         """
         if self.store is None:
             return 0
+        if self.writer is not None:
+            self.writer.stop(timeout=0)  # drop what is queued; the file being written is removed by clear()
+            self.writer = None
         dropped = self.store.clear()
         self.store.close()
         self.store = None
@@ -275,9 +306,25 @@ class Journal:
             "cells_by_status": dict(Counter(r.status for r in records)),
             "sync_interval": self.sync_interval,
             "last_restore": self.get_meta("last_restore"),
+            "background": None
+            if self.writer is None
+            else {
+                "pending": self.writer.pending,
+                "pending_bytes": self.writer.pending_bytes(),
+                "landed": self.writer.landed,
+                "dropped": self.writer.dropped,
+                "bytes_written": self.writer.bytes_written,
+                "last_landed_seconds": self.writer.last_landed_seconds,
+                "problem": self.writer.problem,
+            },
+            "history_budget": self.history_budget,
         }
 
-    def close(self) -> None:
+    def close(self, drain_timeout: float | None = 10.0) -> None:
+        """Land what is queued (up to ``drain_timeout``), then close; unlanded versions restore by replay."""
+        if self.writer is not None:
+            self.writer.stop(timeout=drain_timeout)
+            self.writer = None
         if self.store is not None:
             self.store.close()
             self.store = None

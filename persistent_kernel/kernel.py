@@ -63,6 +63,32 @@ class PersistentKernel(IPythonKernel):
         64 * 1024**2,
         help="The idle check runs only while the stored namespace is at most this many bytes (it hashes all of it).",
     ).tag(config=True)
+    large_blob_bytes = Int(
+        16 * 1024**2,
+        help=(
+            "Buffers of this many bytes or more (big arrays, DataFrame blocks) are written to files in the background "
+            "after the cell's reply, instead of inside the cell's transaction. Until a write lands, a crash restores "
+            "the value from its previous version and replays the cells since. 0 writes everything before the reply."
+        ),
+    ).tag(config=True)
+    history_budget = Int(
+        2 * 1024**3,
+        help=(
+            "Bytes of large values kept for past versions (time travel). Beyond it the oldest past versions are "
+            "pruned; the latest version of every variable is never pruned. -1 keeps everything."
+        ),
+    ).tag(config=True)
+    write_throttle = Float(
+        0.0,
+        help="Limit, in MB/s, on the background writer's disk bandwidth (leaves the disk to your own I/O). 0: no limit.",
+    ).tag(config=True)
+    shutdown_drain_timeout = Float(
+        4.0,
+        help=(
+            "Seconds a shutdown waits for background writes to land. What does not land in time is rebuilt at the "
+            "next start from the previous version plus replay. (Frontends kill a kernel 5 s after asking it to stop.)"
+        ),
+    ).tag(config=True)
     lock_timeout = Float(5.0, help="Seconds to wait for a session held by another kernel (a restart in progress) before running without persistence.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -74,13 +100,17 @@ class PersistentKernel(IPythonKernel):
             max_store_size=self.max_store_size,
             sync_interval=self.sync_interval,
             lock_timeout=self.lock_timeout,
+            history_budget=self.history_budget,
+            write_throttle=self.write_throttle * 1e6,
         )
         self.restore_report: RestoreReport | None = None
         self.random_states = RandomStateTracker()
-        self.checkpointer = Checkpointer(self.shell)
+        self.checkpointer = Checkpointer(self.shell, large_blob_bytes=self.large_blob_bytes)
+        self.journal.on_unlanded = lambda job, _reason: self.checkpointer.unlanded.add(job.version_key.hex())
         self.process_context = ProcessContextTracker(self.shell)
         self._told_unstorable: set[str] = set()
         self._idle_check: Any = None
+        self._last_activity = time.monotonic()
         self._executing = 0  # cells in progress (a top-level await leaves the event loop free)
         if self.shell is not None:
             self.shell.register_magics(PersistMagics(self.shell, self.journal, self.checkpointer))
@@ -177,18 +207,22 @@ class PersistentKernel(IPythonKernel):
                 self._show_notices()
 
     def _schedule_idle_check(self) -> None:
+        # One timer at a time; when it fires early (cells ran since) it sets itself again for
+        # the rest of the delay. Re-arming a tornado timeout after every cell costs more.
+        self._last_activity = time.monotonic()
         loop = getattr(self, "io_loop", None)
-        if loop is None or self.idle_verify_delay <= 0:
+        if loop is None or self.idle_verify_delay <= 0 or self._idle_check is not None:
             return
-        if self._idle_check is not None:
-            loop.remove_timeout(self._idle_check)
         self._idle_check = loop.call_later(self.idle_verify_delay, self._idle_verify)
 
     def _idle_verify(self) -> None:
         """When the kernel has been idle a while and the namespace is small, store what cells did not show."""
         self._idle_check = None
-        if self._executing:
-            self._schedule_idle_check()  # a cell is awaiting: its own checkpoint comes first
+        idle_for = time.monotonic() - self._last_activity
+        if self._executing or idle_for < self.idle_verify_delay:
+            # A cell is awaiting (its own checkpoint comes first), or cells ran since the timer was set.
+            loop = self.io_loop
+            self._idle_check = loop.call_later(max(self.idle_verify_delay - idle_for, 0.05), self._idle_verify)
             return
         if not self.journal.active or self.checkpointer.stored_bytes() > self.idle_verify_max_bytes:
             return
@@ -260,5 +294,5 @@ class PersistentKernel(IPythonKernel):
         # Runs on the control thread; the journal's lock makes the close wait
         # for a commit in progress on the shell thread.
         reply = super().do_shutdown(restart)
-        self.journal.close()
+        self.journal.close(drain_timeout=self.shutdown_drain_timeout)
         return reply

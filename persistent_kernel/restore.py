@@ -44,6 +44,7 @@ from typing import Any
 
 from . import records as rec
 from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
+from .store import is_landed
 from .context import apply_process_context, apply_random_state
 from .journal import Journal
 from .records import CellRecord
@@ -63,6 +64,7 @@ class RestoreReport:
     recomputed: dict[str, list[str]] = field(default_factory=dict)  # name -> labels of the cells replayed for it
     lost: dict[str, str] = field(default_factory=dict)  # name -> why it could not be rebuilt
     incomplete: dict[str, list[str]] = field(default_factory=dict)  # rebuilt without some of its cells
+    unlanded: dict[str, int] = field(default_factory=dict)  # name -> cell whose version never reached the disk
     replayed: int = 0  # cells replayed
     seconds: float = 0.0
     died: list[str] = field(default_factory=list)  # running when the kernel died
@@ -82,6 +84,13 @@ class RestoreReport:
         if self.recomputed:
             cells = sorted({label for labels in self.recomputed.values() for label in labels}, key=_label_order)
             parts.append(f"Recomputed {_join(sorted(self.recomputed))} by replaying cell{_s(len(cells))} {_join(cells)}.")
+        unlanded = sorted(name for name in self.unlanded if name in self.recomputed)
+        if unlanded:
+            verb = "was" if len(unlanded) == 1 else "were"
+            parts.append(
+                f"({_join(unlanded)} {verb} still being written to disk when the kernel stopped, "
+                "so the replay started from the version before.)"
+            )
         if self.lost:
             shown = [f"{name} ({why})" for name, why in sorted(self.lost.items())]
             parts.append(f"Could not rebuild {_join(shown)}.")
@@ -284,6 +293,29 @@ class _Plan:
     cells: dict[str, set[int]] = field(default_factory=dict)  # name -> cells that rebuild it
     states: dict[str, NameState] = field(default_factory=dict)
     recompute_states: dict[str, NameState] = field(default_factory=dict)
+    based: set[str] = field(default_factory=set)  # rebuilt from an earlier version: replay only the cells since
+
+
+def _loadable(store: Any, version: dict[str, Any] | None) -> bool:
+    """A stored version whose bytes are all there (a crash can come between a file's landing and its mark)."""
+    if version is None or version.get("kind") != STORED or version.get("pruned"):
+        return False
+    return is_landed(version) or all(store.files.exists(bytes.fromhex(blob)) for blob in version.get("files", {}))
+
+
+def _landed_base(store: Any, name: str, before: int) -> tuple[str, dict[str, Any], int] | None:
+    """The newest version of ``name`` from before cell ``before`` whose bytes are all stored."""
+    for pointer in reversed(store.name_history(name)):
+        if pointer["seq"] >= before:
+            continue
+        if pointer["state"] != "live":
+            return None  # deleted in between: what came before is not its history
+        version = store.version(bytes.fromhex(pointer["version"]))
+        if _loadable(store, version):
+            return pointer["version"], version, pointer["seq"]
+        if version is None or version.get("kind") != STORED:
+            return None  # a recompute version: the full rebuild replays its cells anyway
+    return None
 
 
 def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
@@ -333,7 +365,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
         tried: set[str] = set()
         for _name, pointer in live:
             key, version = pointer["version"], versions[pointer["version"]]
-            if version is None or version["kind"] != STORED or isinstance(loaded.get(key), dict) or key in tried:
+            if not _loadable(store, version) or isinstance(loaded.get(key), dict) or key in tried:
                 continue
             tried.add(key)
             if key in poisoned:
@@ -352,6 +384,26 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             plan.rebuild[name] = version.get("reason", "cannot be stored")
             plan.cells[name] = set(version["cells"])
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]), None, tuple(version["cells"]))
+        elif not _loadable(store, version):
+            # Its large blobs never landed (the kernel died while writing them) or were pruned:
+            # start from the newest complete version before it and replay the cells since.
+            report.unlanded[name] = pointer["seq"]
+            plan.rebuild[name] = f"its value from cell {pointer['seq']} never reached the disk"
+            plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
+            base = _landed_base(store, name, pointer["seq"])
+            if base is not None:
+                base_key, base_version, base_seq = base
+                if base_key not in loaded:
+                    journal.set_meta(loading=base_key)
+                    loaded[base_key] = _load_version(shell.user_module, store, base_version)
+                    journal.set_meta(loading=None)
+                    versions[base_key] = base_version
+                values = loaded[base_key]
+                if isinstance(values, dict) and name in values:
+                    ns[name] = values[name]
+                    plan.based.add(name)
+                    history = store.name_history(name)
+                    plan.cells[name] = {p["seq"] for p in history if base_seq < p["seq"] <= pointer["seq"] and p["state"] == "live"}
         else:
             values = loaded[key]
             if isinstance(values, Exception) or name not in values:
@@ -367,9 +419,9 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
                 )
                 report.loaded += 1
     report.loaded_bytes = sum(
-        versions[key].get("nbytes", 0) for key, values in loaded.items() if isinstance(values, dict) and versions[key]
+        versions[key].get("nbytes", 0) for key, values in loaded.items() if isinstance(values, dict) and versions.get(key)
     )
-    for name in plan.rebuild:
+    for name in set(plan.rebuild) - plan.based:
         # Every cell that changed it since it was bound (its history), for a full rebuild.
         bound_at = pointers[name].get("bound_at", pointers[name]["seq"])
         history = {p["seq"] for p in store.name_history(name) if p["seq"] >= bound_at and p["state"] == "live"}
@@ -398,6 +450,15 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
         version = store.version(bytes.fromhex(pointer["version"]))
         if version is None or version["kind"] == RECOMPUTE:
             missing[name] = "cannot be stored" if version else "its stored version is missing"
+            continue
+        if version.get("pruned"):
+            missing[name] = (
+                f"its version from cell {pointer['seq']} was pruned to keep the store within its history budget "
+                "(PersistentKernel.history_budget)"
+            )
+            continue
+        if not _loadable(store, version):
+            missing[name] = f"its version from cell {pointer['seq']} never reached the disk (the kernel stopped while writing it)"
             continue
         if pointer["version"] not in loaded:
             loaded[pointer["version"]] = _load_version(main, store, version)

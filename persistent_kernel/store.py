@@ -17,6 +17,9 @@ Durability, flag by flag (see docs/architecture.md):
   an OS crash loses nothing that was committed.
 - ``writemap`` is never used: together with ``sync=False`` it can corrupt the file
   on an OS crash.
+- Large blobs (``blobfiles``) are files beside the environment, each fsynced
+  before the version that names them is marked landed; a version that never
+  landed is restored from the one before it plus replay.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from .ahead import AheadSlot
+from .blobfiles import BlobFiles
 from .errors import StoreFormatError, StoreUnavailable, StoreWriteError
 from .records import CellRecord
 
-FORMAT_VERSION = 2  # 1: journal only (replay); 2: + versions, names, blobs (snapshots)
+# 1: journal only (replay); 2: + versions, names, blobs (snapshots);
+# 3: + large blobs as files, versions that land later ("files", "landed", "pruned")
+FORMAT_VERSION = 3
 DEFAULT_MAP_SIZE = 256 * 1024**2  # reserves address space only; the file grows as needed
 _MAX_DBS = 8  # meta, cells, and room for what later formats add
 
@@ -73,6 +80,11 @@ def _split_name_key(key: bytes) -> tuple[str, int]:
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def is_landed(version: dict[str, Any] | None) -> bool:
+    """Whether a stored version's bytes are all on disk (large blobs land after the commit)."""
+    return version is not None and version.get("kind") == "stored" and version.get("landed", True) and not version.get("pruned")
 
 
 class Store:
@@ -127,6 +139,16 @@ class Store:
             if isinstance(exc, StoreUnavailable):
                 raise
             raise StoreUnavailable(f"cannot read the store at {self.path}: {exc}") from exc
+        self.files = BlobFiles(self.path / "blobs")
+        self.files.remove_leftovers()  # a killed writer's temporary files (we hold the session lock)
+        try:
+            self.slot = AheadSlot(self.path / "ahead")
+            self._next_seq = self._take_in_slot()
+        except (OSError, ValueError, StoreWriteError) as exc:
+            self._env.close()
+            raise StoreUnavailable(f"cannot open the write-ahead slot of the store at {self.path}: {exc}") from exc
+        self._floor = 0  # records below this were cleared while they ran (%persist forget)
+        self._running: tuple[int, bytes] | None = None  # the record in the slot
         self._flusher: threading.Thread | None = None
         if sync_interval > 0:
             self._flusher = threading.Thread(target=self._flush_loop, name="persistent-kernel-sync", daemon=True)
@@ -152,6 +174,9 @@ class Store:
                 f"the store at {self.path} has format version {version}, written by a newer persistent_kernel; "
                 f"this one reads version {FORMAT_VERSION} and older. Upgrade persistent-kernel to use it."
             )
+        if version < FORMAT_VERSION:
+            # Every older format is a subset of this one: say so, so older code refuses what it cannot read.
+            self._write(lambda txn: txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta))
 
     @property
     def format_version(self) -> int:
@@ -203,29 +228,86 @@ class Store:
 
         self._write(body)
 
-    def append(self, record: CellRecord) -> CellRecord:
-        """Give ``record`` the next sequence number and store it as written ahead; returns it."""
+    def _take_in_slot(self) -> int:
+        """Read ``next_seq``; a record left in the slot beyond it ran when the kernel died: record it."""
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(b"next_seq")
+        next_seq = json.loads(bytes(raw)) if raw is not None else 1
+        payload = self.slot.read()
+        if payload is None:
+            return next_seq
+        try:
+            seq = CellRecord.decode(payload).seq
+        except (ValueError, TypeError):
+            return next_seq  # not a record this code wrote: nothing ran
+        if seq < next_seq:
+            return next_seq  # its outcome is committed
 
         def body(txn):
-            raw = txn.get(b"next_seq", db=self._meta)
-            record.seq = json.loads(bytes(raw)) if raw is not None else 1
-            txn.put(_seq_key(record.seq), record.encode_ahead(), db=self._cells)
-            txn.put(b"next_seq", json.dumps(record.seq + 1).encode(), db=self._meta)
+            txn.put(_seq_key(seq), payload, db=self._cells)
+            txn.put(b"next_seq", json.dumps(seq + 1).encode(), db=self._meta)
+
+        self._write(body)
+        return seq + 1
+
+    def append(self, record: CellRecord) -> CellRecord:
+        """Give ``record`` the next sequence number and write it ahead (to the slot); returns it.
+
+        It reaches LMDB with its outcome (``set_outcome``, ``commit_checkpoint``),
+        or, if the kernel dies first, when the store is next opened.
+        """
+        with self._lock:
+            if self._closed.is_set():
+                raise StoreWriteError(f"the store at {self.path} is closed")
+            if self._running is not None:
+                # The previous record never got its outcome (its commit failed): keep it, as started.
+                self._write(lambda txn: self._put_ahead(txn, *self._running))
+                self._running = None
+            record.seq = self._next_seq
+            ahead = record.encode_ahead()
+            try:
+                self.slot.write(ahead)
+            except (OSError, ValueError) as exc:  # growing the slot for a very large cell can fail
+                raise StoreWriteError(f"writing the cell ahead to {self.slot.path} failed: {exc}") from exc
+            self._next_seq += 1
+            self._running = (record.seq, ahead)
+            self._dirty.set()  # the flusher msyncs the slot too
             return record
 
-        return self._write(body)
+    def _put_ahead(self, txn: Any, seq: int, ahead: bytes) -> None:
+        if seq >= self._floor:
+            txn.put(_seq_key(seq), ahead, db=self._cells)
+            if seq >= self._stored_next_seq(txn):
+                txn.put(b"next_seq", json.dumps(seq + 1).encode(), db=self._meta)
+
+    def _committed(self, record: CellRecord, committed: bool) -> bool:
+        if committed and self._running is not None and self._running[0] == record.seq:
+            self._running = None  # in LMDB now
+        return committed
+
+    def _put_record(self, txn: Any, record: CellRecord) -> bool:
+        """The record's ahead part and outcome into ``txn``; False when it was cleared (forgotten) since."""
+        if record.seq < self._floor:
+            return False
+        key = _seq_key(record.seq)
+        if self._running is not None and self._running[0] == record.seq:
+            ahead = self._running[1]
+        else:
+            ahead = bytes(txn.get(key, db=self._cells) or b"") or record.encode_ahead()
+        txn.put(key, ahead, db=self._cells)
+        txn.put(key, record.encode_outcome(), db=self._outcomes)
+        if record.seq >= self._stored_next_seq(txn):
+            txn.put(b"next_seq", json.dumps(record.seq + 1).encode(), db=self._meta)
+        return True
+
+    def _stored_next_seq(self, txn: Any) -> int:
+        raw = txn.get(b"next_seq", db=self._meta)
+        return json.loads(bytes(raw)) if raw is not None else 1
 
     def set_outcome(self, record: CellRecord) -> bool:
-        """Store how a cell ended; False when its record is gone (the session was forgotten)."""
-
-        def body(txn):
-            key = _seq_key(record.seq)
-            if txn.get(key, db=self._cells) is None:
-                return False
-            txn.put(key, record.encode_outcome(), db=self._outcomes)
-            return True
-
-        return self._write(body)
+        """Store how a cell ended (with its record); False when the session was forgotten meanwhile."""
+        with self._lock:
+            return self._committed(record, self._write(lambda txn: self._put_record(txn, record)))
 
     def commit_checkpoint(
         self,
@@ -244,8 +326,7 @@ class Store:
         """
 
         def body(txn):
-            key = _seq_key(record.seq)
-            if txn.get(key, db=self._cells) is None:
+            if record.seq < self._floor:
                 return False
             for blob_digest, data in blobs.items():
                 if txn.get(blob_digest + _chunk_key(0), db=self._blobs) is not None:
@@ -258,12 +339,83 @@ class Store:
                 txn.put(version_key, _json(version), db=self._versions)
             for name, pointer in pointers.items():
                 txn.put(_name_key(name, record.seq), _json(pointer), db=self._names)
-            txn.put(key, record.encode_outcome(), db=self._outcomes)
+            self._put_record(txn, record)
             if context is not None:
                 txn.put(b"context", _json(context), db=self._meta)
             return True
 
+        with self._lock:
+            return self._committed(record, self._write(body))
+
+    def mark_landed(self, key: bytes) -> bool:
+        """A version's large blobs are durable: from now on it is restorable as stored."""
+
+        def body(txn):
+            raw = txn.get(key, db=self._versions)
+            if raw is None:
+                return False  # the session was forgotten meanwhile
+            version = json.loads(bytes(raw))
+            version["landed"] = True
+            txn.put(key, _json(version), db=self._versions)
+            return True
+
         return self._write(body)
+
+    def prune_history(self, budget: int) -> int:
+        """Delete the oldest large blobs that only past versions use, until those fit in ``budget`` bytes.
+
+        Never touched: the versions the latest pointers name, and for a latest
+        version that has not landed, the newest landed version before it (the
+        restore starts from that one). Pruned versions stay in the history,
+        marked ``pruned``, so "state as of cell N" can say what happened.
+        Returns the bytes freed.
+        """
+        with self._lock:
+            with self._env.begin() as txn:
+                versions = {bytes(k): json.loads(bytes(v)) for k, v in txn.cursor(db=self._versions)}
+            pointers = self.pointers_as_of()
+            protected: set[bytes] = set()
+            for name, pointer in pointers.items():
+                if not pointer.get("version"):
+                    continue
+                key = bytes.fromhex(pointer["version"])
+                protected.add(key)
+                if versions.get(key, {}).get("kind") == "stored" and not is_landed(versions.get(key)):
+                    for older in reversed(self.name_history(name)):
+                        older_key = bytes.fromhex(older["version"]) if older.get("version") else None
+                        if older["seq"] < pointer["seq"] and older_key is not None and is_landed(versions.get(older_key)):
+                            protected.add(older_key)
+                            break
+            keep = {blob for key in protected for blob in versions.get(key, {}).get("files", {})}
+            users: dict[str, list[bytes]] = {}
+            sizes: dict[str, int] = {}
+            for key, version in versions.items():
+                if version.get("pruned"):
+                    continue
+                for blob, size in version.get("files", {}).items():
+                    if blob not in keep:
+                        users.setdefault(blob, []).append(key)
+                        sizes[blob] = size
+            on_disk = {blob for blob in users if self.files.exists(bytes.fromhex(blob))}
+            total = sum(sizes[blob] for blob in on_disk)
+            if total <= budget:
+                return 0
+            drop: list[str] = []
+            for blob in sorted(on_disk, key=lambda b: max(users[b])):  # oldest last use first
+                if total <= budget:
+                    break
+                drop.append(blob)
+                total -= sizes[blob]
+            pruned = {key for blob in drop for key in users[blob]}
+
+            def body(txn):
+                for key in pruned:
+                    version = versions[key]
+                    version["pruned"] = True
+                    txn.put(key, _json(version), db=self._versions)
+
+            self._write(body)  # marked first: a crash before the unlink leaves a file, never a dangling version
+            return sum(self.files.remove(bytes.fromhex(blob)) for blob in drop)
 
     def clear(self) -> int:
         """Drop every cell record and the session's history; returns how many were dropped.
@@ -272,7 +424,7 @@ class Store:
         """
 
         def body(txn):
-            count = txn.stat(self._cells)["entries"]
+            count = txn.stat(self._cells)["entries"] + (self._running is not None)
             txn.drop(self._cells, delete=False)
             txn.drop(self._outcomes, delete=False)
             for db in (self._versions, self._names, self._blobs):
@@ -281,7 +433,14 @@ class Store:
                 txn.delete(key, db=self._meta)
             return count
 
-        return self._write(body)
+        with self._lock:
+            count = self._write(body)
+            self._floor = self._next_seq  # a cell running now is forgotten too
+            self._running = None
+            self.slot.clear()
+        for blob in list(self.files.digests()):  # after the commit: nothing names them any more
+            self.files.remove(blob)
+        return count
 
     # -- reading ------------------------------------------------------------------
 
@@ -299,7 +458,20 @@ class Store:
         with self._env.begin() as txn:
             outcomes = {bytes(k): bytes(v) for k, v in txn.cursor(db=self._outcomes)}
             items = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._cells)]
+        running = self._running_record(items)
+        if running is not None:
+            items.append(running)
         return (CellRecord.decode(ahead, outcomes.get(key)) for key, ahead in items)
+
+    def _running_record(self, items: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+        """The record in the slot (a cell running now), unless it is already in LMDB or forgotten."""
+        running = self._running
+        if running is None or running[0] < self._floor:
+            return None
+        key = _seq_key(running[0])
+        if items and items[-1][0] >= key:
+            return None
+        return key, running[1]
 
     def pointers_as_of(self, seq: int | None = None) -> dict[str, dict[str, Any]]:
         """Where every name stood after cell ``seq`` (default: the latest), deleted names included.
@@ -336,8 +508,12 @@ class Store:
             raw = txn.get(key)
         return None if raw is None else json.loads(bytes(raw))
 
-    def read_blob(self, blob_digest: bytes) -> bytearray:
-        """A blob's bytes, in one writable buffer (arrays loaded from it are writable)."""
+    def read_blob(self, blob_digest: bytes) -> bytearray | Any:
+        """A blob's bytes, in one writable buffer (arrays loaded from it are writable).
+
+        A large blob is a file, returned as a private mapping: nothing is read
+        until it is used, and changes to it never reach the file.
+        """
         with self._env.begin(db=self._blobs, buffers=True) as txn:
             parts = []
             index = 0
@@ -345,7 +521,10 @@ class Store:
                 parts.append(part)
                 index += 1
             if not parts:
-                raise KeyError(f"blob {blob_digest.hex()} is missing from {self.path}")
+                try:
+                    return self.files.map(blob_digest)
+                except FileNotFoundError:
+                    raise KeyError(f"blob {blob_digest.hex()} is missing from {self.path}") from None
             data = bytearray(sum(len(p) for p in parts))
             offset = 0
             for part in parts:
@@ -355,19 +534,24 @@ class Store:
 
     def blob_bytes(self) -> int:
         """Bytes held by blobs (content-addressed, so shared data counts once)."""
-        total = 0
+        total = sum(self.files.size(blob) or 0 for blob in self.files.digests())
         with self._env.begin(db=self._blobs, buffers=True) as txn:
             for _, value in txn.cursor():
                 total += len(value)
         return total
 
     def count(self) -> int:
+        """Cell records, the one running now included."""
         with self._env.begin() as txn:
-            return txn.stat(self._cells)["entries"]
+            entries = txn.stat(self._cells)["entries"]
+            cursor = txn.cursor(db=self._cells)
+            last = [(bytes(cursor.key()), b"")] if cursor.last() else []
+        return entries + (self._running_record(last) is not None)
 
     def size_bytes(self) -> int:
-        """Bytes the store occupies on disk (the data file grows as pages are used)."""
-        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        """Bytes the store occupies on disk (the data file grows as pages are used; large blobs are files)."""
+        files = sum(f.stat().st_size for f in self.files.directory.iterdir() if f.is_file()) if self.files.directory.is_dir() else 0
+        return files + sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
     def check(self) -> list[str]:
         """Verify the store's invariants; returns the problems found (empty when sound).
@@ -407,9 +591,15 @@ class Store:
                 if txn.get(seq_key, db=self._outcomes) is None:
                     problems.append(f"version {bytes(key).hex()} has no outcome for its cell")
                 version = json.loads(bytes(value))
+                files = version.get("files", {})
                 for blob in [version.get("payload"), *version.get("buffers", [])]:
-                    if blob and txn.get(bytes.fromhex(blob) + _chunk_key(0), db=self._blobs) is None:
+                    if blob and blob not in files and txn.get(bytes.fromhex(blob) + _chunk_key(0), db=self._blobs) is None:
                         problems.append(f"version {bytes(key).hex()} names missing blob {blob}")
+                if version.get("landed", True) and not version.get("pruned"):
+                    # Landed means durable: every large blob is a complete file.
+                    for blob, size in files.items():
+                        if self.files.size(bytes.fromhex(blob)) != size:
+                            problems.append(f"landed version {bytes(key).hex()} lacks a complete file for blob {blob}")
             for key, value in txn.cursor(db=self._names):
                 pointer = json.loads(bytes(value))
                 if pointer.get("version") and txn.get(bytes.fromhex(pointer["version"]), db=self._versions) is None:
@@ -431,7 +621,8 @@ class Store:
             self._dirty.clear()
             try:
                 self._env.sync(True)
-            except lmdb.Error:
+                self.slot.flush()
+            except (lmdb.Error, OSError):
                 self._dirty.set()  # try again at the next interval
 
     def close(self) -> None:
@@ -442,6 +633,7 @@ class Store:
             self.sync()
             self._closed.set()
             self._env.close()
+            self.slot.close()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(timeout=2)
 

@@ -214,3 +214,49 @@ def test_check_reports_a_pointer_to_a_missing_version(store: Store) -> None:
     record.status = rec.OK
     store.commit_checkpoint(record, {}, {"x": {"state": "live", "version": "00" * 12, "bound_at": 1}}, {})
     assert any("missing version" in problem for problem in store.check())
+
+
+def test_a_record_in_the_write_ahead_slot_survives_the_death_of_the_process(tmp_path: Path) -> None:
+    # The child writes a record ahead (to the slot, no LMDB transaction) and dies with SIGKILL.
+    child = textwrap.dedent(
+        f"""
+        import os, signal, time
+        from persistent_kernel.records import CellRecord
+        from persistent_kernel.store import Store
+        store = Store({str(tmp_path / "store")!r}, sync_interval=0)
+        done = store.append(CellRecord(seq=0, code="a = 1", execution_count=1, started_at=time.time()))
+        done.status = "ok"
+        store.set_outcome(done)
+        store.append(CellRecord(seq=0, code="crash()", execution_count=2, started_at=time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    store = Store(tmp_path / "store", sync_interval=0)
+    try:
+        first, second = store.records()
+        assert (first.seq, first.code, first.status) == (1, "a = 1", rec.OK)
+        assert (second.seq, second.code, second.status) == (2, "crash()", rec.STARTED)
+        assert store.append(new_record()).seq == 3
+        assert store.check() == []
+    finally:
+        store.close()
+
+
+def test_a_torn_write_ahead_slot_is_ignored(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", sync_interval=0)
+    done = store.append(new_record("a = 1"))
+    store.set_outcome(done)
+    store.close()
+    slot = tmp_path / "store" / "ahead"
+    data = bytearray(slot.read_bytes())
+    data[:4] = b"PKa1"
+    data[16:40] = os.urandom(24)  # a copy cut short: the checksum no longer matches
+    slot.write_bytes(bytes(data))
+    store = Store(tmp_path / "store", sync_interval=0)
+    try:
+        assert [r.code for r in store.records()] == ["a = 1"]
+        assert store.check() == []
+    finally:
+        store.close()

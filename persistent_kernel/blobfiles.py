@@ -1,0 +1,161 @@
+"""Large blobs as content-addressed files beside the LMDB environment.
+
+A buffer of ``large_blob_bytes`` or more (a big numpy array, a DataFrame's
+block) is not put into LMDB: without ``writemap`` LMDB copies a value into
+freshly allocated dirty pages before writing it, a second copy of the data in
+RAM; with ``writemap`` an OS crash under ``sync=False`` can corrupt the file.
+A file written straight from the array's memory costs no copy, lands in the
+background (see ``writer``), and is loaded back by mapping it (pages come in on
+first access), so a restore does not read gigabytes it may never touch.
+
+A file appears under its final name only after its bytes were fsynced *and*
+found to hash to the digest computed at the end of the cell: a value the next
+cell changed while it was being written is never taken for the cell's state.
+
+No LMDB here, no IPython.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+COPY_CHUNK = 16 * 1024**2  # the only extra memory a write uses: one chunk
+
+
+class TornWrite(Exception):
+    """The value changed while it was being written; what was written is not any one state of it."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobFiles:
+    """The directory ``<store>/blobs``: one file per large blob, named by its digest."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, blob_digest: bytes) -> Path:
+        return self.directory / blob_digest.hex()
+
+    def exists(self, blob_digest: bytes) -> bool:
+        return self.path(blob_digest).is_file()
+
+    def size(self, blob_digest: bytes) -> int | None:
+        try:
+            return self.path(blob_digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def write(
+        self,
+        blob_digest: bytes,
+        data: Any,
+        *,
+        throttle: Callable[[int], None] | None = None,
+        chunk_size: int = COPY_CHUNK,
+    ) -> int:
+        """Write ``data`` (bytes-like) durably under ``blob_digest``; returns the bytes written.
+
+        Each chunk is copied once into a reusable buffer, hashed and written from
+        that copy, so the file holds exactly the bytes that were hashed. If their
+        hash is not ``blob_digest`` the data changed meanwhile: the temporary
+        file is removed and ``TornWrite`` raised. ``throttle(n)`` is called after
+        each chunk (to leave disk bandwidth to the user; pass a small ``chunk_size`` with it).
+        """
+        final = self.path(blob_digest)
+        if final.is_file():
+            return 0  # content-addressed: these bytes are already stored
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        view = memoryview(data).cast("B")
+        temporary = self.directory / f".{blob_digest.hex()}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            hasher = xxhash.xxh3_128()
+            chunk = bytearray(min(chunk_size, max(view.nbytes, 1)))
+            for start in range(0, view.nbytes, chunk_size):
+                part = view[start : start + chunk_size]
+                size = part.nbytes
+                copy = memoryview(chunk)[:size]
+                copy[:] = part
+                hasher.update(copy)
+                written = 0
+                while written < size:
+                    written += os.write(fd, copy[written:])
+                if throttle is not None:
+                    throttle(size)
+            if hasher.digest() != blob_digest:
+                raise TornWrite(f"blob {blob_digest.hex()} changed while it was being written")
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temporary.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(temporary, final)  # the commit point of the file
+        _fsync_dir(self.directory)
+        return view.nbytes
+
+    def map(self, blob_digest: bytes) -> mmap.mmap:
+        """The blob as a private, writable mapping: pages load on first access; writes stay in memory.
+
+        Raises FileNotFoundError when the blob is not (or no longer) stored.
+        """
+        fd = os.open(self.path(blob_digest), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if os.fstat(fd).st_size == 0:
+                return mmap.mmap(-1, 1)[:0]  # an empty buffer (mmap refuses length 0)
+            return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)  # the mapping keeps the file alive, even if it is deleted later
+
+    def remove(self, blob_digest: bytes) -> int:
+        """Delete a blob file; returns the bytes freed."""
+        path = self.path(blob_digest)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def digests(self) -> Iterator[bytes]:
+        """Every complete blob file (temporary files of an interrupted write are not blobs)."""
+        if not self.directory.is_dir():
+            return
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith("."):
+                continue
+            try:
+                yield bytes.fromhex(entry.name)
+            except ValueError:
+                continue
+
+    def remove_leftovers(self, older_than: float = 0.0) -> int:
+        """Delete temporary files of writes a killed kernel left behind; returns the bytes freed."""
+        freed = 0
+        if not self.directory.is_dir():
+            return 0
+        now = time.time()
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                try:
+                    stat = entry.stat()
+                    if now - stat.st_mtime >= older_than:
+                        os.unlink(entry.path)
+                        freed += stat.st_size
+                except FileNotFoundError:
+                    continue
+        return freed
