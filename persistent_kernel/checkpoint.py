@@ -16,6 +16,7 @@ buffers become ``WriteJob``s for the background writer (see ``writer``).
 
 from __future__ import annotations
 
+import base64
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .store import version_key
 from .tracking import Groups, ReadTracker, components, rebound, user_names
 from .writer import WriteJob
 
+INLINE_PAYLOAD_BYTES = 1024  # pickles up to this size are stored in the version record itself
 MAX_NAME_BYTES = 400  # LMDB keys stop at 511 bytes; a name is part of its key
 STORED = "stored"
 RECOMPUTE = "recompute"
@@ -60,10 +62,18 @@ class Checkpoint:
     unserializable: dict[str, str] = field(default_factory=dict)  # name -> why (for the user)
     scan: dict[str, int] = field(default_factory=dict)
     jobs: list[WriteJob] = field(default_factory=list)  # large blobs, written after the commit
+    atomics: dict[str, Any] = field(default_factory=dict)  # small immutable values stored by this checkpoint
 
-    @property
-    def deferred_bytes(self) -> int:
-        return sum(memoryview(b).nbytes for job in self.jobs for b in job.buffers.values())
+
+_MISSING = object()
+_ATOMIC_TYPES = frozenset({int, float, complex, bool, type(None)})
+_ATOMIC_SIZED = frozenset({str, bytes})
+
+
+def is_atomic(value: Any) -> bool:
+    """A small immutable value with nothing inside it (exact built-in types only)."""
+    kind = type(value)
+    return kind in _ATOMIC_TYPES or (kind in _ATOMIC_SIZED and len(value) <= 4096)
 
 
 def advances_when_used(value: Any) -> bool:
@@ -92,6 +102,7 @@ class Checkpointer:
         self.scan: dict[str, int] = {}
         self.dirty: set[str] = set()  # touched by cells whose checkpoint did not commit
         self.full_pass = False  # the next checkpoint considers every name (after %persist verify)
+        self.atomics: dict[str, Any] = {}  # name -> the small immutable object last stored for it
         # Versions whose large blobs did not land (torn or failed): their names are stored
         # again by the next checkpoint. Added to by the writer thread (set.add is atomic).
         self.unlanded: set[str] = set()
@@ -105,6 +116,9 @@ class Checkpointer:
         self.names = dict(states)
         self.dirty = set(dirty)
         ns = self.namespace
+        self.atomics = {
+            name: ns[name] for name, state in self.names.items() if state.kind == STORED and name in ns and is_atomic(ns[name])
+        }
         self.scan = user_names(ns, self.shell.user_ns_hidden)
         for name in self.scan:
             self.groups.update(name, ns[name], ns)
@@ -121,6 +135,8 @@ class Checkpointer:
         if self.full_pass:
             touched = set(scan)
             self.full_pass = False
+        elif self.atomics:
+            touched = {name for name in touched if not self._unchanged_atomic(name, ns[name])}
         checkpoint = Checkpoint(seq, read, written, deleted, scan=scan)
 
         for name in deleted:
@@ -146,6 +162,17 @@ class Checkpointer:
                 created = self._recompute(checkpoint, members, frozenset(members), key, f"could not be checked: {type(exc).__name__}: {exc}")
             ordinal += created
         return checkpoint
+
+    def _unchanged_atomic(self, name: str, value: Any) -> bool:
+        """The very object stored last, and immutable: nothing to check (``y = 2`` run again).
+
+        Holding the stored object keeps its address from being reused by another
+        value, so identity is proof here, where elsewhere a hash is needed.
+        """
+        if value is not self.atomics.get(name, _MISSING) or name in self.dirty:
+            return False
+        state = self.names.get(name)
+        return state is not None and state.kind == STORED and state.version not in self.unlanded
 
     def recover(self) -> None:
         """After ``prepare`` itself failed: look at everything again at the next checkpoint."""
@@ -206,6 +233,10 @@ class Checkpointer:
             "nbytes": serialized.nbytes,
             "digest": digest,
         }
+        if len(serialized.payload) <= INLINE_PAYLOAD_BYTES:
+            # A small pickle travels inside its version record: one LMDB put fewer per cell.
+            checkpoint.versions[key]["inline"] = base64.b64encode(serialized.payload).decode("ascii")
+            del blobs[serialized.payload_digest]
         if large:
             checkpoint.versions[key]["files"] = {blob.hex(): memoryview(data).nbytes for blob, data in large.items()}
             checkpoint.versions[key]["landed"] = False
@@ -217,6 +248,8 @@ class Checkpointer:
             bound_at = self._bound_at(name, checkpoint)
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
             checkpoint.states[name] = NameState(STORED, bound_at, key.hex(), group, digest, nbytes=serialized.nbytes)
+            if is_atomic(ns[name]):
+                checkpoint.atomics[name] = ns[name]
         return 1
 
     def _split(self, checkpoint: Checkpoint, members: list[str], ordinal: int, reason: str) -> int:
@@ -309,15 +342,18 @@ class Checkpointer:
     def forget(self) -> None:
         """The store was emptied: nothing is stored any more."""
         self.names.clear()
+        self.atomics.clear()
         self.dirty.clear()
 
     def applied(self, checkpoint: Checkpoint) -> None:
         """The checkpoint committed: it is now what the store holds."""
         for name, state in checkpoint.states.items():
+            self.atomics.pop(name, None)
             if state is None:
                 self.names.pop(name, None)
             else:
                 self.names[name] = state
+        self.atomics.update(checkpoint.atomics)
         self.scan = checkpoint.scan
         self.dirty.clear()
 

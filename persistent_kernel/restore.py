@@ -28,6 +28,7 @@ Rules that protect the user:
 from __future__ import annotations
 
 import builtins
+import base64
 import contextlib
 import getpass
 import importlib
@@ -472,7 +473,8 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
 
 def _load_version(main: Any, store: Any, version: dict[str, Any]) -> dict[str, Any] | Exception:
     try:
-        payload = store.read_blob(bytes.fromhex(version["payload"]))
+        inline = version.get("inline")
+        payload = base64.b64decode(inline) if inline is not None else store.read_blob(bytes.fromhex(version["payload"]))
         buffers = [store.read_blob(bytes.fromhex(b)) for b in version["buffers"]]
         values = loads(version["method"], bytes(payload), buffers, main)
         if not isinstance(values, dict):

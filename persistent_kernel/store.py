@@ -141,14 +141,14 @@ class Store:
             raise StoreUnavailable(f"cannot read the store at {self.path}: {exc}") from exc
         self.files = BlobFiles(self.path / "blobs")
         self.files.remove_leftovers()  # a killed writer's temporary files (we hold the session lock)
+        self._floor = 0  # records below this were cleared while they ran (%persist forget)
+        self._running: tuple[int, bytes] | None = None  # the record in the slot
         try:
             self.slot = AheadSlot(self.path / "ahead")
             self._next_seq = self._take_in_slot()
         except (OSError, ValueError, StoreWriteError) as exc:
             self._env.close()
             raise StoreUnavailable(f"cannot open the write-ahead slot of the store at {self.path}: {exc}") from exc
-        self._floor = 0  # records below this were cleared while they ran (%persist forget)
-        self._running: tuple[int, bytes] | None = None  # the record in the slot
         self._flusher: threading.Thread | None = None
         if sync_interval > 0:
             self._flusher = threading.Thread(target=self._flush_loop, name="persistent-kernel-sync", daemon=True)
@@ -230,9 +230,8 @@ class Store:
 
     def _take_in_slot(self) -> int:
         """Read ``next_seq``; a record left in the slot beyond it ran when the kernel died: record it."""
-        with self._env.begin(db=self._meta) as txn:
-            raw = txn.get(b"next_seq")
-        next_seq = json.loads(bytes(raw)) if raw is not None else 1
+        with self._env.begin() as txn:
+            next_seq = self._next_seq_in(txn)
         payload = self.slot.read()
         if payload is None:
             return next_seq
@@ -296,13 +295,22 @@ class Store:
             ahead = bytes(txn.get(key, db=self._cells) or b"") or record.encode_ahead()
         txn.put(key, ahead, db=self._cells)
         txn.put(key, record.encode_outcome(), db=self._outcomes)
-        if record.seq >= self._stored_next_seq(txn):
-            txn.put(b"next_seq", json.dumps(record.seq + 1).encode(), db=self._meta)
         return True
 
     def _stored_next_seq(self, txn: Any) -> int:
         raw = txn.get(b"next_seq", db=self._meta)
         return json.loads(bytes(raw)) if raw is not None else 1
+
+    def _next_seq_in(self, txn: Any) -> int:
+        """The next sequence number: past the last record, and past ``next_seq`` in meta.
+
+        Meta's ``next_seq`` is written only when records go away (``clear``) or are
+        taken in from the slot, not with every cell: numbers never repeat, and a
+        cell's commit has one put fewer.
+        """
+        cursor = txn.cursor(db=self._cells)
+        last = int.from_bytes(bytes(cursor.key()), "big") if cursor.last() else 0
+        return max(self._stored_next_seq(txn), last + 1)
 
     def set_outcome(self, record: CellRecord) -> bool:
         """Store how a cell ended (with its record); False when the session was forgotten meanwhile."""
@@ -431,6 +439,7 @@ class Store:
                 txn.drop(db, delete=False)
             for key in (b"last_restore", b"replaying", b"context", b"loading", b"load_crashes"):
                 txn.delete(key, db=self._meta)
+            txn.put(b"next_seq", json.dumps(self._next_seq).encode(), db=self._meta)
             return count
 
         with self._lock:
@@ -563,8 +572,6 @@ class Store:
             raw_version = txn.get(b"format_version", db=self._meta)
             if raw_version is None:
                 problems.append("no format version")
-            raw_next = txn.get(b"next_seq", db=self._meta)
-            next_seq = json.loads(bytes(raw_next)) if raw_next is not None else 1
             previous = 0
             for key, value in txn.cursor(db=self._cells):
                 seq = int.from_bytes(bytes(key), "big")
@@ -578,8 +585,6 @@ class Store:
                     problems.append(f"record under key {seq} says seq {record.seq}")
                 if seq <= previous:
                     problems.append(f"record {seq} out of order")
-                if seq >= next_seq:
-                    problems.append(f"record {seq} is not below next_seq {next_seq}")
                 previous = seq
             for key, _ in txn.cursor(db=self._outcomes):
                 if txn.get(key, db=self._cells) is None:
@@ -592,7 +597,8 @@ class Store:
                     problems.append(f"version {bytes(key).hex()} has no outcome for its cell")
                 version = json.loads(bytes(value))
                 files = version.get("files", {})
-                for blob in [version.get("payload"), *version.get("buffers", [])]:
+                payload = None if "inline" in version else version.get("payload")
+                for blob in [payload, *version.get("buffers", [])]:
                     if blob and blob not in files and txn.get(bytes.fromhex(blob) + _chunk_key(0), db=self._blobs) is None:
                         problems.append(f"version {bytes(key).hex()} names missing blob {blob}")
                 if version.get("landed", True) and not version.get("pruned"):
@@ -630,7 +636,7 @@ class Store:
         with self._lock:
             if self._closed.is_set():
                 return
-            self.sync()
+                self.sync()
             self._closed.set()
             self._env.close()
             self.slot.close()

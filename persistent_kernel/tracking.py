@@ -23,6 +23,7 @@ serialized together, so identity between them survives.
 from __future__ import annotations
 
 import ast
+import functools
 import gc
 import re
 import sys
@@ -58,33 +59,35 @@ def _classify(keys: Iterable[Any]) -> None:
 def user_names(namespace: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, int]:
     """``name -> id(value)`` for every user variable: the identity scan.
 
-    Set operations in C do the filtering, so the cost is a few µs per 100 names,
-    however many ``_iN`` entries IPython's history has added.
+    Built and filtered with C-level set operations (no Python loop over the
+    namespace): IPython's history adds ``_iN`` entries with every cell, and the
+    scan must not grow slower as they pile up.
     """
-    keys = namespace.keys()
+    keys = namespace.keys() - _internal
     fresh = keys - _classified
     if fresh:
         _classify(fresh)
-    scan = {}
-    for name in keys - _internal:
-        value = namespace[name]
-        if name in hidden and hidden[name] is value:
-            continue
-        scan[name] = id(value)
+        keys -= _internal
+    getitem = namespace.__getitem__
+    scan = dict(zip(keys, map(id, map(getitem, keys))))  # a set iterates in the same order twice
+    for name in hidden.keys() & keys:
+        if scan[name] == id(hidden[name]):
+            del scan[name]  # IPython's own object (In, exit, get_ipython …), not rebound by the user
     return scan
 
 
 def rebound(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[set[str], set[str]]:
     """(written, deleted) between two identity scans."""
-    written = {name for name, ident in after.items() if before.get(name) != ident}
-    deleted = set(before) - set(after)
+    written = {name for name, _ident in after.items() - before.items()}
+    deleted = before.keys() - after.keys()
     return written, deleted
 
 
 # -- reads -----------------------------------------------------------------------
 
 
-def names_loaded(source: str) -> set[str] | None:
+@functools.lru_cache(maxsize=512)  # cells are run again and again; parsing is most of a small cell's cost
+def names_loaded(source: str) -> frozenset[str] | None:
     """Names a piece of Python source loads (including inside its functions and lambdas).
 
     None when it is not plain Python (IPython syntax: transform it first).
@@ -103,7 +106,7 @@ def names_loaded(source: str) -> set[str] | None:
             loaded.update(node.names)
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
             loaded.add(node.target.id)
-    return loaded
+    return frozenset(loaded)
 
 
 def _code_names(code: types.CodeType, cache: dict[types.CodeType, frozenset[str]]) -> frozenset[str]:
