@@ -66,7 +66,7 @@ class MemorySampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *_exc: Any) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -130,7 +130,7 @@ def big_value_cases(root: Path, kinds: list[type[Contender]], nbytes: int, cells
             finally:
                 try:
                     contender.stop()
-                except Exception:  # noqa: BLE001 - a contender that died already
+                except Exception:
                     pass
             rows.append(row)
     return rows

@@ -27,7 +27,7 @@ from persistent_kernel.session import resolve_session
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import kishu_row  # noqa: E402 - a sibling script, not a package
+import kishu_row
 
 KISHU_VENV = Path(os.environ.get("KISHU_VENV", Path.home() / ".cache" / "persistent_kernel" / "kishu-venv"))
 

@@ -15,6 +15,7 @@ holds pickles.
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
 import random
 import sys
@@ -88,6 +89,35 @@ def apply_random_state(state: dict[str, Any]) -> None:
         )
 
 
+_MT19937_STATE_BYTES = 624 * 4 + 4  # numpy's mt19937_state: uint32 key[624]; int pos
+
+
+class _NumpyGeneratorBytes:
+    """The raw bytes of numpy's global legacy generator (``np.random.seed`` / ``np.random.rand``).
+
+    ``numpy.random.get_state()`` builds arrays and tuples (~35 µs, several times
+    that in a busy kernel), twice per cell; reading the MT19937 state struct through
+    its ctypes address is a 2.5 KB memory copy.
+    """
+
+    def __init__(self) -> None:
+        self._generator: Any = None  # held, so its id cannot be reused
+        self._address = 0
+
+    def read(self) -> bytes | None:
+        numpy = sys.modules.get("numpy")
+        if numpy is None:
+            return None
+        try:
+            generator = numpy.random.mtrand._rand._bit_generator
+            if generator is not self._generator:
+                self._address = generator.ctypes.state_address
+                self._generator = generator
+            return ctypes.string_at(self._address, _MT19937_STATE_BYTES)
+        except (AttributeError, TypeError, ValueError):
+            return None  # a numpy laid out differently: the full comparison decides
+
+
 class RandomStateTracker:
     """Hands out the generators' state only when it changed since the last call.
 
@@ -96,9 +126,23 @@ class RandomStateTracker:
 
     def __init__(self) -> None:
         self._last: tuple[tuple, tuple | None] | None = None
+        self._numpy_bytes = _NumpyGeneratorBytes()
+        self._last_fast: tuple[tuple, bytes | None] | None = None
 
     def changed_state(self) -> dict[str, Any] | None:
+        # Fast path: the same Python state and the same numpy MT19937 bytes, and no cached
+        # Gaussian pending in numpy (drawing one can change only that flag): unchanged.
+        fast = (random.getstate(), self._numpy_bytes.read())
+        if (
+            self._last is not None
+            and self._last_fast is not None
+            and fast[1] is not None
+            and fast == self._last_fast
+            and not (self._last[1] is not None and self._last[1][3])
+        ):
+            return None
         raw = _raw_states()
+        self._last_fast = fast if raw[1] is not None else None
         # Comparing the raw states is cheaper than hashing them (a few µs).
         if self._last is not None and _same_states(raw, self._last):
             return None
@@ -108,6 +152,7 @@ class RandomStateTracker:
     def reset(self) -> None:
         """Forget what was recorded (after a restore, the next cell records its state again)."""
         self._last = None
+        self._last_fast = None
 
 
 # -- process state: working directory, sys.path, environment, extensions, matplotlib ----------

@@ -140,7 +140,7 @@ class BackgroundWriter:
                 return
             try:
                 self._write(job)
-            except Exception as exc:  # noqa: BLE001 - the writer must outlive any one failure
+            except Exception as exc:
                 log.exception("persistent_kernel: background write failed")
                 self.problem = f"{type(exc).__name__}: {exc}"
                 self.dropped += 1
@@ -188,5 +188,5 @@ class BackgroundWriter:
         if self.on_unlanded is not None:
             try:
                 self.on_unlanded(job, reason)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("persistent_kernel: on_unlanded callback failed")

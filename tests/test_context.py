@@ -29,3 +29,19 @@ def test_tracker_reports_only_changes() -> None:
     assert tracker.changed_state() is not None
     tracker.reset()
     assert tracker.changed_state() is not None
+
+
+def test_numpy_generator_changes_are_seen_including_the_cached_gaussian() -> None:
+    tracker = RandomStateTracker()
+    numpy.random.seed(7)
+    assert tracker.changed_state() is not None  # first call: always recorded
+    assert tracker.changed_state() is None  # nothing drawn
+    numpy.random.standard_normal()  # draws from MT19937 and caches the second Gaussian
+    first = tracker.changed_state()
+    assert first is not None and first["numpy"]["has_gauss"] == 1
+    numpy.random.standard_normal()  # served from the cache: only the flag changes
+    second = tracker.changed_state()
+    assert second is not None and second["numpy"]["has_gauss"] == 0
+    numpy.random.rand()
+    assert tracker.changed_state() is not None
+    assert tracker.changed_state() is None

@@ -121,3 +121,31 @@ def test_history_budget_prunes_old_versions_never_the_latest(kernel, pk_home: Pa
         store.close()
     k.start()
     assert k.evaluate("float(big.sum())") == str(6.0 * 1_000_000)
+
+
+def test_a_large_dataframe_round_trips_through_files(kernel, pk_home: Path) -> None:
+    k = kernel(extra_arguments=SMALL_THRESHOLD)
+    run(k, "import numpy as np, pandas as pd\ndf = pd.DataFrame(np.arange(400_000.0).reshape(-1, 4), columns=list('abcd'))")
+    run(k, "df.iloc[0, 0] = -5.0\ntotal = float(df['b'].sum())")
+    wait_until_written(k)
+    crash_and_restart(k)
+    assert k.evaluate("(float(df.iloc[0, 0]), float(df['b'].sum()) == total, df.shape)") == "(-5.0, True, (100000, 4))"
+    run(k, "df['e'] = df['a'] * 2")  # the restored (mapped) frame takes changes like any other
+    wait_until_written(k)
+    crash_and_restart(k)
+    assert k.evaluate("float(df['e'].iloc[0])") == "-10.0"
+    k.shutdown()
+    check_store(pk_home)
+
+
+def test_forget_drops_large_files_and_pending_writes(kernel, pk_home: Path) -> None:
+    k = kernel(extra_arguments=[*SMALL_THRESHOLD, "--PersistentKernel.write_throttle=4"])
+    run(k, "import numpy as np\nbig = np.ones(1_000_000)")
+    run(k, "%persist forget")
+    k.shutdown()
+    store = open_store(pk_home)
+    try:
+        assert list(store.files.digests()) == []
+        assert store.check() == []
+    finally:
+        store.close()
