@@ -235,7 +235,7 @@ def retention_case(root: Path, nbytes: int, cells: int, budget: int) -> dict[str
     started = time.perf_counter()
     for _ in range(cells):
         persistent.execute("big += 1.0", timeout=1800)
-    persistent.wait_durable()
+        persistent.wait_durable()  # every version lands: the budget, not superseding, bounds the store
     seconds = time.perf_counter() - started
     size = persistent.store_bytes() or 0
     persistent.stop()
@@ -245,6 +245,7 @@ def retention_case(root: Path, nbytes: int, cells: int, budget: int) -> dict[str
     store = Store(persistent.store_path, sync_interval=0)
     try:
         history = store.name_history("big")
+        pruned = sum(1 for p in history if (store.version(bytes.fromhex(p["version"])) or {}).get("pruned"))
         values, missing = state_as_of(store, history[1]["seq"])
         early = missing.get("big", "loadable")
         values, missing = state_as_of(store, history[-1]["seq"])
@@ -252,4 +253,14 @@ def retention_case(root: Path, nbytes: int, cells: int, budget: int) -> dict[str
         problems = store.check()
     finally:
         store.close()
-    return {"cells": cells, "budget": budget, "store_bytes": size, "seconds": seconds, "early": early, "latest_ok": latest_ok, "problems": problems}
+    return {
+        "cells": cells,
+        "budget": budget,
+        "store_bytes": size,
+        "seconds": seconds,
+        "early": early,
+        "latest_ok": latest_ok,
+        "problems": problems,
+        "versions": len(history),
+        "pruned": pruned,
+    }

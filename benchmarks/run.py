@@ -224,7 +224,8 @@ def big_table(rows: list[dict], disk_s: float, gb: float) -> str:
         f"\n\nThe disk writes {gb:g} GB and fsyncs it in {disk_s:.2f} s here. Peak memory is sampled every 2 ms "
         "from /proc while the changing cells run (and, for persistent-python3, until their write is durable), "
         "relative to the kernel's memory just before, with the value loaded. RSS counts file pages a process maps; "
-        "the anonymous part is what a copy of the data in RAM would add to."
+        "the anonymous part is what a copy of the data in RAM would add to. \"Durable\" is the time from the reply to "
+        "the writer having fsynced the new version and marked it landed."
     )
 
 
@@ -271,7 +272,7 @@ def targets_table(rows: list[dict], small: list[dict], restore: dict, growth: li
         row(
             "restore: 1 GB array + 1,000 small variables",
             f"≤ 1.5× (read 1 GB from the store + stock start = {yardstick:.2f} s)",
-            f"{restore['restore_s']:.2f} s ({restore['restore_s'] / yardstick:.2f}×); first full pass over the array after it: "
+            f"{restore['restore_s']:.2f} s ({restore['restore_s'] / yardstick:.2f}×); first full pass over the mapped array after it (warm page cache): "
             f"{restore['first_full_pass_s']:.2f} s",
             restore["restore_s"] <= 1.5 * yardstick,
         )
@@ -285,7 +286,8 @@ def targets_table(rows: list[dict], small: list[dict], restore: dict, growth: li
         row(
             f"{retention['cells']} cells each changing the whole 1 GB array",
             f"bounded by the history budget ({retention['budget'] / 1e9:.1f} GB + the latest version)",
-            f"store {retention['store_bytes'] / 1e9:.2f} GB; state as of the first of them: \"{retention['early']}\"",
+            f"store {retention['store_bytes'] / 1e9:.2f} GB ({retention['pruned']} of {retention['versions']} versions pruned); "
+            f"state as of the first of them: \"{retention['early']}\"",
             retention["store_bytes"] <= bound and retention["latest_ok"] and not retention["problems"],
         )
     )
@@ -298,8 +300,8 @@ def growth_table(growth: list[dict], retention: dict) -> str:
         figure = f"failed: {g['error']}" if "error" in g else f"{g['growth'] / 1e6:+,.2f} MB"
         lines.append(f"| {g['cells']} × `counter += 1` beside 1 GB | {g['label']} | {figure} | {g.get('seconds', 0):.1f} s |")
     lines.append(
-        f"| {retention['cells']} × `big += 1.0` (all of 1 GB) | persistent-python3, history budget {retention['budget'] / 1e9:.1f} GB "
-        f"| store {retention['store_bytes'] / 1e9:.2f} GB | {retention['seconds']:.1f} s |"
+        f"| {retention['cells']} × `big += 1.0` (all of 1 GB), each landing before the next | persistent-python3, history budget "
+        f"{retention['budget'] / 1e9:.1f} GB | store {retention['store_bytes'] / 1e9:.2f} GB | {retention['seconds']:.1f} s |"
     )
     return "\n".join(lines) + (
         "\n\n`dill.dump_module` rewrites the whole namespace after every cell: its file does not grow, but it writes "

@@ -64,7 +64,9 @@ class Journal:
             ensure_private_dir(where.parent)  # sessions/
             ensure_private_dir(where)
             self._lock.acquire(self.lock_timeout)
-            self.store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval)
+            self.store = Store(
+                where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True
+            )
             self.store.set_meta(
                 session_id=self.session.id,
                 session_name=self.session.name,
@@ -218,6 +220,11 @@ class Journal:
         # (as opposed to a value that moved on) is also the user's business.
         if self.on_unlanded is not None:
             self.on_unlanded(job, reason)
+        if self.store is not None:
+            try:
+                self.store.mark_dropped(job.version_key, reason)
+            except StoreWriteError:
+                pass  # only an explanation for time travel is lost
         if reason.startswith("writing it failed"):
             self._write_failed(StoreWriteError(f"{', '.join(sorted(job.names))}: {reason}"))
 

@@ -459,7 +459,8 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
             )
             continue
         if not _loadable(store, version):
-            missing[name] = f"its version from cell {pointer['seq']} never reached the disk (the kernel stopped while writing it)"
+            why = version.get("dropped") or "the kernel stopped while writing it"
+            missing[name] = f"its version from cell {pointer['seq']} never reached the disk ({why})"
             continue
         if pointer["version"] not in loaded:
             loaded[pointer["version"]] = _load_version(main, store, version)

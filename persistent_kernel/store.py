@@ -102,7 +102,14 @@ class Store:
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = 0,
         sync_interval: float = 1.0,
+        owner: bool = False,
     ) -> None:
+        """``owner``: the caller holds the session (the kernel, through its ``SessionLock``).
+
+        Only an owner takes in a record left in the write-ahead slot and removes the
+        temporary files of a killed background write; anyone else (a command-line
+        tool, a test after the kernel died) opens the store to read it.
+        """
         self.path = Path(path)
         self.max_map_size = max_map_size  # 0: no limit but the disk
         self.sync_interval = sync_interval
@@ -140,12 +147,17 @@ class Store:
                 raise
             raise StoreUnavailable(f"cannot read the store at {self.path}: {exc}") from exc
         self.files = BlobFiles(self.path / "blobs")
-        self.files.remove_leftovers()  # a killed writer's temporary files (we hold the session lock)
+        if owner:
+            self.files.remove_leftovers()  # a killed writer's temporary files
         self._floor = 0  # records below this were cleared while they ran (%persist forget)
         self._running: tuple[int, bytes] | None = None  # the record in the slot
         try:
             self.slot = AheadSlot(self.path / "ahead")
-            self._next_seq = self._take_in_slot()
+            if owner:
+                self._next_seq = self._take_in_slot()
+            else:
+                with self._env.begin() as txn:
+                    self._next_seq = self._next_seq_in(txn)
         except (OSError, ValueError, StoreWriteError) as exc:
             self._env.close()
             raise StoreUnavailable(f"cannot open the write-ahead slot of the store at {self.path}: {exc}") from exc
@@ -368,6 +380,20 @@ class Store:
             return True
 
         return self._write(body)
+
+    def mark_dropped(self, key: bytes, reason: str) -> None:
+        """A version whose large blobs will never land: say why, for "state as of cell N"."""
+
+        def body(txn):
+            raw = txn.get(key, db=self._versions)
+            if raw is None:
+                return
+            version = json.loads(bytes(raw))
+            if not version.get("landed", True):
+                version["dropped"] = reason[:200]
+                txn.put(key, _json(version), db=self._versions)
+
+        self._write(body)
 
     def prune_history(self, budget: int) -> int:
         """Delete the oldest large blobs that only past versions use, until those fit in ``budget`` bytes.

@@ -91,6 +91,11 @@ def test_a_value_changed_while_it_is_written_is_never_taken_for_a_version(kernel
 
         for blob in store.files.digests():
             assert xxhash.xxh3_128_digest(store.files.path(blob).read_bytes()) == blob
+        # Time travel to the dropped version says what happened to it.
+        torn = [p for p in store.name_history("big") if store.version(bytes.fromhex(p["version"])).get("dropped")]
+        assert len(torn) == 1
+        _values, missing = state_as_of(store, torn[0]["seq"])
+        assert "never reached the disk" in missing["big"] and "changed while it was being written" in missing["big"]
     finally:
         store.close()
 

@@ -233,7 +233,12 @@ def test_a_record_in_the_write_ahead_slot_survives_the_death_of_the_process(tmp_
     )
     result = subprocess.run([sys.executable, "-c", child], capture_output=True)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    store = Store(tmp_path / "store", sync_interval=0)
+    reader = Store(tmp_path / "store", sync_interval=0)  # not the session's owner: reads only
+    try:
+        assert [r.code for r in reader.records()] == ["a = 1"]
+    finally:
+        reader.close()
+    store = Store(tmp_path / "store", sync_interval=0, owner=True)
     try:
         first, second = store.records()
         assert (first.seq, first.code, first.status) == (1, "a = 1", rec.OK)
@@ -245,7 +250,7 @@ def test_a_record_in_the_write_ahead_slot_survives_the_death_of_the_process(tmp_
 
 
 def test_a_torn_write_ahead_slot_is_ignored(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", sync_interval=0)
+    store = Store(tmp_path / "store", sync_interval=0, owner=True)
     done = store.append(new_record("a = 1"))
     store.set_outcome(done)
     store.close()
@@ -254,7 +259,7 @@ def test_a_torn_write_ahead_slot_is_ignored(tmp_path: Path) -> None:
     data[:4] = b"PKa1"
     data[16:40] = os.urandom(24)  # a copy cut short: the checksum no longer matches
     slot.write_bytes(bytes(data))
-    store = Store(tmp_path / "store", sync_interval=0)
+    store = Store(tmp_path / "store", sync_interval=0, owner=True)
     try:
         assert [r.code for r in store.records()] == ["a = 1"]
         assert store.check() == []
