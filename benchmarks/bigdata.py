@@ -157,6 +157,7 @@ def big_value_cases(root: Path, kinds: list[type[Contender]], nbytes: int, cells
                         contender.stop()
                     except Exception:  # noqa: BLE001 - a contender that died already
                         pass
+                    contender.remove()  # gigabytes per contender: free the disk for the next
             rows.extend(group_rows[kind.name] for kind in group)
     return rows
 
@@ -197,6 +198,8 @@ def restore_case(root: Path, kinds: list[type[Contender]], nbytes: int) -> dict[
     persistent.execute("_ = float(big.sum())")
     result["first_full_pass_s"] = time.perf_counter() - started
     persistent.stop()
+    persistent.remove()
+    stock.remove()
     return result
 
 
@@ -223,6 +226,7 @@ def growth_case(root: Path, kinds: list[type[Contender]], nbytes: int, cells: in
             row["error"] = str(exc)[:200]
         finally:
             contender.stop()
+            contender.remove()
         rows.append(row)
     return rows
 
@@ -253,6 +257,7 @@ def retention_case(root: Path, nbytes: int, cells: int, budget: int) -> dict[str
         problems = store.check()
     finally:
         store.close()
+        persistent.remove()
     return {
         "cells": cells,
         "budget": budget,

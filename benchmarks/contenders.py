@@ -69,6 +69,10 @@ class Contender:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def remove(self) -> None:
+        """Delete the contender's working directory and store (call after ``stop``)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 class _DriverContender(Contender):
     kernel_name = "python3"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import platform
 import statistics
 import subprocess
@@ -105,8 +106,8 @@ def wait_durable(driver: KernelDriver) -> None:
         time.sleep(0.01)
 
 
-def measure_restore(array_mb: int) -> str:
-    home = tempfile.mkdtemp(prefix="pk-bench-restore-")
+def measure_restore(array_mb: int, root: Path) -> str:
+    home = tempfile.mkdtemp(prefix="restore-", dir=root)
     env = dict(os.environ, PERSISTENT_KERNEL_HOME=home, PERSISTENT_KERNEL_SESSION="restore")
     cells = [c.format(n=array_mb * 1024 * 1024 // 8) for c in RESTORE_CELLS]
 
@@ -144,8 +145,8 @@ def measure_restore(array_mb: int) -> str:
     )
 
 
-def measure_store_size() -> str:
-    home = tempfile.mkdtemp(prefix="pk-bench-size-")
+def measure_store_size(root: Path) -> str:
+    home = tempfile.mkdtemp(prefix="size-", dir=root)
     env = dict(os.environ, PERSISTENT_KERNEL_HOME=home, PERSISTENT_KERNEL_SESSION="size")
     from persistent_kernel.session import resolve_session
     from persistent_kernel.store import Store
@@ -362,10 +363,11 @@ def main() -> int:
     targets += f"\n\nThe restored kernel said: `{restore['summary']}`"
     print(targets, flush=True)
 
-    slow = "## Restore against re-running the notebook\n\n" + measure_restore(args.array_mb)
+    slow = "## Restore against re-running the notebook\n\n" + measure_restore(args.array_mb, root)
     print("\n" + slow, flush=True)
-    size = "## Store size with aliasing\n\n" + measure_store_size()
+    size = "## Store size with aliasing\n\n" + measure_store_size(root)
     print("\n" + size, flush=True)
+    shutil.rmtree(root, ignore_errors=True)
     contenders = "\n".join(f"- {kind.label}" for kind in kinds)
     if kishu_problem:
         contenders += f"\n- Kishu 0.3.4: not measured — {kishu_problem}"
