@@ -118,6 +118,48 @@ class _NumpyGeneratorBytes:
             return None  # a numpy laid out differently: the full comparison decides
 
 
+_RANDOM_STATE_BYTES = 4 + 624 * 4  # CPython's RandomObject after PyObject_HEAD: int index; uint32 state[624]
+
+
+class _PythonGeneratorBytes:
+    """The raw bytes of ``random``'s global generator, without ``getstate()``.
+
+    ``random.getstate()`` builds a tuple of 625 ints on every call; twice per cell
+    that is enough allocation to set off an extra garbage collection now and then.
+    CPython keeps the state in the object's C struct right after the object
+    header; the layout is checked against ``getstate()`` before it is trusted
+    (and again for any new generator object), so another layout only loses the
+    fast path.
+    """
+
+    def __init__(self) -> None:
+        self._generator: Any = None
+        self._trusted = False
+
+    def read(self) -> bytes | None:
+        generator = getattr(random, "_inst", None)
+        if generator is None:
+            return None
+        if generator is not self._generator:
+            self._generator, self._trusted = generator, self._layout_matches(generator)
+        if not self._trusted:
+            return None
+        return ctypes.string_at(id(generator) + _HEADER_BYTES, _RANDOM_STATE_BYTES)
+
+    @staticmethod
+    def _layout_matches(generator: Any) -> bool:
+        try:
+            raw = ctypes.string_at(id(generator) + _HEADER_BYTES, _RANDOM_STATE_BYTES)
+            _version, words, _gauss = generator.getstate()
+        except (TypeError, ValueError, AttributeError):
+            return False
+        index = int.from_bytes(raw[:4], "little", signed=True)
+        return len(words) == 625 and index == words[624] and array("I", raw[4:]).tolist() == list(words[:624])
+
+
+_HEADER_BYTES = object.__basicsize__  # ob_refcnt + ob_type: 16 bytes on 64-bit builds
+
+
 class RandomStateTracker:
     """Hands out the generators' state only when it changed since the last call.
 
@@ -127,22 +169,26 @@ class RandomStateTracker:
     def __init__(self) -> None:
         self._last: tuple[tuple, tuple | None] | None = None
         self._numpy_bytes = _NumpyGeneratorBytes()
-        self._last_fast: tuple[tuple, bytes | None] | None = None
+        self._python_bytes = _PythonGeneratorBytes()
+        self._last_fast: tuple[Any, ...] | None = None
 
     def changed_state(self) -> dict[str, Any] | None:
         # Fast path: the same Python state and the same numpy MT19937 bytes, and no cached
         # Gaussian pending in numpy (drawing one can change only that flag): unchanged.
-        fast = (random.getstate(), self._numpy_bytes.read())
+        python = self._python_bytes.read()
+        python_state = (python, random._inst.gauss_next) if python is not None else random.getstate()
+        numpy_bytes = self._numpy_bytes.read()
+        fast = (python_state, numpy_bytes)
+        numpy_readable = numpy_bytes is not None or "numpy" not in sys.modules
         if (
             self._last is not None
-            and self._last_fast is not None
-            and fast[1] is not None
+            and numpy_readable
             and fast == self._last_fast
             and not (self._last[1] is not None and self._last[1][3])
         ):
             return None
         raw = _raw_states()
-        self._last_fast = fast if raw[1] is not None else None
+        self._last_fast = fast if numpy_readable else None
         # Comparing the raw states is cheaper than hashing them (a few µs).
         if self._last is not None and _same_states(raw, self._last):
             return None

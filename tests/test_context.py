@@ -45,3 +45,19 @@ def test_numpy_generator_changes_are_seen_including_the_cached_gaussian() -> Non
     numpy.random.rand()
     assert tracker.changed_state() is not None
     assert tracker.changed_state() is None
+
+
+def test_python_generator_changes_are_seen_including_the_cached_gauss() -> None:
+    tracker = RandomStateTracker()
+    random.seed(3)
+    assert tracker.changed_state() is not None
+    assert tracker.changed_state() is None
+    random.gauss(0, 1)  # draws and caches a second value in gauss_next
+    first = tracker.changed_state()
+    assert first is not None and first["random"]["gauss_next"] is not None
+    random.gauss(0, 1)  # served from gauss_next: the Mersenne Twister does not move
+    second = tracker.changed_state()
+    assert second is not None and second["random"]["gauss_next"] is None
+    random.random()
+    assert tracker.changed_state() is not None
+    assert tracker.changed_state() is None
