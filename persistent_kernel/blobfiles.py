@@ -33,6 +33,10 @@ class TornWrite(Exception):
     """The value changed while it was being written; what was written is not any one state of it."""
 
 
+class WriteCancelled(Exception):
+    """The write was called off (the session is being forgotten or the kernel is stopping)."""
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -66,6 +70,7 @@ class BlobFiles:
         *,
         throttle: Callable[[int], None] | None = None,
         chunk_size: int = COPY_CHUNK,
+        cancelled: Callable[[], bool] | None = None,
     ) -> int:
         """Write ``data`` (bytes-like) durably under ``blob_digest``; returns the bytes written.
 
@@ -86,6 +91,8 @@ class BlobFiles:
             hasher = xxhash.xxh3_128()
             chunk = bytearray(min(chunk_size, max(view.nbytes, 1)))
             for start in range(0, view.nbytes, chunk_size):
+                if cancelled is not None and cancelled():
+                    raise WriteCancelled(f"the write of blob {blob_digest.hex()} was called off")
                 part = view[start : start + chunk_size]
                 size = part.nbytes
                 copy = memoryview(chunk)[:size]

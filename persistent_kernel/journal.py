@@ -286,7 +286,7 @@ class Journal:
         if self.store is None:
             return 0
         if self.writer is not None:
-            self.writer.stop(timeout=0)  # drop what is queued; the file being written is removed by clear()
+            self.writer.stop(timeout=0)  # drop what is queued and call off the write in progress
             self.writer = None
         dropped = self.store.clear()
         self.store.close()

@@ -6,6 +6,7 @@ from ``journal``, the restore from ``restore``, the magic from ``magics``.
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from typing import Any
@@ -117,7 +118,14 @@ class PersistentKernel(IPythonKernel):
 
     @property
     def banner(self) -> str:
-        return super().banner + f"persistent_kernel {__version__}: this session survives kernel crashes.\n"
+        # IPython's banner draws a random tip with `random.choice`: every kernel_info
+        # request (each frontend sends one) would move the session's restored generator.
+        state = random.getstate()
+        try:
+            text = super().banner
+        finally:
+            random.setstate(state)
+        return text + f"persistent_kernel {__version__}: this session survives kernel crashes.\n"
 
     @property
     def kernel_info(self) -> dict[str, Any]:

@@ -192,10 +192,14 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
             report.incomplete[name] = missing
 
     before = set(ns)
+    plan.based_cells = {seq for name in plan.based for seq in plan.cells.get(name, ())}
+    as_of_cache: dict[str, dict[str, Any] | Exception] = {}
     with quiet_output(shell) as tracebacks:
         for record in to_replay:
             # Written before the cell runs: if it kills this process, the next start skips it.
             journal.set_meta(replaying=record.seq)
+            if record.seq in plan.based_cells:
+                _bind_reads_as_of(shell.user_module, ns, journal.store, plan, record, as_of_cache)
             error = _replay_cell(shell, record, _random_state_at(records, record.seq))
             if error is not None and record.status == rec.OK:
                 ename, evalue = error
@@ -295,6 +299,30 @@ class _Plan:
     states: dict[str, NameState] = field(default_factory=dict)
     recompute_states: dict[str, NameState] = field(default_factory=dict)
     based: set[str] = field(default_factory=set)  # rebuilt from an earlier version: replay only the cells since
+    based_cells: set[int] = field(default_factory=set)  # the cells replayed for them
+
+
+def _bind_reads_as_of(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, record: CellRecord, cache: dict) -> None:
+    """Before replaying a cell for a value that never landed: what it reads, as it stood before it ran.
+
+    The namespace holds the latest stored values; ``big += n; n += 1`` replayed
+    with the latest ``n`` would add the wrong amount. Stored names the cell read
+    and a later cell changed are bound to their version from before the cell;
+    after the replay ``_keep_newest`` binds the latest ones again.
+    """
+    for name in record.reads or ():
+        if name in plan.based or name not in plan.stored or plan.stored_at.get(name, 0) < record.seq:
+            continue
+        earlier = [p for p in store.name_history(name) if p["seq"] < record.seq]
+        if not earlier or earlier[-1]["state"] != "live":
+            continue
+        key = earlier[-1]["version"]
+        if key not in cache:
+            version = store.version(bytes.fromhex(key))
+            cache[key] = _load_version(main, store, version) if _loadable(store, version) else LookupError(key)
+        values = cache[key]
+        if isinstance(values, dict) and name in values:
+            ns[name] = values[name]
 
 
 def _loadable(store: Any, version: dict[str, Any] | None) -> bool:
@@ -388,7 +416,6 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
         elif not _loadable(store, version):
             # Its large blobs never landed (the kernel died while writing them) or were pruned:
             # start from the newest complete version before it and replay the cells since.
-            report.unlanded[name] = pointer["seq"]
             plan.rebuild[name] = f"its value from cell {pointer['seq']} never reached the disk"
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
             base = _landed_base(store, name, pointer["seq"])
@@ -403,6 +430,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
                 if isinstance(values, dict) and name in values:
                     ns[name] = values[name]
                     plan.based.add(name)
+                    report.unlanded[name] = pointer["seq"]
                     history = store.name_history(name)
                     plan.cells[name] = {p["seq"] for p in history if base_seq < p["seq"] <= pointer["seq"] and p["state"] == "live"}
         else:

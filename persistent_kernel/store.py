@@ -662,7 +662,7 @@ class Store:
         with self._lock:
             if self._closed.is_set():
                 return
-                self.sync()
+            self.sync()
             self._closed.set()
             self._env.close()
             self.slot.close()

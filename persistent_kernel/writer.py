@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .blobfiles import COPY_CHUNK, TornWrite
+from .blobfiles import COPY_CHUNK, TornWrite, WriteCancelled
 from .errors import StoreWriteError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class BackgroundWriter:
         self._condition = threading.Condition()
         self._busy: WriteJob | None = None
         self._stopping = False
+        self._cancel = threading.Event()  # stop(timeout=0): the write in progress is called off too
         self.landed = 0
         self.dropped = 0
         self.bytes_written = 0
@@ -103,9 +104,12 @@ class BackgroundWriter:
     def stop(self, timeout: float | None = None) -> bool:
         """Finish what is queued (up to ``timeout``), drop the rest, end the thread; False if work was dropped.
 
-        The write in progress is always finished (it is never half a file: see ``blobfiles``).
+        A write still in progress then is called off between two chunks (its
+        temporary file is removed; a file is never left half written).
         """
         finished = self.drain(timeout)
+        if not finished:
+            self._cancel.set()
         with self._condition:
             self._stopping = True
             self.dropped += len(self._queue)
@@ -156,7 +160,12 @@ class BackgroundWriter:
             throttle = self._throttle(started)
             chunk_size = THROTTLED_CHUNK if throttle is not None else COPY_CHUNK
             for blob_digest, buffer in job.buffers.items():
-                self.bytes_written += self.store.files.write(blob_digest, buffer, throttle=throttle, chunk_size=chunk_size)
+                self.bytes_written += self.store.files.write(
+                    blob_digest, buffer, throttle=throttle, chunk_size=chunk_size, cancelled=self._cancel.is_set
+                )
+        except WriteCancelled:
+            self.dropped += 1
+            return  # stopping: nothing to tell (the store is being closed or cleared)
         except TornWrite as exc:
             self.dropped += 1
             self._tell(job, str(exc))

@@ -203,9 +203,10 @@ def test_random_numbers_are_not_redrawn(kernel) -> None:
     k = kernel()
     run(k, "import random, numpy as np")
     run(k, "deck = list(range(52)); random.shuffle(deck); noise = np.random.rand(3)")
-    state = "(random.getstate()[1][:4], np.random.get_state()[1][:4].tolist(), np.random.get_state()[2])"
+    state = "(random.getstate()[1][:4], random.getstate()[1][624], np.random.get_state()[1][:4].tolist(), np.random.get_state()[2])"
     before = k.evaluate(f"(deck, noise.tolist(), {state})")
     crash_and_restart(k)
+    k.kc.kernel_info(reply=True, timeout=10)  # every frontend asks; IPython's banner draws a random tip
     assert k.evaluate(f"(deck, noise.tolist(), {state})") == before
 
 

@@ -154,3 +154,17 @@ def test_forget_drops_large_files_and_pending_writes(kernel, pk_home: Path) -> N
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_a_replay_from_the_previous_version_reads_what_the_cell_read(kernel, pk_home: Path) -> None:
+    # Cell 2 changes the array with `n`, then changes `n`; its array write is killed in flight.
+    # The replay of cell 2 must use n == 1 (as cell 2 found it), not the stored n == 2.
+    k = kernel(extra_arguments=[*SMALL_THRESHOLD, "--PersistentKernel.write_throttle=4"])
+    run(k, "import numpy as np\nbig = np.zeros(1_000_000)\nn = 1")
+    wait_until_written(k)
+    run(k, "big += n\nn += 1")
+    assert k.evaluate("get_ipython().kernel.journal.writer.pending") == "1"
+    crash_and_restart(k)
+    assert k.evaluate("(float(big.max()), n)") == "(1.0, 2)"
+    k.shutdown()
+    check_store(pk_home)

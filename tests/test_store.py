@@ -265,3 +265,13 @@ def test_a_torn_write_ahead_slot_is_ignored(tmp_path: Path) -> None:
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_close_syncs_what_the_background_flusher_has_not(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", sync_interval=3600)  # the flusher would wait an hour
+    record = store.append(new_record())
+    record.status = rec.OK
+    store.set_outcome(record)
+    assert store._dirty.is_set()
+    store.close()
+    assert not store._dirty.is_set()  # close() fsynced the environment and the slot
