@@ -118,21 +118,28 @@ def view_of(base: Any, offset: int, shape: tuple, strides: tuple, dtype: Any) ->
     return numpy.ndarray(shape, dtype, buffer=base, offset=offset, strides=strides)
 
 
-def _reduce_view(obj: Any, bases: frozenset[int]) -> Any:
-    """A numpy view whose base is in the same group is saved as a view, not a copy."""
+def _reduce_view(obj: Any, bases: dict[int, Any]) -> Any:
+    """A numpy view of an array in the same group is saved as a view, not a copy.
+
+    ``bases`` maps the owner of each base array's memory (the array itself, or
+    what a restored array sits on: numpy gives views of it that same ``base``)
+    to the array.
+    """
     numpy = sys.modules.get("numpy")
-    if numpy is None or type(obj) is not numpy.ndarray:
+    if numpy is None or type(obj) is not numpy.ndarray or obj.base is None or obj.dtype.hasobject:
         return NotImplemented
-    base = obj.base
-    if base is None or id(base) not in bases or type(base) is not numpy.ndarray:
-        return NotImplemented
-    if base.base is not None or not base.flags.c_contiguous or obj.dtype.hasobject:
+    base = bases.get(id(obj.base))
+    if base is None or base is obj:
         return NotImplemented
     offset = obj.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    low = offset + sum(min(0, stride * (n - 1)) for stride, n in zip(obj.strides, obj.shape))
+    high = offset + sum(max(0, stride * (n - 1)) for stride, n in zip(obj.strides, obj.shape)) + obj.itemsize
+    if obj.size == 0 or low < 0 or high > base.nbytes:
+        return NotImplemented  # not inside the base's memory (another part of a shared buffer)
     return (view_of, (base, offset, obj.shape, obj.strides, obj.dtype))
 
 
-def _refuse_or_reduce(obj: Any, bases: frozenset[int]) -> Any:
+def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
     kind = type(obj)  # not isinstance(): a user __class__ property may raise
     if issubclass(kind, _FILE_TYPES):
         return _reduce_file(obj)
@@ -144,7 +151,7 @@ def _refuse_or_reduce(obj: Any, bases: frozenset[int]) -> Any:
 
 
 class _StdPickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, bases: frozenset[int], **kwargs: Any) -> None:
+    def __init__(self, file: io.BytesIO, bases: dict[int, Any], **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self.bases = bases
 
@@ -154,7 +161,7 @@ class _StdPickler(pickle.Pickler):
         return _refuse_or_reduce(obj, self.bases)
 
 
-def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType, bases: frozenset[int]) -> Any:
+def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType, bases: dict[int, Any]) -> Any:
     import dill
 
     class DillPickler(dill.Pickler):
@@ -166,12 +173,40 @@ def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: ty
     return pickler
 
 
-def _array_bases(values: dict[str, Any]) -> frozenset[int]:
-    """Identities of the numpy arrays that are variables of the group (views of them stay views)."""
+def _array_bases(values: dict[str, Any]) -> dict[int, Any]:
+    """Arrays of the group whose views are saved as views, by the owner of their memory.
+
+    An array that owns its memory is its own owner; a restored array sits on a
+    buffer that is not an array (its mapped file, or the bytes loaded from LMDB).
+    """
     numpy = sys.modules.get("numpy")
     if numpy is None:
-        return frozenset()
-    return frozenset(id(v) for v in values.values() if type(v) is numpy.ndarray and v.base is None)
+        return {}
+    bases: dict[int, Any] = {}
+    for value in values.values():
+        if type(value) is not numpy.ndarray or not value.flags.c_contiguous or value.dtype.hasobject:
+            continue
+        owner = value.base
+        if owner is None:
+            bases[id(value)] = value
+        elif not _is_array(owner):
+            bases.setdefault(id(owner), value)
+            bases[id(value)] = value
+        elif not _is_array(owner.base) and _same_memory(value, owner):
+            # numpy wraps a buffer it unpickles in an array of its own: a restored array's
+            # base is that wrapper, and so is the base of every view made of it since.
+            bases.setdefault(id(owner), value)
+            bases[id(value)] = value
+    return bases
+
+
+def _same_memory(a: Any, b: Any) -> bool:
+    return a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.nbytes == b.nbytes
+
+
+def _is_array(obj: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(obj, numpy.ndarray)
 
 
 def _main_module() -> types.ModuleType:

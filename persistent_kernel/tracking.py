@@ -247,8 +247,9 @@ def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
         return ()
     numpy = sys.modules.get("numpy")
     if numpy is not None and issubclass(kind, numpy.ndarray):
-        # A view shares memory with its base; an object array holds objects.
-        held = [obj.base] if isinstance(obj.base, numpy.ndarray) else []
+        # A view shares memory with its base (an array, or for a restored array the mapped
+        # file or loaded bytes it sits on); an object array holds objects.
+        held = [obj.base] if obj.base is not None else []
         if obj.dtype.hasobject:
             held.extend(obj.ravel().tolist())
         return held

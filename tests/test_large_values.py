@@ -168,3 +168,19 @@ def test_a_replay_from_the_previous_version_reads_what_the_cell_read(kernel, pk_
     assert k.evaluate("(float(big.max()), n)") == "(1.0, 2)"
     k.shutdown()
     check_store(pk_home)
+
+
+@pytest.mark.parametrize("threshold", [SMALL_THRESHOLD, []], ids=["files", "lmdb"])
+def test_views_of_a_restored_array_stay_views_through_more_restores(kernel, pk_home: Path, threshold) -> None:
+    k = kernel(extra_arguments=threshold)
+    run(k, "import numpy as np\nbig = np.arange(1_000_000, dtype=np.float64)\nm = big.reshape(1000, 1000)")
+    wait_until_written(k)
+    crash_and_restart(k)
+    run(k, "big *= 2")
+    wait_until_written(k)
+    summary = crash_and_restart(k)
+    assert "(8.0 MB)" in summary, summary  # stored once, not once per variable
+    run(k, "big[5] = 99.0")
+    assert k.evaluate("(np.shares_memory(m, big), float(m[0, 5]))") == "(True, 99.0)"
+    k.shutdown()
+    check_store(pk_home)
