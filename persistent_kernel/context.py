@@ -23,7 +23,6 @@ from array import array
 from typing import Any
 
 
-
 def _decode_words(text: str, typecode: str) -> array:
     words = array(typecode)
     words.frombytes(base64.b64decode(text))

@@ -27,8 +27,8 @@ Rules that protect the user:
 
 from __future__ import annotations
 
-import builtins
 import base64
+import builtins
 import contextlib
 import getpass
 import importlib
@@ -45,11 +45,11 @@ from typing import Any
 
 from . import records as rec
 from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
-from .store import is_landed
 from .context import apply_process_context, apply_random_state
 from .journal import Journal
 from .records import CellRecord
 from .serialize import dumps, loads
+from .store import is_landed
 
 _PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
 _LIST_AT_MOST = 5

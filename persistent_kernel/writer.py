@@ -144,7 +144,7 @@ class BackgroundWriter:
                 return
             try:
                 self._write(job)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any one failure
                 log.exception("persistent_kernel: background write failed")
                 self.problem = f"{type(exc).__name__}: {exc}"
                 self.dropped += 1
@@ -197,5 +197,5 @@ class BackgroundWriter:
         if self.on_unlanded is not None:
             try:
                 self.on_unlanded(job, reason)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a callback's bug must not stop the writer
                 log.exception("persistent_kernel: on_unlanded callback failed")
