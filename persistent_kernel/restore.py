@@ -217,8 +217,8 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
         created -= plan.live
     else:
         created &= plan.deleted
-    for name in created:
-        del ns[name]
+    for name in created | (plan.helpers - plan.live):
+        ns.pop(name, None)  # helpers: deleted names a rebuild started from
     for name, reason in plan.rebuild.items():
         if name in ns:
             report.recomputed[name] = [replayed_labels[c] for c in sorted(plan.cells.get(name, ())) if c in replayed_labels]
@@ -300,6 +300,7 @@ class _Plan:
     recompute_states: dict[str, NameState] = field(default_factory=dict)
     based: set[str] = field(default_factory=set)  # rebuilt from an earlier version: replay only the cells since
     based_cells: set[int] = field(default_factory=set)  # the cells replayed for them
+    helpers: set[str] = field(default_factory=set)  # other names bound only so those cells can run
 
 
 def _bind_reads_as_of(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, record: CellRecord, cache: dict) -> None:
@@ -330,6 +331,19 @@ def _loadable(store: Any, version: dict[str, Any] | None) -> bool:
     if version is None or version.get("kind") != STORED or version.get("pruned"):
         return False
     return is_landed(version) or all(store.files.exists(bytes.fromhex(blob)) for blob in version.get("files", {}))
+
+
+def _base_by_content(store: Any, version: dict[str, Any], before: int) -> tuple[str, tuple[str, dict[str, Any], int], int] | None:
+    """For a value that never landed and has no earlier version of its own: an earlier
+    unlanded version of another name holding the same large bytes, and that name's
+    newest landed version. Returns (that name, its base, the seq of the shared version)."""
+    wanted = set(version.get("files", {}))
+    for key, other, seq in store.versions_with_files(wanted, before):
+        for other_name in other["names"]:
+            base = _landed_base(store, other_name, seq)
+            if base is not None:
+                return other_name, base, seq
+    return None
 
 
 def _landed_base(store: Any, name: str, before: int) -> tuple[str, dict[str, Any], int] | None:
@@ -419,6 +433,13 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             plan.rebuild[name] = f"its value from cell {pointer['seq']} never reached the disk"
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
             base = _landed_base(store, name, pointer["seq"])
+            via = name  # the name whose earlier version the rebuild starts from
+            if base is None:
+                # `x = big; del big` while big's write was pending: x's bytes are big's. Start
+                # from big's last landed version and replay big's cells since, then x's.
+                found = _base_by_content(store, version, pointer["seq"])
+                if found is not None:
+                    via, base, upto = found
             if base is not None:
                 base_key, base_version, base_seq = base
                 if base_key not in loaded:
@@ -427,12 +448,17 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
                     journal.set_meta(loading=None)
                     versions[base_key] = base_version
                 values = loaded[base_key]
-                if isinstance(values, dict) and name in values:
-                    ns[name] = values[name]
+                if isinstance(values, dict) and via in values:
+                    ns[via] = values[via]
                     plan.based.add(name)
                     report.unlanded[name] = pointer["seq"]
-                    history = store.name_history(name)
-                    plan.cells[name] = {p["seq"] for p in history if base_seq < p["seq"] <= pointer["seq"] and p["state"] == "live"}
+                    live_at = {p["seq"] for p in store.name_history(name) if p["seq"] <= pointer["seq"] and p["state"] == "live"}
+                    if via == name:
+                        plan.cells[name] = {seq for seq in live_at if seq > base_seq}
+                    else:
+                        plan.helpers.add(via)
+                        via_cells = {p["seq"] for p in store.name_history(via) if base_seq < p["seq"] <= upto and p["state"] == "live"}
+                        plan.cells[name] = live_at | via_cells
         else:
             values = loaded[key]
             if isinstance(values, Exception) or name not in values:

@@ -543,6 +543,19 @@ class Store:
             raw = txn.get(key)
         return None if raw is None else json.loads(bytes(raw))
 
+    def versions_with_files(self, blobs: set[str], before: int) -> list[tuple[bytes, dict[str, Any], int]]:
+        """Versions of cells before ``before`` that name any of these large blobs, newest first."""
+        found = []
+        with self._env.begin(db=self._versions) as txn:
+            for key, value in txn.cursor():
+                seq = int.from_bytes(bytes(key)[:8], "big")
+                if seq >= before:
+                    break
+                version = json.loads(bytes(value))
+                if blobs & set(version.get("files", {})):
+                    found.append((bytes(key), version, seq))
+        return found[::-1]
+
     def read_blob(self, blob_digest: bytes) -> bytearray | Any:
         """A blob's bytes, in one writable buffer (arrays loaded from it are writable).
 

@@ -184,3 +184,17 @@ def test_views_of_a_restored_array_stay_views_through_more_restores(kernel, pk_h
     assert k.evaluate("(np.shares_memory(m, big), float(m[0, 5]))") == "(True, 99.0)"
     k.shutdown()
     check_store(pk_home)
+
+
+def test_a_value_renamed_while_its_write_is_pending_is_rebuilt(kernel, pk_home: Path) -> None:
+    # `x = big; del big` before either write lands: x has no version of its own to start
+    # from, but its bytes are big's, and big has a landed version before the change.
+    k = kernel(extra_arguments=[*SMALL_THRESHOLD, "--PersistentKernel.write_throttle=4"])
+    run(k, "import numpy as np\nbig = np.zeros(1_000_000)")
+    wait_until_written(k)
+    run(k, "big += 1")
+    run(k, "x = big\ndel big")
+    crash_and_restart(k)
+    assert k.evaluate("(float(x.min()), float(x.max()), 'big' in globals())") == "(1.0, 1.0, False)"
+    k.shutdown()
+    check_store(pk_home)
