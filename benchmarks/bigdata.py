@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contenders import CellFailed, Contender, Persistent, Stock, fresh_workdir
+from contenders import CellFailed, Contender, Persistent, Stock, alternate, fresh_workdir
 
 GIB = 1024**3
 
@@ -88,16 +88,6 @@ def disk_seconds(directory: Path, nbytes: int) -> float:
     return elapsed
 
 
-def _alternating_ms(running: list[Contender], code: str, cells: int) -> dict[str, float]:
-    """Median round trip per contender, the contenders taking turns cell by cell."""
-    times: dict[str, list[float]] = {c.name: [] for c in running}
-    for i in range(cells):
-        shift = i % len(running)
-        for contender in running[shift:] + running[:shift]:
-            times[contender.name].append(contender.execute(code))
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
-
-
 def _modify_rows(contender: Contender, modify: str, cells: int, row: dict[str, Any]) -> None:
     baseline_rss, baseline_anon = MemorySampler.read(contender.pid)
     times, durable, peaks = [], [], []
@@ -144,8 +134,8 @@ def big_value_cases(root: Path, kinds: list[type[Contender]], nbytes: int, cells
                         contender.execute("y = 2")
                 quick = n if slow else 4 * n
                 for key, code in (("untouched_ms", "y = 2"), ("read_ms", read)):
-                    for name, value in _alternating_ms(running, code, quick).items():
-                        group_rows[name][key] = value
+                    for name, values in alternate(running, code, quick).items():
+                        group_rows[name][key] = statistics.median(values) * 1000
                 for contender in running:
                     _modify_rows(contender, modify, n, group_rows[contender.name])
             except (CellFailed, TimeoutError, RuntimeError, OSError) as exc:

@@ -144,16 +144,31 @@ class Persistent(_DriverContender):
         return _dir_bytes(self.store_path)
 
     def wait_durable(self, timeout: float = 600) -> float:
-        """Seconds until the background writer has nothing left to write."""
-        started = time.perf_counter()
-        while self.evaluate("get_ipython().kernel.journal.writer.pending") != "0":
-            if time.perf_counter() - started > timeout:
-                raise TimeoutError("background writes did not finish")
-            time.sleep(0.01)
-        return time.perf_counter() - started
+        return wait_durable(self.driver, timeout)
 
     def kill(self) -> None:
         self.driver.kill()
+
+
+def wait_durable(driver: KernelDriver, timeout: float = 600) -> float:
+    """Seconds until a persistent kernel's background writer has nothing left to write."""
+    started = time.perf_counter()
+    while driver.evaluate("get_ipython().kernel.journal.writer.pending") != "0":
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError("background writes did not finish")
+        time.sleep(0.01)
+    return time.perf_counter() - started
+
+
+def alternate(running: list[Contender], code: str, cells: int) -> dict[str, list[float]]:
+    """Round trips of ``code`` per contender, the contenders taking turns cell by cell
+    (who goes first rotates), so all see the same machine load."""
+    times: dict[str, list[float]] = {c.name: [] for c in running}
+    for i in range(cells):
+        shift = i % len(running)
+        for contender in running[shift:] + running[:shift]:
+            times[contender.name].append(contender.execute(code))
+    return times
 
 
 def ensure_kishu() -> str | None:

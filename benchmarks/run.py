@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bigdata  # noqa: E402
-from contenders import Contender, Persistent, Stock, all_contenders, fresh_workdir  # noqa: E402
+from contenders import Contender, all_contenders, alternate, fresh_workdir, wait_durable  # noqa: E402
 
 from persistent_kernel import KERNEL_NAME, __version__  # noqa: E402
 from persistent_kernel.driver import KernelDriver  # noqa: E402
@@ -67,11 +67,7 @@ def measure(root: Path, kinds: list[type[Contender]], cells: int) -> list[dict]:
                     contender.execute(setup)
                 for _ in range(20):  # warm up
                     contender.execute(code)
-            times: dict[str, list[float]] = {c.name: [] for c in running}
-            for i in range(cells):
-                shift = i % len(running)
-                for contender in running[shift:] + running[:shift]:
-                    times[contender.name].append(contender.execute(code))
+            times = alternate(running, code, cells)
         finally:
             for contender in running:
                 contender.stop()
@@ -99,11 +95,6 @@ RESTORE_CELLS = [
     "summary = float(big[:1000].sum())",
     "big[0] = 42.0",
 ]
-
-
-def wait_durable(driver: KernelDriver) -> None:
-    while driver.evaluate("get_ipython().kernel.journal.writer.pending") != "0":
-        time.sleep(0.01)
 
 
 def measure_restore(array_mb: int, root: Path) -> str:

@@ -17,9 +17,9 @@ No LMDB here, no IPython.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -150,19 +150,11 @@ class BlobFiles:
             except ValueError:
                 continue
 
-    def remove_leftovers(self, older_than: float = 0.0) -> int:
-        """Delete temporary files of writes a killed kernel left behind; returns the bytes freed."""
-        freed = 0
+    def remove_leftovers(self) -> None:
+        """Delete temporary files of writes a killed kernel left behind (only the session's owner calls this)."""
         if not self.directory.is_dir():
-            return 0
-        now = time.time()
+            return
         for entry in os.scandir(self.directory):
             if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                try:
-                    stat = entry.stat()
-                    if now - stat.st_mtime >= older_than:
-                        os.unlink(entry.path)
-                        freed += stat.st_size
-                except FileNotFoundError:
-                    continue
-        return freed
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)

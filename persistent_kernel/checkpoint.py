@@ -63,6 +63,7 @@ class Checkpoint:
     scan: dict[str, int] = field(default_factory=dict)
     jobs: list[WriteJob] = field(default_factory=list)  # large blobs, written after the commit
     atomics: dict[str, Any] = field(default_factory=dict)  # small immutable values stored by this checkpoint
+    retried: set[str] = field(default_factory=set)  # unlanded versions whose names this checkpoint stores again
 
 
 _MISSING = object()
@@ -130,14 +131,15 @@ class Checkpointer:
         deleted |= {name for name in self.dirty if name not in scan and name in self.names}
         read = {name for name in self.reads.reads(source, ns, self.shell.transform_cell) if name in scan}
         touched = written | read | (self.dirty & set(scan))
-        if self.unlanded:
-            touched |= {name for name, state in self.names.items() if state.version in self.unlanded and name in scan}
+        retried = set(self.unlanded)  # a snapshot: the writer thread adds to the set
+        if retried:
+            touched |= {name for name, state in self.names.items() if state.version in retried and name in scan}
         if self.full_pass:
             touched = set(scan)
             self.full_pass = False
         elif self.atomics:
             touched = {name for name in touched if not self._unchanged_atomic(name, ns[name])}
-        checkpoint = Checkpoint(seq, read, written, deleted, scan=scan)
+        checkpoint = Checkpoint(seq, read, written, deleted, scan=scan, retried=retried)
 
         for name in deleted:
             self.groups.remove(name)
@@ -354,6 +356,7 @@ class Checkpointer:
             else:
                 self.names[name] = state
         self.atomics.update(checkpoint.atomics)
+        self.unlanded -= checkpoint.retried  # their names have newer versions now
         self.scan = checkpoint.scan
         self.dirty.clear()
 

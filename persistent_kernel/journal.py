@@ -215,7 +215,7 @@ class Journal:
                 self.writer.submit(job)
         return committed
 
-    def _unlanded(self, job: WriteJob, reason: str) -> None:
+    def _unlanded(self, job: WriteJob, reason: str, failed: bool) -> None:
         # From the writer thread. The names' next checkpoint stores them again; a failure
         # (as opposed to a value that moved on) is also the user's business.
         if self.on_unlanded is not None:
@@ -225,12 +225,8 @@ class Journal:
                 self.store.mark_dropped(job.version_key, reason)
             except StoreWriteError:
                 pass  # only an explanation for time travel is lost
-        if reason.startswith("writing it failed"):
+        if failed:
             self._write_failed(StoreWriteError(f"{', '.join(sorted(job.names))}: {reason}"))
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait for the background writes in flight (tests, benchmarks, shutdown)."""
-        return self.writer.drain(timeout) if self.writer is not None else True
 
     def mark(self, record: CellRecord, status: str) -> None:
         """Set a recorded cell's status (restore marks cells that died or killed a replay)."""

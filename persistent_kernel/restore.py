@@ -303,6 +303,50 @@ class _Plan:
     helpers: set[str] = field(default_factory=set)  # other names bound only so those cells can run
 
 
+def _start_from_earlier(
+    shell: Any,
+    journal: Journal,
+    plan: _Plan,
+    report: RestoreReport,
+    loaded: dict[str, Any],
+    versions: dict[str, Any],
+    name: str,
+    seq: int,
+    version: dict[str, Any],
+) -> None:
+    """Bind ``name`` to its newest landed version before cell ``seq`` and plan the cells since.
+
+    Without one of its own (``x = big; del big`` while big's write was pending), the
+    bytes are another name's: start from that name's landed version (bound as a
+    helper, removed after the replay) and replay its cells since, then ``name``'s.
+    """
+    store = journal.store
+    via, base, upto = name, _landed_base(store, name, seq), seq
+    if base is None:
+        found = _base_by_content(store, version, seq)
+        if found is None:
+            return  # rebuilt from the cell that bound it, like any "recompute" name
+        via, base, upto = found
+    base_key, base_version, base_seq = base
+    if base_key not in loaded:
+        journal.set_meta(loading=base_key)
+        loaded[base_key] = _load_version(shell.user_module, store, base_version)
+        journal.set_meta(loading=None)
+        versions[base_key] = base_version
+    values = loaded[base_key]
+    if not isinstance(values, dict) or via not in values:
+        return
+    shell.user_ns[via] = values[via]
+    plan.based.add(name)
+    report.unlanded[name] = seq
+    live = {p["seq"] for p in store.name_history(name) if p["seq"] <= seq and p["state"] == "live"}
+    if via == name:
+        plan.cells[name] = {cell for cell in live if cell > base_seq}
+    else:
+        plan.helpers.add(via)
+        plan.cells[name] = live | {p["seq"] for p in store.name_history(via) if base_seq < p["seq"] <= upto and p["state"] == "live"}
+
+
 def _bind_reads_as_of(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, record: CellRecord, cache: dict) -> None:
     """Before replaying a cell for a value that never landed: what it reads, as it stood before it ran.
 
@@ -432,33 +476,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             # start from the newest complete version before it and replay the cells since.
             plan.rebuild[name] = f"its value from cell {pointer['seq']} never reached the disk"
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
-            base = _landed_base(store, name, pointer["seq"])
-            via = name  # the name whose earlier version the rebuild starts from
-            if base is None:
-                # `x = big; del big` while big's write was pending: x's bytes are big's. Start
-                # from big's last landed version and replay big's cells since, then x's.
-                found = _base_by_content(store, version, pointer["seq"])
-                if found is not None:
-                    via, base, upto = found
-            if base is not None:
-                base_key, base_version, base_seq = base
-                if base_key not in loaded:
-                    journal.set_meta(loading=base_key)
-                    loaded[base_key] = _load_version(shell.user_module, store, base_version)
-                    journal.set_meta(loading=None)
-                    versions[base_key] = base_version
-                values = loaded[base_key]
-                if isinstance(values, dict) and via in values:
-                    ns[via] = values[via]
-                    plan.based.add(name)
-                    report.unlanded[name] = pointer["seq"]
-                    live_at = {p["seq"] for p in store.name_history(name) if p["seq"] <= pointer["seq"] and p["state"] == "live"}
-                    if via == name:
-                        plan.cells[name] = {seq for seq in live_at if seq > base_seq}
-                    else:
-                        plan.helpers.add(via)
-                        via_cells = {p["seq"] for p in store.name_history(via) if base_seq < p["seq"] <= upto and p["state"] == "live"}
-                        plan.cells[name] = live_at | via_cells
+            _start_from_earlier(shell, journal, plan, report, loaded, versions, name, pointer["seq"], version)
         else:
             values = loaded[key]
             if isinstance(values, Exception) or name not in values:

@@ -253,12 +253,7 @@ class Store:
             return next_seq  # not a record this code wrote: nothing ran
         if seq < next_seq:
             return next_seq  # its outcome is committed
-
-        def body(txn):
-            txn.put(_seq_key(seq), payload, db=self._cells)
-            txn.put(b"next_seq", json.dumps(seq + 1).encode(), db=self._meta)
-
-        self._write(body)
+        self._write(lambda txn: self._put_ahead(txn, seq, payload))
         return seq + 1
 
     def append(self, record: CellRecord) -> CellRecord:
@@ -286,10 +281,9 @@ class Store:
             return record
 
     def _put_ahead(self, txn: Any, seq: int, ahead: bytes) -> None:
+        """A record with no outcome (it was running when the kernel died, or its commit failed)."""
         if seq >= self._floor:
             txn.put(_seq_key(seq), ahead, db=self._cells)
-            if seq >= self._stored_next_seq(txn):
-                txn.put(b"next_seq", json.dumps(seq + 1).encode(), db=self._meta)
 
     def _committed(self, record: CellRecord, committed: bool) -> bool:
         if committed and self._running is not None and self._running[0] == record.seq:
@@ -316,9 +310,8 @@ class Store:
     def _next_seq_in(self, txn: Any) -> int:
         """The next sequence number: past the last record, and past ``next_seq`` in meta.
 
-        Meta's ``next_seq`` is written only when records go away (``clear``) or are
-        taken in from the slot, not with every cell: numbers never repeat, and a
-        cell's commit has one put fewer.
+        Meta's ``next_seq`` is written only when records go away (``clear``), not
+        with every cell: numbers never repeat, and a cell's commit has one put fewer.
         """
         cursor = txn.cursor(db=self._cells)
         last = int.from_bytes(bytes(cursor.key()), "big") if cursor.last() else 0

@@ -45,7 +45,11 @@ class WriteJob:
 
 
 class BackgroundWriter:
-    """One thread, one queue, in order. ``on_unlanded(job, reason)`` is told of every version that did not land."""
+    """One thread, one queue, in order.
+
+    ``on_unlanded(job, reason, failed)`` is told of every version that did not land;
+    ``failed`` when the write itself failed (rather than the value moving on).
+    """
 
     def __init__(
         self,
@@ -53,7 +57,7 @@ class BackgroundWriter:
         *,
         history_budget: int = -1,
         throttle_bytes_per_second: float = 0.0,
-        on_unlanded: Callable[[WriteJob, str], None] | None = None,
+        on_unlanded: Callable[[WriteJob, str, bool], None] | None = None,
     ) -> None:
         self.store = store
         self.history_budget = history_budget
@@ -148,7 +152,7 @@ class BackgroundWriter:
                 log.exception("persistent_kernel: background write failed")
                 self.problem = f"{type(exc).__name__}: {exc}"
                 self.dropped += 1
-                self._tell(job, f"writing it failed ({exc})")
+                self._tell(job, f"writing it failed ({exc})", failed=True)
             finally:
                 with self._condition:
                     self._busy = None
@@ -193,9 +197,9 @@ class BackgroundWriter:
 
         return wait
 
-    def _tell(self, job: WriteJob, reason: str) -> None:
+    def _tell(self, job: WriteJob, reason: str, *, failed: bool = False) -> None:
         if self.on_unlanded is not None:
             try:
-                self.on_unlanded(job, reason)
+                self.on_unlanded(job, reason, failed)
             except Exception:  # noqa: BLE001 - a callback's bug must not stop the writer
                 log.exception("persistent_kernel: on_unlanded callback failed")
