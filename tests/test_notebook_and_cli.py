@@ -1,4 +1,4 @@
-"""The product as a user meets it: a notebook through nbclient, the install command, the demo."""
+"""The product as a user meets it: the install command, the demo (the notebooks: test_notebooks.py)."""
 
 from __future__ import annotations
 
@@ -7,41 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from persistent_kernel import KERNEL_NAME
-from persistent_kernel.driver import KernelDriver
 
 pytestmark = pytest.mark.slow
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def test_poker_notebook_runs_and_its_table_comes_back(session_env, monkeypatch, tmp_path: Path) -> None:
-    env = session_env("poker")
-    for key in ("PERSISTENT_KERNEL_HOME", "PERSISTENT_KERNEL_SESSION"):
-        monkeypatch.setenv(key, env[key])
-    nb = nbformat.read(NOTEBOOKS / "poker_table.ipynb", as_version=4)
-    assert nb.metadata.kernelspec.name == KERNEL_NAME
-    NotebookClient(nb, timeout=60, kernel_name=KERNEL_NAME, resources={"metadata": {"path": str(tmp_path)}}).execute()
-    table_cell = nb.cells[5]
-    table = "".join(o.get("text", "") for o in table_cell.outputs if o.output_type == "stream")
-    assert "board:" in table
-
-    # A new kernel on the same session: the notebook's last cell sees the same table.
-    with KernelDriver(env=env, cwd=str(tmp_path)) as k:
-        last = k.execute(nb.cells[7].source)
-        assert last.status == "ok"
-        assert "Restored session 'poker'" in last.stderr
-        hands_and_board = lambda text: [line.split("|")[0] for line in text.splitlines()]  # noqa: E731
-        assert hands_and_board(last.stdout) == hands_and_board(table)
-        # The last cell ran once in the notebook and once here: the pot in bet's
-        # default argument came back and grew by 15 again.
-        assert last.result == "90"  # 10 + 25 + 25 + 15 (notebook) + 15 (now)
-        assert "'ada': 75" in last.stdout  # printed before this bet: 100 - 10 - 15
-
 
 def test_install_writes_a_kernelspec_for_this_python(tmp_path: Path) -> None:
     prefix = tmp_path / "prefix"
