@@ -17,9 +17,11 @@ buffers become ``WriteJob``s for the background writer (see ``writer``).
 from __future__ import annotations
 
 import base64
+import fnmatch
+import re
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .serialize import Unserializable, dumps
@@ -32,6 +34,7 @@ MAX_NAME_BYTES = 400  # LMDB keys stop at 511 bytes; a name is part of its key
 STORED = "stored"
 RECOMPUTE = "recompute"
 MODULE = "module"
+EXCLUDED_REASON = "excluded from persistence (%persist exclude)"
 
 
 @dataclass
@@ -107,6 +110,17 @@ class Checkpointer:
         # Versions whose large blobs did not land (torn or failed): their names are stored
         # again by the next checkpoint. Added to by the writer thread (set.add is atomic).
         self.unlanded: set[str] = set()
+        # Set by %persist checkout: name -> (the object it bound, its pointer, its state), recorded by
+        # the checkout cell's own checkpoint instead of storing the old values a second time.
+        self.checked_out: dict[str, tuple[Any, dict[str, Any], NameState]] = {}
+        self._excluded: re.Pattern[str] | None = None  # %persist exclude: never stored, see set_excluded
+
+    def set_excluded(self, patterns: list[str]) -> None:
+        """Names (or shell-style patterns) never stored: each becomes a recompute version."""
+        self._excluded = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+
+    def is_excluded(self, name: str) -> bool:
+        return self._excluded is not None and self._excluded.match(name) is not None
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -140,6 +154,8 @@ class Checkpointer:
         elif self.atomics:
             touched = {name for name in touched if not self._unchanged_atomic(name, ns[name])}
         checkpoint = Checkpoint(seq, read, written, deleted, scan=scan, retried=retried)
+        if self.checked_out:
+            touched -= self._record_checkout(checkpoint)
 
         for name in deleted:
             self.groups.remove(name)
@@ -164,6 +180,22 @@ class Checkpointer:
                 created = self._recompute(checkpoint, members, frozenset(members), key, f"could not be checked: {type(exc).__name__}: {exc}")
             ordinal += created
         return checkpoint
+
+    def _record_checkout(self, checkpoint: Checkpoint) -> set[str]:
+        """Point the names a checkout bound at their old versions; returns the names recorded."""
+        ns = self.namespace
+        pending, self.checked_out = self.checked_out, {}
+        recorded = set()
+        for name, (value, pointer, state) in pending.items():
+            if ns.get(name, _MISSING) is not value:
+                continue  # the same cell rebound it after the checkout: stored like any change
+            checkpoint.pointers[name] = {**pointer, "bound_at": checkpoint.seq}
+            checkpoint.states[name] = replace(state, bound_at=checkpoint.seq)
+            if state.kind == STORED and is_atomic(value):
+                checkpoint.atomics[name] = value
+            self.groups.update(name, value, ns)
+            recorded.add(name)
+        return recorded
 
     def _unchanged_atomic(self, name: str, value: Any) -> bool:
         """The very object stored last, and immutable: nothing to check (``y = 2`` run again).
@@ -201,6 +233,14 @@ class Checkpointer:
         for name in too_long:
             checkpoint.unserializable[name] = f"its name is longer than {MAX_NAME_BYTES} bytes"
         members = [name for name in members if name not in too_long]
+        excluded = [name for name in members if self.is_excluded(name)]
+        if excluded:
+            # Never stored (a secret, scratch data): rebuilt by replay at a restart, if cheap.
+            created = self._recompute(
+                checkpoint, excluded, frozenset(excluded), version_key(checkpoint.seq, ordinal), EXCLUDED_REASON, excluded=True
+            )
+            rest = [name for name in members if name not in excluded]
+            return created + (self._group(checkpoint, rest, ordinal + created) if rest else 0)
         if not members:
             return 0
         group = frozenset(members)
@@ -275,7 +315,9 @@ class Checkpointer:
             created += self._group(checkpoint, sorted(part), ordinal + created)
         return created
 
-    def _recompute(self, checkpoint: Checkpoint, members: list[str], group: frozenset[str], key: bytes, reason: str) -> int:
+    def _recompute(
+        self, checkpoint: Checkpoint, members: list[str], group: frozenset[str], key: bytes, reason: str, *, excluded: bool = False
+    ) -> int:
         ns = self.namespace
         cells: set[int] = set()
         for name in members:
@@ -293,11 +335,14 @@ class Checkpointer:
             (state := self.names.get(name)) is not None and state.kind == RECOMPUTE and state.cells == ordered and state.group == group
             for name in members
         )
-        for name in members:
-            checkpoint.unserializable[name] = reason
+        if not excluded:
+            for name in members:
+                checkpoint.unserializable[name] = reason
         if unchanged:
             return 0
         checkpoint.versions[key] = {"kind": RECOMPUTE, "names": members, "cells": list(ordered), "reason": reason[:300]}
+        if excluded:
+            checkpoint.versions[key]["excluded"] = True
         for name in members:
             bound_at = self._bound_at(name, checkpoint)
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
@@ -320,9 +365,11 @@ class Checkpointer:
         names = user_names(ns, self.shell.user_ns_hidden)
         for name in names:
             self.groups.update(name, ns[name], ns)
-        findings: dict[str, list[str]] = {"unchanged": [], "changed": [], "unstored": [], "unstorable": []}
+        findings: dict[str, list[str]] = {"unchanged": [], "changed": [], "unstored": [], "unstorable": [], "excluded": []}
         for group in self.groups.groups_of(names):
             members = sorted(n for n in group if not issubclass(type(ns[n]), types.ModuleType))
+            findings["excluded"].extend(n for n in members if self.is_excluded(n))
+            members = [n for n in members if not self.is_excluded(n)]
             if not members:
                 continue
             try:

@@ -26,9 +26,16 @@ class Execution:
     stderr: str = ""
     results: list[str] = field(default_factory=list)  # text/plain of execute_result
     displays: list[str] = field(default_factory=list)  # text/plain of display_data
+    html: list[str] = field(default_factory=list)  # text/html of display_data, where a display had it
+    pages: list[str] = field(default_factory=list)  # pager payloads (``%persist?``), as text
     ename: str | None = None
     evalue: str | None = None
     user_expressions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """What a console prints of it: stdout, then the plain text of displays (``%persist status`` …)."""
+        return "\n".join([self.stdout, *self.displays])
 
     @property
     def result(self) -> str | None:
@@ -138,7 +145,7 @@ class KernelDriver:
         store_history: bool = True,
         user_expressions: dict[str, str] | None = None,
     ) -> Execution:
-        outputs: dict[str, list[str]] = {"stdout": [], "stderr": [], "results": [], "displays": []}
+        outputs: dict[str, list[str]] = {"stdout": [], "stderr": [], "results": [], "displays": [], "html": []}
         error: dict[str, str] = {}
 
         def on_output(msg: dict[str, Any]) -> None:
@@ -149,6 +156,8 @@ class KernelDriver:
                 outputs["results"].append(content["data"].get("text/plain", ""))
             elif kind == "display_data":
                 outputs["displays"].append(content["data"].get("text/plain", ""))
+                if "text/html" in content["data"]:
+                    outputs["html"].append(content["data"]["text/html"])
             elif kind == "error":
                 error.update(ename=content["ename"], evalue=content["evalue"])
 
@@ -167,6 +176,8 @@ class KernelDriver:
             stderr="".join(outputs["stderr"]),
             results=outputs["results"],
             displays=outputs["displays"],
+            html=outputs["html"],
+            pages=[p["data"].get("text/plain", "") for p in reply.get("payload", []) if p.get("source") == "page"],
             ename=reply.get("ename", error.get("ename")),
             evalue=reply.get("evalue", error.get("evalue")),
             user_expressions=reply.get("user_expressions", {}),

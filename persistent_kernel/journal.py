@@ -52,6 +52,7 @@ class Journal:
         self.write_problem: str | None = None  # the current run of failed writes, if any
         self.unjournaled = 0  # executions that ran while writes failed
         self._notices: list[str] = []
+        self.paused: str | None = None  # %persist off: the label of the last cell journaled before the pause
         self._lock = SessionLock(session.store_path)
 
     # -- opening ------------------------------------------------------------------
@@ -111,8 +112,17 @@ class Journal:
         return self.store is not None
 
     def journals(self, code: str) -> bool:
-        """Whether ``begin`` will record this code (persistence on, code not blank)."""
-        return self.store is not None and bool(code.strip())
+        """Whether ``begin`` will record this code (persistence on and not paused, code not blank)."""
+        return self.store is not None and self.paused is None and bool(code.strip())
+
+    def pause(self, after: str) -> None:
+        """``%persist off``: journal nothing until ``resume``; a restore meanwhile says where it stopped."""
+        self.paused = after
+        self.set_meta(paused={"after": after, "at": time.time()})
+
+    def resume(self) -> None:
+        self.paused = None
+        self.set_meta(paused=None)
 
     # -- notices: what the user is told, once ---------------------------------------
 
@@ -156,7 +166,7 @@ class Journal:
 
     def begin_event(self, kind: str, execution_count: int) -> CellRecord | None:
         """A journal entry for a change no cell made (an idle check); it has no code to replay."""
-        if self.store is None:
+        if self.store is None or self.paused is not None:
             return None
         return self._append(
             CellRecord(seq=0, code="", execution_count=execution_count, silent=True, store_history=False, started_at=time.time(), kind=kind)
@@ -302,6 +312,7 @@ class Journal:
             "store_bytes": self.store.size_bytes() if self.store is not None else None,
             "format_version": self.store.format_version if self.store is not None else None,
             "active": self.active,
+            "paused": self.paused,
             "problem": self.problem,
             "write_problem": self.write_problem,
             "unjournaled": self.unjournaled,

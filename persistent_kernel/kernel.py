@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Bool, Float, Int
+from traitlets import Bool, Float, Int, List, Unicode
 
 from . import __version__
 from . import records as rec
@@ -20,7 +20,7 @@ from .checkpoint import Checkpointer
 from .context import ProcessContextTracker, RandomStateTracker
 from .journal import Journal
 from .magics import PersistMagics
-from .restore import RestoreReport, restore_session
+from .restore import RestoreProgress, RestoreReport, restore_session
 from .session import resolve_session
 from .store import DEFAULT_MAP_SIZE
 
@@ -90,6 +90,18 @@ class PersistentKernel(IPythonKernel):
             "next start from the previous version plus replay. (Frontends kill a kernel 5 s after asking it to stop.)"
         ),
     ).tag(config=True)
+    exclude = List(
+        Unicode(),
+        help=(
+            "Names or shell-style patterns never stored, in every session (e.g. ['*_token', 'password']); "
+            "%persist exclude adds more per session. After a restart such a name is recomputed by replay if "
+            "its cells are quick (excluded_replay_limit), otherwise absent."
+        ),
+    ).tag(config=True)
+    excluded_replay_limit = Float(
+        2.0,
+        help="Seconds of recorded cell time a restart may spend replaying cells to recompute an excluded name.",
+    ).tag(config=True)
     lock_timeout = Float(5.0, help="Seconds to wait for a session held by another kernel (a restart in progress) before running without persistence.").tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -114,7 +126,15 @@ class PersistentKernel(IPythonKernel):
         self._last_activity = time.monotonic()
         self._executing = 0  # cells in progress (a top-level await leaves the event loop free)
         if self.shell is not None:
-            self.shell.register_magics(PersistMagics(self.shell, self.journal, self.checkpointer))
+            self.shell.register_magics(
+                PersistMagics(
+                    self.shell,
+                    self.journal,
+                    self.checkpointer,
+                    checkpoint_now=self._checkpoint_event,
+                    configured_exclusions=list(self.exclude),
+                )
+            )
 
     @property
     def banner(self) -> str:
@@ -147,8 +167,10 @@ class PersistentKernel(IPythonKernel):
         if not self.journal.open():
             self.log.warning("persistent_kernel: %s", self.journal.problem)
             return
+        self.checkpointer.set_excluded(sorted(set(self.exclude) | set(self.journal.get_meta("excluded") or [])))
+        progress = RestoreProgress.to_kernel_log()
         try:
-            restored = restore_session(self.shell, self.journal)
+            restored = restore_session(self.shell, self.journal, progress=progress, excluded_replay_limit=self.excluded_replay_limit)
         except Exception as exc:  # noqa: BLE001 - a restore must never stop the kernel from starting
             self.log.exception("persistent_kernel: the restore failed")
             self.journal.notify(
@@ -157,6 +179,8 @@ class PersistentKernel(IPythonKernel):
             )
             self.journal.set_meta(replaying=None, loading=None)  # the failure was ours, not a cell's
             restored = None
+        finally:
+            progress.finish()
         try:
             if restored is not None:
                 self.restore_report, states = restored
@@ -243,7 +267,11 @@ class PersistentKernel(IPythonKernel):
             self.checkpointer.full_pass = False
             return
         self.log.info("persistent_kernel: idle check stores %s", ", ".join(findings["changed"] + findings["unstored"]))
-        record = self.journal.begin_event("verify", self.shell.execution_count)
+        self._checkpoint_event("verify")
+
+    def _checkpoint_event(self, kind: str) -> None:
+        """Journal a change no cell's code made (an idle check, %persist on) and store it."""
+        record = self.journal.begin_event(kind, self.shell.execution_count)
         if record is not None:
             self._checkpoint(record, "", {"status": "ok"}, 0.0)
 

@@ -1,67 +1,29 @@
 """``%persist``: the user's handle on the session's persistence.
 
-Thin over the journal and the last restore report; renders, never decides.
+Thin over the journal, the checkpointer and time travel: it gathers facts and
+renders them (``views``); the decisions are made in those modules.
 """
 
 from __future__ import annotations
 
-import datetime
+import shlex
+import time
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
 
-from .checkpoint import Checkpointer
+from . import timetravel, views
+from .checkpoint import MODULE, RECOMPUTE, STORED, Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
+from .tracking import user_names
 
-
-def _human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def format_status(facts: dict[str, Any]) -> str:
-    """Plain-text ``%persist status``."""
-    state = "on" if facts["active"] else f"OFF - {facts['problem']}"
-    if facts["write_problem"]:
-        state = f"DEGRADED - journal writes fail: {facts['write_problem']}"
-    # A "started" record is the cell running now (this one) or one whose kernel died before a restore saw it.
-    by_status = ", ".join(f"{n} {'running' if s == 'started' else s}" for s, n in sorted(facts["cells_by_status"].items())) or "none"
-    lines = [
-        f"Session:        {facts['session_name']}  (id {facts['session_id']}, from {facts['session_source']})",
-        f"Notebook:       {facts['notebook_path'] or '-'}",
-        f"Store:          {facts['store_path']}  ({_human_bytes(facts['store_bytes'])}, format {facts['format_version'] or '-'})",
-        f"Persistence:    {state}",
-        f"Cells journaled: {facts['cells']}  ({by_status})",
-        f"Durability:     {_durability(facts['sync_interval'])}",
-    ]
-    if facts["unjournaled"]:
-        lines.append(f"Unjournaled:    {facts['unjournaled']} execution(s) ran while the journal could not be written")
-    report = facts.get("last_restore")
-    if report:
-        when = datetime.datetime.fromtimestamp(report["finished_at"]).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(
-            f"Last restore:   {when}: loaded {report.get('loaded', 0)} variables, replayed {report['replayed']} cells "
-            f"in {report['seconds']:.1f} s"
-        )
-        for name, labels in sorted(report.get("recomputed", {}).items()):
-            lines.append(f"                {name} recomputed by replaying {', '.join(labels) or 'no cell'}")
-        for name, why in sorted(report.get("lost", {}).items()):
-            lines.append(f"                {name} could not be rebuilt: {why}")
-        for label in report.get("died", []):
-            lines.append(f"                cell {label} was running when the kernel died (not replayed)")
-        for failure in report.get("failures", []):
-            lines.append(f"                cell {failure['label']} failed in replay: {failure['ename']}: {failure['evalue']}")
-    else:
-        lines.append("Last restore:   none (this session started fresh)")
-    return "\n".join(lines)
+COMMANDS = ("status", "history", "checkout", "diff", "forget", "exclude", "include", "off", "on", "verify")
+HISTORY_DEFAULT = 20
+_VARIABLES_SHOWN = 40
 
 
 def _durability(sync_interval: float) -> str:
@@ -70,43 +32,314 @@ def _durability(sync_interval: float) -> str:
     return f"safe against kernel death; an OS crash can lose the last {sync_interval:g} s"
 
 
+def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """``%persist status`` as (label, value) pairs, for both renderings."""
+    state = "on" if facts["active"] else f"OFF - {facts['problem']}"
+    if facts.get("paused"):
+        state = f"PAUSED (%persist off) after cell {facts['paused']}: cells since are not journaled; %persist on resumes"
+    if facts["write_problem"]:
+        state = f"DEGRADED - journal writes fail: {facts['write_problem']}"
+    # A "started" record is the cell running now (this one) or one whose kernel died before a restore saw it.
+    by_status = ", ".join(f"{n} {'running' if s == 'started' else s}" for s, n in sorted(facts["cells_by_status"].items())) or "none"
+    lines = [
+        ("Session", f"{facts['session_name']}  (id {facts['session_id']}, from {facts['session_source']})"),
+        ("Notebook", facts["notebook_path"] or "-"),
+        ("Store", f"{facts['store_path']}  ({views.human_bytes(facts['store_bytes'])}, format {facts['format_version'] or '-'})"),
+        ("Persistence", state),
+        ("Cells journaled", f"{facts['cells']}  ({by_status})"),
+        ("Durability", _durability(facts["sync_interval"])),
+    ]
+    if facts.get("excluded"):
+        lines.append(("Excluded", ", ".join(facts["excluded"])))
+    background = facts.get("background")
+    if background and background["pending"]:
+        lines.append(("Writing", f"{background['pending']} large value(s) still being written ({views.human_bytes(background['pending_bytes'])})"))
+    if facts["unjournaled"]:
+        lines.append(("Unjournaled", f"{facts['unjournaled']} execution(s) ran while the journal could not be written"))
+    report = facts.get("last_restore")
+    if report:
+        lines.append(
+            (
+                "Last restore",
+                f"{views.clock(report['finished_at'])}: loaded {report.get('loaded', 0)} variables, replayed "
+                f"{report['replayed']} cells in {report['seconds']:.1f} s",
+            )
+        )
+        for name, labels in sorted(report.get("recomputed", {}).items()):
+            lines.append(("", f"{name} recomputed by replaying {', '.join(labels) or 'no cell'}"))
+        for name, why in sorted(report.get("lost", {}).items()):
+            lines.append(("", f"{name} could not be rebuilt: {why}"))
+        for label in report.get("died", []):
+            lines.append(("", f"cell {label} was running when the kernel died (not replayed)"))
+        for failure in report.get("failures", []):
+            lines.append(("", f"cell {failure['label']} failed in replay: {failure['ename']}: {failure['evalue']}"))
+    else:
+        lines.append(("Last restore", "none (this session started fresh)"))
+    return lines
+
+
+def format_status(facts: dict[str, Any]) -> str:
+    """Plain-text ``%persist status`` (without the variables table)."""
+    return views.facts_text(status_lines(facts))
+
+
 @magics_class
 class PersistMagics(Magics):
-    """``%persist status``, ``%persist verify`` and ``%persist forget``."""
+    """The ``%persist`` line magic."""
 
-    def __init__(self, shell: Any, journal: Journal, checkpointer: Checkpointer) -> None:
+    def __init__(
+        self,
+        shell: Any,
+        journal: Journal,
+        checkpointer: Checkpointer,
+        *,
+        checkpoint_now: Callable[[str], None] | None = None,
+        configured_exclusions: list[str] | None = None,
+    ) -> None:
         super().__init__(shell)
         self.journal = journal
         self.checkpointer = checkpointer
+        self.checkpoint_now = checkpoint_now  # journals an event (kind) that stores what changed, outside a cell
+        self.configured_exclusions = list(configured_exclusions or [])
 
     @magic_arguments()
-    @argument(
-        "command",
-        choices=["status", "verify", "forget"],
-        nargs="?",
-        default="status",
-        help=(
-            "status: the session, where its store is, how many cells are journaled and what the last "
-            "restore did. verify: hash every variable against the store and check the store itself; "
-            "what changed without a cell seeing it (a background thread, a module keeping a reference) is "
-            "stored when this cell ends. forget: erase this session's store and stop persisting in this kernel; "
-            "the next kernel start is fresh (the running namespace is untouched until you restart)."
-        ),
-    )
+    @argument("command", nargs="?", default="status", choices=COMMANDS, metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
+    @argument("args", nargs="*", help="the command's arguments (cell numbers, names or patterns)")
     @line_magic
     def persist(self, line: str = "") -> None:
-        """Inspect or reset this kernel's persistent session."""
-        args = parse_argstring(self.persist, line)
-        if args.command == "forget":
-            self._forget()
-        elif args.command == "verify":
-            self._verify()
-        else:
-            print(format_status(self.journal.status()))
+        """Inspect, time-travel and control this kernel's persistent session.
 
-    def _verify(self) -> None:
-        if not self.journal.active:
-            print(f"Nothing to verify: persistence is off for this kernel ({self.journal.problem}).")
+        Commands:
+
+          %persist status          the session, its notebook, where the store is and how big, the cells
+                                   journaled, every variable with its size and how it comes back after a
+                                   restart (stored / recompute / excluded), the last restore, any problem
+          %persist history [N]     the last N cells (default 20): number, time, duration, status, the
+                                   names each changed, which were stored and which need a replay
+          %persist checkout N      time travel: the namespace becomes what it was after cell [N]
+                                   (stored versions; only unstorable values are replayed). Outputs on
+                                   screen stay; the checkout is journaled, so checking out a later cell
+                                   undoes it. Working directory, sys.path and environment are not changed.
+          %persist diff N [M]      the variables that differ between after cell [N] and after cell [M]
+                                   (default: now)
+          %persist exclude NAME …  never store these names or shell-style patterns (secrets, scratch
+                                   data: `token`, `tmp_*`); after a restart such a name is recomputed by
+                                   replay if its cells are quick, otherwise absent, and the summary says
+                                   which. Without arguments: list the exclusions
+          %persist include NAME …  store these again (undoes exclude)
+          %persist off             pause persistence in this kernel (a crash while paused restores
+                                   the session as it was at `off`)
+          %persist on              resume it: the namespace as it is now is stored
+          %persist verify          hash every variable against the store and check the store's integrity
+          %persist forget          erase this session's store; the next kernel start is fresh
+
+        Examples: `%persist history 5`, `%persist checkout 12`, `%persist diff 3 7`,
+        `%persist exclude api_key 'scratch_*'`.
+        """
+        try:
+            args = parse_argstring(self.persist, line)
+        except Exception as exc:  # noqa: BLE001 - UsageError and argparse's exits: a message, never a traceback
+            print(f"%persist: {exc}. Try %persist? for the commands.")
+            return
+        handler = getattr(self, f"_{args.command}")
+        handler(args.args)
+
+    # -- looking --------------------------------------------------------------------------
+
+    def _status(self, _args: list[str]) -> None:
+        facts = self.journal.status()
+        facts["excluded"] = self._exclusions()
+        lines = status_lines(facts)
+        variables = self._variables()
+        rows = views.variables_rows(variables[:_VARIABLES_SHOWN])
+        more = f"… and {len(variables) - _VARIABLES_SHOWN} more" if len(variables) > _VARIABLES_SHOWN else ""
+        text = views.facts_text(lines)
+        html = views.facts_html(lines)
+        if rows:
+            text += "\n\nVariables:\n" + views.text_table(views.VARIABLE_HEADERS, rows) + (f"\n{more}" if more else "")
+            html += views.html_table(views.VARIABLE_HEADERS, rows, caption=f"Variables ({len(variables)})") + (f"<p>{more}</p>" if more else "")
+        display(views.bundle(text, html), raw=True)
+
+    def _variables(self) -> list[dict[str, Any]]:
+        """Every user variable: its type, its stored size, and how a restart brings it back."""
+        ns = self.shell.user_ns
+        found = []
+        for name in user_names(ns, self.shell.user_ns_hidden):
+            state = self.checkpointer.names.get(name)
+            size = None
+            if self.checkpointer.is_excluded(name):
+                how = "excluded: recomputed if quick, else absent"
+            elif state is None:
+                how = "not stored yet (stored when this cell ends)" if self.journal.active else "not stored"
+            elif state.kind == STORED:
+                how = "stored" + (f" with {', '.join(sorted(state.group - {name}))}" if len(state.group) > 1 else "")
+                size = state.nbytes
+            elif state.kind == RECOMPUTE:
+                how = "recompute: replays " + (", ".join(f"#{c}" for c in state.cells) or "its cell")
+            elif state.kind == MODULE:
+                how = f"import {state.version}"
+            else:
+                how = state.kind
+            found.append({"name": name, "type": type(ns[name]).__name__, "bytes": size, "restored_by": how})
+        found.sort(key=lambda v: (-(v["bytes"] or 0), v["name"]))
+        return found
+
+    def _history(self, args: list[str]) -> None:
+        count = self._numbers(args, "history", at_most=1)
+        if count is None:
+            return
+        limit = count[0] if count else HISTORY_DEFAULT
+        records = [r for r in self.journal.records() if r.kind != "cell" or r.code.strip()][-limit:] if limit > 0 else []
+        if not records:
+            print("No cells are journaled in this session yet." if self.journal.active else f"Persistence is off: {self.journal.problem}.")
+            return
+        store = self.journal.store
+        versions = store.versions_between(records[0].seq, records[-1].seq) if store is not None else {}
+        rows = []
+        for record in records:
+            made = versions.get(record.seq, [])
+            stored = sorted(n for v in made if v["kind"] == STORED for n in v["names"])
+            recompute = sorted(n + (" (excluded)" if v.get("excluded") else "") for v in made if v["kind"] == RECOMPUTE for n in v["names"])
+            changed = sorted(set(record.writes or ()) | set(record.deletes or ()) | {n for v in made for n in v["names"]})
+            deleted = set(record.deletes or ())
+            rows.append(
+                [
+                    record.label,
+                    views.clock(record.started_at),
+                    views.seconds(record.duration),
+                    record.status,
+                    views.shorten(", ".join(f"-{n}" if n in deleted else n for n in changed), 40),
+                    views.shorten(", ".join(stored), 30),
+                    views.shorten(", ".join(recompute), 30),
+                    views.shorten(record.code.strip().splitlines()[0] if record.code.strip() else f"({record.kind})", 40),
+                ]
+            )
+        total = len(self.journal.records())
+        caption = f"Last {len(rows)} of {total} journaled executions (-name: deleted)"
+        text = caption + "\n" + views.text_table(views.HISTORY_HEADERS, rows)
+        display(views.bundle(text, views.html_table(views.HISTORY_HEADERS, rows, caption=caption)), raw=True)
+
+    def _diff(self, args: list[str]) -> None:
+        numbers = self._numbers(args, "diff", at_least=1, at_most=2)
+        if numbers is None or not self._active("compare"):
+            return
+        records = self.journal.records()
+        try:
+            first = timetravel.cell_numbered(records, numbers[0])
+            second = timetravel.cell_numbered(records, numbers[1]) if len(numbers) > 1 else records[-1]
+        except LookupError as exc:
+            print(f"%persist diff: {exc}.")
+            return
+        rows = [list(row) for row in timetravel.diff(self.journal.store, first, second, self.shell.user_module)]
+        until = f"cell {second.label}" if len(numbers) > 1 else "now (as stored)"
+        caption = f"Between after cell {first.label} and {until}: {len(rows)} variable(s) differ"
+        if not rows:
+            print(caption + ".")
+            return
+        text = caption + "\n" + views.text_table(views.DIFF_HEADERS, rows)
+        display(views.bundle(text, views.html_table(views.DIFF_HEADERS, rows, caption=caption)), raw=True)
+
+    # -- changing -------------------------------------------------------------------------
+
+    def _checkout(self, args: list[str]) -> None:
+        numbers = self._numbers(args, "checkout", at_least=1, at_most=1)
+        if numbers is None or not self._active("check out"):
+            return
+        journal = self.journal
+        if journal.writer is not None and not journal.writer.drain(timeout=60):
+            print("%persist checkout: large values are still being written to disk; try again in a moment.")
+            return
+        records = journal.records()
+        try:
+            target = timetravel.cell_numbered(records, numbers[0])
+        except LookupError as exc:
+            print(f"%persist checkout: {exc}.")
+            return
+        if target.status not in ("ok", "error", "interrupted"):
+            print(f"%persist checkout: cell {target.label} did not finish ({target.status}); its state was never stored.")
+            return
+        started = time.monotonic()
+        result = timetravel.checkout(self.shell, journal.store, records, target, self.checkpointer.names)
+        self.checkpointer.checked_out = result.pointers
+        print(result.summary() + f" ({time.monotonic() - started:.1f} s)")
+
+    def _exclude(self, args: list[str]) -> None:
+        if not args:
+            shown = self._exclusions()
+            ns = self.shell.user_ns
+            hit = sorted(n for n in user_names(ns, self.shell.user_ns_hidden) if self.checkpointer.is_excluded(n))
+            print(
+                "Excluded from persistence: "
+                + (", ".join(shown) if shown else "nothing")
+                + (f" (matching now: {', '.join(hit)})" if hit else "")
+                + "."
+            )
+            return
+        if not self._active("exclude names"):
+            return
+        patterns = [p for arg in args for p in shlex.split(arg)]
+        stored = self.journal.get_meta("excluded") or []
+        self.journal.set_meta(excluded=sorted(set(stored) | set(patterns)))
+        self._apply_exclusions()
+        ns = self.shell.user_ns
+        hit = sorted(n for n in user_names(ns, self.shell.user_ns_hidden) if self.checkpointer.is_excluded(n))
+        self.checkpointer.dirty.update(hit)  # stored again (as excluded) when this cell ends
+        already = sorted(n for n in hit if (s := self.checkpointer.names.get(n)) is not None and s.kind == STORED)
+        print(
+            f"Excluded from persistence: {', '.join(patterns)}."
+            + (f" Matching now: {', '.join(hit)}." if hit else "")
+            + " From now on these names are never stored; after a restart they are recomputed by replay if that is quick, otherwise absent."
+            + (
+                f" Versions of {', '.join(already)} stored before now stay in the history until %persist forget."
+                if already
+                else ""
+            )
+        )
+
+    def _include(self, args: list[str]) -> None:
+        if not args or not self._active("include names"):
+            if not args:
+                print("%persist include: name the names or patterns to store again, e.g. %persist include token.")
+            return
+        patterns = [p for arg in args for p in shlex.split(arg)]
+        stored = self.journal.get_meta("excluded") or []
+        self.journal.set_meta(excluded=[p for p in stored if p not in patterns])
+        self._apply_exclusions()
+        ns = self.shell.user_ns
+        self.checkpointer.dirty.update(n for n in user_names(ns, self.shell.user_ns_hidden) if not self.checkpointer.is_excluded(n))
+        message = f"Stored again from now on: {', '.join(p for p in patterns if p in stored) or 'nothing'}."
+        still = [p for p in patterns if self.checkpointer.is_excluded(p)]
+        if still:
+            message += (
+                f" Still excluded: {', '.join(still)}, by the pattern(s) {', '.join(self._exclusions())}"
+                + (" (from configuration, PersistentKernel.exclude)" if self.configured_exclusions else "")
+                + "."
+            )
+        print(message)
+
+    def _off(self, _args: list[str]) -> None:
+        if not self._active("pause"):
+            return
+        records = self.journal.records()
+        label = records[-1].label if records else "-"
+        self.journal.pause(label)
+        print(
+            "Persistence is paused in this kernel: cells are not journaled until %persist on. "
+            f"A crash now restores the session as it was after cell {label}."
+        )
+
+    def _on(self, _args: list[str]) -> None:
+        if not self.journal.paused:
+            print("Persistence is already on." if self.journal.active else f"Persistence is off: {self.journal.problem}.")
+            return
+        self.journal.resume()
+        self.checkpointer.full_pass = True  # whatever the paused cells did is stored now, whole
+        if self.checkpoint_now is not None:
+            self.checkpoint_now("resume")
+        print("Persistence is on again: the namespace as it is now is stored, and cells are journaled.")
+
+    def _verify(self, _args: list[str]) -> None:
+        if not self._active("verify"):
             return
         findings = self.checkpointer.verify()
         total = sum(len(names) for names in findings.values())
@@ -117,12 +350,13 @@ class PersistMagics(Magics):
             print(f"Not stored yet (stored when this cell ends): {', '.join(findings['unstored'])}")
         if findings["unstorable"]:
             print(f"Cannot be stored (rebuilt by replay after a restart): {', '.join(findings['unstorable'])}")
+        if findings["excluded"]:
+            print(f"Excluded from persistence: {', '.join(findings['excluded'])}")
         problems = self.journal.store.check()
         print("Store check: " + ("no problems." if not problems else "; ".join(problems)))
 
-    def _forget(self) -> None:
-        if not self.journal.active:
-            print(f"Nothing to forget: persistence is off for this kernel ({self.journal.problem}).")
+    def _forget(self, _args: list[str]) -> None:
+        if not self._active("forget"):
             return
         try:
             dropped = self.journal.forget()
@@ -134,3 +368,31 @@ class PersistMagics(Magics):
             f"Forgot session '{self.journal.session.name}': {dropped} journaled cell(s) dropped. This kernel "
             "no longer persists; restart it for an empty namespace (the next kernel persists as usual)."
         )
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _exclusions(self) -> list[str]:
+        return sorted(set(self.configured_exclusions) | set(self.journal.get_meta("excluded") or []))
+
+    def _apply_exclusions(self) -> None:
+        self.checkpointer.set_excluded(self._exclusions())
+
+    def _active(self, what: str) -> bool:
+        if self.journal.active:
+            return True
+        print(f"Cannot {what}: persistence is off for this kernel ({self.journal.problem}).")
+        return False
+
+    @staticmethod
+    def _numbers(args: list[str], command: str, *, at_least: int = 0, at_most: int) -> list[int] | None:
+        """Cell numbers as the user typed them (``12`` or ``[12]``); None after telling what is wrong."""
+        try:
+            numbers = [int(arg.strip("[]")) for arg in args]
+        except ValueError:
+            numbers = None
+        if numbers is None or not at_least <= len(numbers) <= at_most:
+            expected = {"history": "[N]", "checkout": "N", "diff": "N [M]"}[command]
+            print(f"%persist {command}: expected {expected} (cell numbers as shown in the notebook), got {' '.join(args) or 'nothing'}.")
+            return None
+        return numbers
+

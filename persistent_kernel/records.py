@@ -17,6 +17,9 @@ INTERRUPTED = "interrupted"  # KeyboardInterrupt / cancelled: never replayed (co
 DIED = "died"  # the kernel died while it ran: never replayed (it may be what killed it)
 SKIPPED = "skipped"  # killed a restore while being replayed: never replayed again
 
+# Journal entries that are not cells: changes stored outside a cell's code (never replayed).
+EVENT_NAMES = {"verify": "idle check", "resume": "resume"}
+
 # The outcomes whose effects are part of the session and are rebuilt by replay.
 REPLAYED_STATUSES = frozenset({OK, ERROR})
 
@@ -38,7 +41,7 @@ class CellRecord:
     store_history: bool = True
     cell_id: str | None = None
     started_at: float = 0.0  # unix time, written ahead
-    kind: str = "cell"  # "cell", or "verify": an idle full check that stored what cells did not show
+    kind: str = "cell"  # "cell"; "verify": an idle full check that stored what cells did not show; "resume": %persist on
     random_state_before: dict | None = None  # the global generators as the cell found them (when changed)
     status: str = STARTED
     duration: float | None = None  # seconds, with the outcome
@@ -53,8 +56,8 @@ class CellRecord:
     @property
     def label(self) -> str:
         """How the user knows this cell: ``[15]``, ``silent execution #7``, ``idle check #9``."""
-        if self.kind == "verify":
-            return f"idle check #{self.seq}"
+        if self.kind != "cell":
+            return f"{EVENT_NAMES.get(self.kind, self.kind)} #{self.seq}"
         if self.silent or not self.store_history:
             return f"silent execution #{self.seq}"
         return f"[{self.execution_count}]"

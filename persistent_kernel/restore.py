@@ -53,6 +53,70 @@ from .store import is_landed
 
 _PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
 _LIST_AT_MOST = 5
+LONG_RESTORE_SECONDS = 2.0  # a restore this long reports its progress (log) and its phases (summary)
+
+
+class RestoreProgress:
+    """Progress of a restore, for the kernel log: silent for the first seconds, then a line a second.
+
+    The restore runs before the kernel serves its first request, so the log is
+    where progress can go while it runs (a thread writes it, so one long replayed
+    cell is reported too); the phases' times go into the summary the first cell shows.
+    """
+
+    @classmethod
+    def to_kernel_log(cls) -> RestoreProgress:
+        """Lines on the kernel's stderr (its log), through a copy of the descriptor taken now:
+        while cells are replayed, descriptors 1 and 2 point at /dev/null."""
+        try:
+            stream = os.fdopen(os.dup(2), "w", buffering=1)
+        except OSError:
+            return cls()
+        return cls(lambda line: stream.write(f"[persistent_kernel] {line}\n"), closing=stream)
+
+    def __init__(self, log: Any = None, *, after: float = LONG_RESTORE_SECONDS, every: float = 1.0, closing: Any = None) -> None:
+        self.log = log  # a callable taking one line, or None
+        self._closing = closing  # closed by finish()
+        self.every = every
+        self.started = time.monotonic()
+        self.phases: dict[str, float] = {}
+        self._phase: str | None = None
+        self._phase_started = self.started
+        self._where = ""
+        self._done = threading.Event()
+        if log is not None:
+            self._timer = threading.Timer(after, self._report)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def phase(self, name: str) -> None:
+        now = time.monotonic()
+        if self._phase is not None:
+            self.phases[self._phase] = self.phases.get(self._phase, 0.0) + now - self._phase_started
+        self._phase, self._phase_started = name, now
+        self._where = name
+
+    def step(self, done: int, total: int, what: str = "") -> None:
+        self._where = f"{self._phase} {done + 1}/{total}{f' ({what})' if what else ''}"
+
+    def _report(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.log(f"restoring the session: {self._where}, {time.monotonic() - self.started:.0f} s so far")
+            except (OSError, ValueError):  # the stream closed as the restore finished
+                return
+            self._done.wait(self.every)
+
+    def finish(self) -> dict[str, float]:
+        if not self._done.is_set():
+            self._done.set()
+            self.phase("done")
+            self.phases.pop("done", None)
+            if self._closing is not None:
+                if self.log is not None and time.monotonic() - self.started >= LONG_RESTORE_SECONDS:
+                    self.log(f"restored the session in {time.monotonic() - self.started:.1f} s")
+                self._closing.close()
+        return {phase: seconds for phase, seconds in self.phases.items() if seconds >= 0.05}
 
 
 @dataclass
@@ -72,6 +136,9 @@ class RestoreReport:
     skipped: list[str] = field(default_factory=list)  # killed an earlier restore
     failures: list[dict[str, str]] = field(default_factory=list)  # ran before, failed in replay
     context_problems: list[str] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)  # excluded name -> "recomputed" or why it is absent
+    paused_after: str | None = None  # persistence was paused (%persist off) after this cell when the kernel died
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for a long restore
     next_execution_count: int = 1
     finished_at: float = 0.0
 
@@ -81,10 +148,25 @@ class RestoreReport:
             what.append(f"loaded {self.loaded} variable{_s(self.loaded)} ({_human(self.loaded_bytes)})")
         if self.replayed:
             what.append(f"replayed {self.replayed} cell{_s(self.replayed)}")
-        parts = [f"Restored session '{self.session_name}': {' and '.join(what)} in {self.seconds:.1f} s."]
-        if self.recomputed:
-            cells = sorted({label for labels in self.recomputed.values() for label in labels}, key=_label_order)
-            parts.append(f"Recomputed {_join(sorted(self.recomputed))} by replaying cell{_s(len(cells))} {_join(cells)}.")
+        took = f"{self.seconds:.1f} s"
+        if self.seconds >= LONG_RESTORE_SECONDS and self.phases:
+            took += " (" + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.phases.items()) + ")"
+        parts = [f"Restored session '{self.session_name}': {' and '.join(what)} in {took}."]
+        recomputed = {name: labels for name, labels in self.recomputed.items() if name not in self.excluded}
+        if recomputed:
+            cells = sorted({label for labels in recomputed.values() for label in labels}, key=_label_order)
+            parts.append(f"Recomputed {_join(sorted(recomputed))} by replaying cell{_s(len(cells))} {_join(cells)}.")
+        if self.excluded:
+            shown = [name if how == "recomputed" else f"{name} ({how})" for name, how in sorted(self.excluded.items())]
+            rebuilt = [name for name, how in self.excluded.items() if how == "recomputed"]
+            parts.append(
+                f"Excluded from persistence (%persist exclude): {_join(shown)}"
+                + (f"; {_join(sorted(rebuilt))} recomputed by replay." if rebuilt else ".")
+            )
+        if self.paused_after:
+            parts.append(
+                f"Persistence was paused (%persist off) after cell {self.paused_after}: what later cells did was not kept."
+            )
         unlanded = sorted(name for name in self.unlanded if name in self.recomputed)
         if unlanded:
             verb = "was" if len(unlanded) == 1 else "were"
@@ -92,8 +174,9 @@ class RestoreReport:
                 f"({_join(unlanded)} {verb} still being written to disk when the kernel stopped, "
                 "so the replay started from the version before.)"
             )
-        if self.lost:
-            shown = [f"{name} ({why})" for name, why in sorted(self.lost.items())]
+        lost = {name: why for name, why in self.lost.items() if name not in self.excluded}
+        if lost:
+            shown = [f"{name} ({why})" for name, why in sorted(lost.items())]
             parts.append(f"Could not rebuild {_join(shown)}.")
         rebuilt_partly = {name: labels for name, labels in self.incomplete.items() if name in self.recomputed}
         if rebuilt_partly:
@@ -139,23 +222,37 @@ def _join(labels: list[str]) -> str:
     return shown + (f" and {len(labels) - _LIST_AT_MOST} more" if len(labels) > _LIST_AT_MOST else "")
 
 
+def replayable(record: CellRecord) -> bool:
+    """A cell that ran to its end (or its error), with code that builds state: not an event, not ``%persist``."""
+    return record.status in rec.REPLAYED_STATUSES and record.kind == "cell" and not is_persist_command(record.code)
+
+
 def is_persist_command(code: str) -> bool:
     """A cell made only of ``%persist`` lines: about the journal, not the namespace; never replayed."""
     lines = [line for line in code.splitlines() if line.strip()]
     return bool(lines) and all(_PERSIST_MAGIC_LINE.match(line) for line in lines)
 
 
-def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[str, NameState]] | None:
+def restore_session(
+    shell: Any, journal: Journal, *, progress: RestoreProgress | None = None, excluded_replay_limit: float = 2.0
+) -> tuple[RestoreReport, dict[str, NameState]] | None:
     """Rebuild the namespace: stored versions, then the fewest cells for the rest, then process state.
 
     Returns the report and what the store holds per name (for the checkpointer),
-    or None when the session has no history.
+    or None when the session has no history. A name excluded from persistence is
+    rebuilt only if the cells that make it took at most ``excluded_replay_limit``
+    seconds when they ran.
     """
     records = journal.records()
     if not records:
         return None
+    progress = progress or RestoreProgress()
     report = RestoreReport(session_name=journal.session.name)
     started = time.monotonic()
+    paused = journal.get_meta("paused")
+    if paused:
+        report.paused_after = paused.get("after")
+        journal.set_meta(paused=None)  # this kernel persists again
     by_seq = {record.seq: record for record in records}
 
     # A cell that was being replayed when a restore died: once may be an impatient
@@ -178,13 +275,14 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
     if context:
         # Paths first: stored objects and modules may need the user's sys.path and working directory.
         report.context_problems = apply_process_context(shell, context)
-    plan = _load_stored(shell, journal, report)
+    progress.phase("loading")
+    plan = _load_stored(shell, journal, report, progress)
+    _leave_out_costly_excluded(plan, report, by_seq, excluded_replay_limit)
     # Cells whose changes were never checkpointed (an older store, a failed checkpoint) are replayed whole.
-    needed = {
-        r.seq for r in records if r.status in rec.REPLAYED_STATUSES and not r.checkpointed and not is_persist_command(r.code)
-    }
+    needed = {r.seq for r in records if r.status in rec.REPLAYED_STATUSES and not r.checkpointed}
     needed |= _cells_for(plan.rebuild, plan.cells, by_seq)
-    to_replay = [by_seq[seq] for seq in sorted(needed) if by_seq[seq].status in rec.REPLAYED_STATUSES]
+    # %persist cells act on the journal (a checkout's effect is in its checkpoint): never replayed.
+    to_replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
     for name in plan.rebuild:
         # Cells a rebuild needs that are never replayed (interrupted, died, skipped): say so.
         missing = [by_seq[c].label for c in sorted(plan.cells.get(name, ())) if c in by_seq and by_seq[c].status not in rec.REPLAYED_STATUSES]
@@ -194,8 +292,10 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
     before = set(ns)
     plan.based_cells = {seq for name in plan.based for seq in plan.cells.get(name, ())}
     as_of_cache: dict[str, dict[str, Any] | Exception] = {}
+    progress.phase("replaying")
     with quiet_output(shell) as tracebacks:
-        for record in to_replay:
+        for done, record in enumerate(to_replay):
+            progress.step(done, len(to_replay), f"cell {record.label}")
             # Written before the cell runs: if it kills this process, the next start skips it.
             journal.set_meta(replaying=record.seq)
             if record.seq in plan.based_cells:
@@ -225,6 +325,8 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
             plan.states[name] = plan.recompute_states[name]
         else:
             report.lost[name] = reason
+        if name in plan.excluded:
+            report.excluded[name] = "recomputed" if name in ns else "not restored: replaying its cells did not rebuild it"
 
     if context and to_replay:
         apply_process_context(shell, context)  # a replayed `%cd` or `sys.path` edit is not the session's last word
@@ -238,6 +340,7 @@ def restore_session(shell: Any, journal: Journal) -> tuple[RestoreReport, dict[s
     report.next_execution_count = max(counted, default=0) + 1
     shell.execution_count = report.next_execution_count
     report.seconds = time.monotonic() - started
+    report.phases = progress.finish()
     report.finished_at = time.time()
     journal.set_meta(last_restore=report.to_dict())
     return report, plan.states
@@ -301,6 +404,7 @@ class _Plan:
     based: set[str] = field(default_factory=set)  # rebuilt from an earlier version: replay only the cells since
     based_cells: set[int] = field(default_factory=set)  # the cells replayed for them
     helpers: set[str] = field(default_factory=set)  # other names bound only so those cells can run
+    excluded: set[str] = field(default_factory=set)  # never stored (%persist exclude): rebuilt if cheap
 
 
 def _start_from_earlier(
@@ -405,7 +509,17 @@ def _landed_base(store: Any, name: str, before: int) -> tuple[str, dict[str, Any
     return None
 
 
-def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
+def _leave_out_costly_excluded(plan: _Plan, report: RestoreReport, by_seq: dict[int, CellRecord], limit: float) -> None:
+    """An excluded name is rebuilt only when its cells are cheap to run again; otherwise it stays absent."""
+    for name in sorted(plan.excluded):
+        cells = _cells_for({name: ""}, plan.cells, by_seq)
+        seconds = sum(by_seq[seq].duration or 0.0 for seq in cells)
+        if seconds > limit:
+            del plan.rebuild[name]
+            report.excluded[name] = f"not restored: its cells took {seconds:.1f} s to run"
+
+
+def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: RestoreProgress) -> _Plan:
     """Load the latest version of every live group; list what must be recomputed.
 
     Modules are imported first (unpickling may need them). A load that killed two
@@ -455,6 +569,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             if not _loadable(store, version) or isinstance(loaded.get(key), dict) or key in tried:
                 continue
             tried.add(key)
+            progress.step(len(loaded), len(versions), _name)
             if key in poisoned:
                 loaded[key] = RuntimeError("loading it stopped an earlier restore")
                 continue
@@ -469,6 +584,8 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport) -> _Plan:
             plan.rebuild[name] = "its stored version is missing"
         elif version["kind"] == RECOMPUTE:
             plan.rebuild[name] = version.get("reason", "cannot be stored")
+            if version.get("excluded"):
+                plan.excluded.add(name)
             plan.cells[name] = set(version["cells"])
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]), None, tuple(version["cells"]))
         elif not _loadable(store, version):

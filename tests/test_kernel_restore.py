@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -248,11 +249,11 @@ def test_persist_status_tells_where_and_what(kernel, pk_home: Path) -> None:
     k = kernel()
     run(k, "x = 1")
     crash_and_restart(k)
-    status = k.execute("%persist status").stdout
-    assert "Session:        test-session" in status
+    status = k.execute("%persist status").text
+    assert re.search(r"Session: +test-session", status)
     assert str(pk_home / "sessions" / "test-session") in status
-    assert "Persistence:    on" in status
-    assert "Cells journaled: 3" in status  # x = 1, the first cell after the restart, and this one
+    assert re.search(r"Persistence: +on", status)
+    assert re.search(r"Cells journaled: +3", status)  # x = 1, the first cell after the restart, and this one
     assert "Last restore:" in status and "loaded 1 variables, replayed 0 cells" in status
 
 
@@ -283,7 +284,7 @@ def test_unopenable_store_leaves_a_working_kernel_and_the_files(kernel, pk_home:
     assert first.status == "ok" and first.result == "42"
     assert "Persistence is off for this kernel" in first.stderr and str(store) in first.stderr
     assert "Persistence is off" not in k.execute("1").stderr  # told once
-    assert "OFF" in k.execute("%persist status").stdout
+    assert "OFF" in k.execute("%persist status").text
     k.shutdown()
     assert {p: p.read_bytes() for p in files} == files  # nothing changed, nothing deleted
 
@@ -298,4 +299,4 @@ def test_a_journal_that_cannot_be_written_warns_once_and_the_cells_still_run(ker
         warnings.append(result.stderr)
     assert sum("Could not write to the session journal" in w for w in warnings) == 1
     assert k.evaluate("len(s)") == "30000"
-    assert "DEGRADED" in k.execute("%persist status").stdout
+    assert "DEGRADED" in k.execute("%persist status").text

@@ -66,7 +66,7 @@ def test_forget_stops_persisting_until_the_next_kernel(kernel) -> None:
     run(k, "x = 41; z = 5")
     assert "This kernel no longer persists" in k.execute("%persist forget").stdout
     run(k, "y = x + 1")
-    assert "OFF" in k.execute("%persist status").stdout
+    assert "OFF" in k.execute("%persist status").text
     crash_and_restart(k)
     assert k.evaluate("[n for n in ('x', 'y', 'z') if n in globals()]") == "[]"
     run(k, "fresh = 1")

@@ -1,0 +1,286 @@
+"""Time travel: the namespace as it stood after an earlier cell, and what differs between two cells.
+
+Every version of every name is kept (large ones within the history budget), so
+"the namespace after cell N" is the name pointers as of N. A checkout binds
+those versions in the live namespace; only groups that could not be stored are
+rebuilt, by replaying their cells with the stored values as of N around them.
+
+The checkout is itself a cell: the checkpointer records its new pointers (to
+the old versions, nothing is written twice) when the ``%persist checkout`` cell
+ends, so a later checkout can go forward again, and a crash after a checkout
+restores the checked-out state.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
+from .context import apply_random_state
+from .records import CellRecord
+from .restore import (
+    _cells_for,
+    _load_version,
+    _loadable,
+    _random_state_at,
+    quiet_output,
+    replayable,
+)
+from .tracking import user_names
+
+_MISSING = object()
+SHOWN_VALUE_BYTES = 256  # diff shows values this small (stored inline in their version record)
+
+
+def cell_numbered(records: list[CellRecord], number: int) -> CellRecord:
+    """The cell the user knows as ``[number]`` (the last one with that count, after a restore reused it)."""
+    for record in reversed(records):
+        if record.store_history and record.execution_count == number and record.kind == "cell":
+            return record
+    shown = [r.execution_count for r in records if r.store_history and r.kind == "cell"]
+    span = f"cells [{min(shown)}] to [{max(shown)}]" if shown else "no cells yet"
+    raise LookupError(f"there is no cell [{number}] in this session's journal ({span})")
+
+
+def why_not_loadable(store: Any, pointer: dict[str, Any], version: dict[str, Any] | None) -> str:
+    """In plain words, why a stored version cannot be loaded."""
+    if version is None:
+        return "its stored version is missing"
+    if version.get("pruned"):
+        return (
+            f"its version from cell {pointer['seq']} was pruned to keep the store within its history budget "
+            "(PersistentKernel.history_budget)"
+        )
+    return f"its version from cell {pointer['seq']} never reached the disk ({version.get('dropped') or 'the kernel stopped while writing it'})"
+
+
+@dataclass
+class Checkout:
+    """What ``checkout`` did, and the pointers the checkpointer records for it."""
+
+    label: str
+    bound: list[str] = field(default_factory=list)  # loaded from their versions as of the cell
+    kept: list[str] = field(default_factory=list)  # unchanged since: the live objects stay
+    removed: list[str] = field(default_factory=list)  # did not exist after the cell
+    recomputed: dict[str, list[str]] = field(default_factory=dict)  # name -> cells replayed for it
+    missing: dict[str, str] = field(default_factory=dict)  # name -> why it is not there
+    # name -> (the object bound, its pointer, its state): recorded by the checkout cell's checkpoint
+    pointers: dict[str, tuple[Any, dict[str, Any], NameState]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"Checked out the namespace as it was after cell {self.label}:"]
+        changed = len(self.bound) + len(self.recomputed)
+        parts.append(f"{changed} variable{'' if changed == 1 else 's'} restored, {len(self.kept)} unchanged, {len(self.removed)} removed.")
+        if self.recomputed:
+            cells = sorted({c for labels in self.recomputed.values() for c in labels})
+            parts.append(f"Recomputed {', '.join(sorted(self.recomputed))} by replaying {', '.join(cells)}.")
+        if self.missing:
+            parts.append("Not restored: " + "; ".join(f"{name} ({why})" for name, why in sorted(self.missing.items())) + ".")
+        parts.append("Outputs on screen are unchanged. This checkout is journaled: check out a later cell to go forward again.")
+        return " ".join(parts)
+
+
+def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRecord, current: dict[str, NameState]) -> Checkout:
+    """Make the live namespace what it was after ``target``; ``current`` is what the store holds now."""
+    result = Checkout(label=target.label)
+    ns = shell.user_ns
+    as_of = {name: p for name, p in store.pointers_as_of(target.seq).items() if p["state"] != "deleted"}
+    live_now = set(user_names(ns, shell.user_ns_hidden))
+
+    by_version: dict[str, list[str]] = {}
+    rebuild: dict[str, dict[str, Any]] = {}
+    values: dict[str, Any] = {}
+    for name, pointer in sorted(as_of.items()):
+        if pointer["state"] == MODULE:
+            try:
+                values[name] = importlib.import_module(pointer["module"])
+            except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
+                result.missing[name] = f"module {pointer['module']}: {type(exc).__name__}"
+                continue
+            state = NameState(MODULE, 0, version=pointer["module"])
+            result.pointers[name] = (values[name], {"state": MODULE, "module": pointer["module"]}, state)
+        else:
+            by_version.setdefault(pointer["version"], []).append(name)
+
+    stored_versions: dict[str, tuple[dict[str, Any], list[str]]] = {}  # for undoing a replay's mutations
+    for key, names in by_version.items():
+        version = store.version(bytes.fromhex(key))
+        if version is not None and version["kind"] == STORED:
+            stored_versions[key] = (version, names)
+        unchanged = all((state := current.get(name)) is not None and state.version == key and name in ns for name in names)
+        if version is not None and version["kind"] == RECOMPUTE and not unchanged:
+            for name in names:
+                rebuild[name] = version
+            continue
+        if unchanged:
+            result.kept.extend(names)  # unchanged since that cell: the live objects are those values
+            continue
+        pointer = as_of[names[0]]
+        if not _loadable(store, version):
+            for name in names:
+                result.missing[name] = why_not_loadable(store, pointer, version)
+            continue
+        loaded = _load_version(shell.user_module, store, version)
+        if isinstance(loaded, Exception):
+            for name in names:
+                result.missing[name] = f"its stored value failed to load ({type(loaded).__name__}: {loaded})"[:200]
+            continue
+        for name in names:
+            values[name] = loaded[name]
+            state = NameState(STORED, 0, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0))
+            result.pointers[name] = (loaded[name], {"state": "live", "version": key}, state)
+            result.bound.append(name)
+
+    # The namespace after the cell: what it had, nothing else (unstorable groups are rebuilt below).
+    for name in live_now - set(as_of):
+        ns.pop(name, None)
+        result.removed.append(name)
+    for name in rebuild:
+        ns.pop(name, None)
+    ns.update(values)
+    if rebuild:
+        touched = _rebuild(shell, store, records, target, rebuild, values, result)
+        _reload_touched(shell, store, stored_versions, touched, result)
+    for name in rebuild:
+        if name in ns:
+            version = rebuild[name]
+            key = as_of[name]["version"]
+            state = NameState(RECOMPUTE, 0, key, frozenset(version["names"]), None, tuple(version["cells"]))
+            result.pointers[name] = (ns[name], {"state": "live", "version": key}, state)
+
+    random_state = _random_state_at(records, target.seq + 1)
+    if random_state:
+        apply_random_state(random_state)
+    result.removed.sort()
+    result.kept.sort()
+    return result
+
+
+def _reload_touched(
+    shell: Any, store: Any, stored_versions: dict[str, tuple[dict[str, Any], list[str]]], touched: set[str], result: Checkout
+) -> None:
+    """Stored values win in place too: a version whose names a replayed cell used is loaded again.
+
+    (``a.append(3); g = (x for x in a)`` replayed to rebuild ``g`` appends to ``a`` a second time.)
+    """
+    ns = shell.user_ns
+    for key, (version, names) in stored_versions.items():
+        if not touched.intersection(names) or not _loadable(store, version):
+            continue
+        loaded = _load_version(shell.user_module, store, version)
+        if isinstance(loaded, Exception):
+            continue
+        for name in names:
+            ns[name] = loaded[name]
+            state = NameState(STORED, 0, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0))
+            result.pointers[name] = (loaded[name], {"state": "live", "version": key}, state)
+            if name in result.kept:
+                result.kept.remove(name)
+                result.bound.append(name)
+
+
+def _rebuild(
+    shell: Any,
+    store: Any,
+    records: list[CellRecord],
+    target: CellRecord,
+    rebuild: dict[str, dict[str, Any]],
+    stored: dict[str, Any],
+    result: Checkout,
+) -> set[str]:
+    """Replay the cells that made the unstorable names (up to ``target``); stored values win after each.
+
+    Returns the names the replayed cells read or bound.
+    """
+    by_seq = {r.seq: r for r in records if r.seq <= target.seq}
+    cells: dict[str, set[int]] = {}
+    for name, version in rebuild.items():
+        history = {p["seq"] for p in store.name_history(name) if p["seq"] <= target.seq and p["state"] == "live"}
+        cells[name] = set(version["cells"]) | history
+    needed = _cells_for({name: "" for name in rebuild}, cells, by_seq)
+    replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
+    ns = shell.user_ns
+    before = set(ns)
+    with quiet_output(shell) as tracebacks:
+        for record in replay:
+            random_state = _random_state_at(records, record.seq)
+            if random_state:
+                apply_random_state(random_state)
+            try:
+                # Never stored in history: this runs inside the user's %persist cell.
+                shell.run_cell(record.code, store_history=False, silent=True)
+            except BaseException:  # noqa: BLE001 - a replay never takes the kernel down
+                pass
+            tracebacks.clear()
+            for name, value in stored.items():
+                if ns.get(name, _MISSING) is not value:
+                    ns[name] = value  # stored values win over what a replayed cell made
+    for name in set(ns) - before - set(rebuild):
+        ns.pop(name, None)  # made only by the replay
+    labels = [r.label for r in replay]
+    touched = {name for r in replay for name in (*(r.reads or ()), *(r.writes or ()))}
+    for name in rebuild:
+        if name in ns:
+            result.recomputed[name] = labels
+        else:
+            result.missing[name] = f"{rebuild[name].get('reason', 'cannot be stored')}, and replaying its cells did not rebuild it"
+    return touched
+
+
+def describe(store: Any, name: str, pointer: dict[str, Any] | None, cache: dict[str, Any], main: Any = None) -> tuple[str, str | None]:
+    """(how a name stood, a comparable identity of its value) from its pointer.
+
+    A small value stored inside its version record is shown as its repr.
+    """
+    if pointer is None or pointer["state"] == "deleted":
+        return "-", None
+    if pointer["state"] == MODULE:
+        return f"module {pointer['module']}", f"module:{pointer['module']}"
+    key = pointer["version"]
+    if key not in cache:
+        cache[key] = store.version(bytes.fromhex(key))
+    version = cache[key]
+    if version is None:
+        return "missing version", key
+    if version["kind"] == RECOMPUTE:
+        return "recompute", key
+    identity = version.get("digest") or key
+    if "inline" in version and version.get("nbytes", 0) <= SHOWN_VALUE_BYTES:
+        values = cache.setdefault(("values", key), _load_version(main, store, version))
+        if isinstance(values, dict) and name in values:
+            try:
+                return _shorten(repr(values[name]), 40), identity
+            except Exception:  # noqa: BLE001 - a user __repr__ may raise: fall back to the size
+                pass
+    return f"{_human(version.get('nbytes', 0))} stored", identity
+
+
+def diff(store: Any, first: CellRecord, second: CellRecord, main: Any = None) -> list[tuple[str, str, str, str]]:
+    """Names that differ between after ``first`` and after ``second``: (name, change, before, after)."""
+    before = store.pointers_as_of(first.seq)
+    after = store.pointers_as_of(second.seq)
+    cache: dict[Any, Any] = {}
+    rows = []
+    for name in sorted(set(before) | set(after)):
+        old, old_id = describe(store, name, before.get(name), cache, main)
+        new, new_id = describe(store, name, after.get(name), cache, main)
+        if old_id == new_id:
+            continue
+        change = "added" if old_id is None else "removed" if new_id is None else "changed"
+        rows.append((name, change, old, new))
+    return rows
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
