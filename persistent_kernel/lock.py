@@ -59,6 +59,36 @@ class SessionLock:
         except (OSError, ValueError):
             return None
 
+    def is_held(self) -> bool:
+        """Whether a live process holds the lock (this one included), without keeping it.
+
+        Trusts the lock, not the pid file: a kernel killed with SIGKILL leaves its
+        pid behind, but the OS dropped its lock. The probe takes a shared lock on
+        a descriptor of its own and lets go at once, so a kernel starting at that
+        instant (it retries for ``lock_timeout``) is not turned away. Closing that
+        descriptor would also drop a lock this process held on the file through
+        another ``SessionLock``; the command line never does both.
+        """
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False  # no kernel ever ran on it (an imported store)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    def holder_if_alive(self) -> int | None:
+        """The pid of the live process holding the lock; None when none does (or its pid is unreadable)."""
+        return self.holder() if self.is_held() else None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the lock
