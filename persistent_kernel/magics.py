@@ -19,6 +19,7 @@ from . import timetravel, views
 from .checkpoint import MODULE, RECOMPUTE, STORED, Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
+from .restore import is_replaying
 from .tracking import user_names
 
 COMMANDS = ("status", "history", "checkout", "diff", "forget", "exclude", "include", "off", "on", "verify")
@@ -136,6 +137,8 @@ class PersistMagics(Magics):
         Examples: `%persist history 5`, `%persist checkout 12`, `%persist diff 3 7`,
         `%persist exclude api_key 'scratch_*'`.
         """
+        if is_replaying():
+            return  # a replayed cell that also holds a %persist line: the journal is not the replay's to change
         try:
             args = parse_argstring(self.persist, line)
         except Exception as exc:  # noqa: BLE001 - UsageError and argparse's exits: a message, never a traceback

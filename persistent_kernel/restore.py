@@ -807,6 +807,14 @@ def no_file_changes() -> Iterator[None]:
         _created_in_replay.clear()
 
 
+_replaying = threading.local()
+
+
+def is_replaying() -> bool:
+    """Whether this thread is replaying journaled cells (``%persist`` then does nothing)."""
+    return getattr(_replaying, "active", False)
+
+
 @contextlib.contextmanager
 def quiet_output(shell: Any) -> Iterator[list[Any]]:
     """Suppress everything replayed code would show: streams, displays, results, tracebacks.
@@ -826,10 +834,12 @@ def quiet_output(shell: Any) -> Iterator[list[Any]]:
     saved_input, saved_getpass = builtins.input, getpass.getpass
     builtins.input = getpass.getpass = _no_input
     sink = io.StringIO()
+    _replaying.active = True
     try:
         with _quiet_fds(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), no_file_changes():
             yield tracebacks
     finally:
+        _replaying.active = False
         builtins.input, getpass.getpass = saved_input, saved_getpass
         del shell._showtraceback
         for obj in hooks:

@@ -243,9 +243,21 @@ def check_crash_recovery(run: Run) -> None:
     assert before and after and before.group(1) == after.group(1), printed
 
 
+def check_time_travel(run: Run) -> None:
+    printed = [stream(c, "stdout") for c in run.before]
+    good = next(text for text in printed if "(cell [" in text).split(",")[0]  # "slope 3.03"
+    # After the checkout and after the kill alike: the good fit, not the mistake made after it.
+    assert stream(run.before[-1], "stdout").startswith(good)
+    assert stream(run.after[0], "stdout").startswith(good)
+    history = next(c for c in run.before if c.source.startswith("%persist history"))
+    shown = "".join(o.get("data", {}).get("text/html", "") for o in history.outputs)
+    assert "<table" in shown and "np.clip" in shown  # the HTML table JupyterLab renders
+
+
 EXTRA_CHECKS: dict[str, Callable[[Run], None]] = {
     "poker_table": check_poker_table,
     "crash_recovery": check_crash_recovery,
+    "time_travel": check_time_travel,
 }
 
 
