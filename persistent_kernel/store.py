@@ -541,6 +541,19 @@ class Store:
             raw = txn.get(key)
         return None if raw is None else json.loads(bytes(raw))
 
+    def versions_between(self, first: int, last: int) -> dict[int, list[dict[str, Any]]]:
+        """The versions cells ``first`` … ``last`` created, by cell (for ``%persist history``)."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        with self._env.begin(db=self._versions) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(_seq_key(first)):
+                for key, value in cursor:
+                    seq = int.from_bytes(bytes(key)[:8], "big")
+                    if seq > last:
+                        break
+                    found.setdefault(seq, []).append(json.loads(bytes(value)))
+        return found
+
     def versions_with_files(self, blobs: set[str], before: int) -> list[tuple[bytes, dict[str, Any], int]]:
         """Versions of cells before ``before`` that name any of these large blobs, newest first."""
         found = []
