@@ -24,7 +24,7 @@ from .errors import PersistenceError
 from .lock import SessionLock
 from .records import STARTED, CellRecord
 from .session import session_id_for
-from .store import Store, is_landed, version_key
+from .store import Store, is_landed
 
 DATA_FILE = "data.mdb"
 
@@ -323,14 +323,6 @@ def _status(record: CellRecord, live: bool, last: bool) -> str:
 # -- the journal --------------------------------------------------------------------
 
 
-def _cell_versions(store: Store, seq: int) -> list[dict[str, Any]]:
-    """The group versions cell ``seq`` created (their ordinals count up from 0)."""
-    found = []
-    while (version := store.version(version_key(seq, len(found)))) is not None:
-        found.append(version)
-    return found
-
-
 def history(path: Path, last: int | None = 10) -> list[dict[str, Any]]:
     """The last ``last`` journal entries (all when None), oldest first."""
     live, _ = live_pid(path)
@@ -338,11 +330,12 @@ def history(path: Path, last: int | None = 10) -> list[dict[str, Any]]:
         records = list(store.records())
         shown = records if last is None else records[-last:] if last > 0 else []
         entries = []
+        versions = store.versions_between(shown[0].seq, shown[-1].seq) if shown else {}
         for record in shown:
             stored: list[str] = []
             recompute: list[str] = []
             nbytes = 0
-            for version in _cell_versions(store, record.seq):
+            for version in versions.get(record.seq, []):
                 if version.get("kind") == "recompute":
                     recompute += version.get("names", [])
                 else:

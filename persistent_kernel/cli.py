@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import DISPLAY_NAME, KERNEL_NAME, __version__
+from . import DISPLAY_NAME, KERNEL_NAME, __version__, views
 
 PROG = "persistent-kernel"
 
@@ -29,18 +29,8 @@ class _Refused(Exception):
 # -- rendering helpers ---------------------------------------------------------------
 
 
-def _bytes(n: int | None) -> str:
-    """Decimal units, as the restore summary and ``%persist`` write them."""
-    if n is None:
-        return "-"
-    if n < 1000:
-        return f"{n} B"
-    size = float(n)
-    for unit in ("KB", "MB", "GB"):
-        size /= 1000
-        if size < 1000:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1000:.1f} TB"
+_bytes = views.human_bytes
+_took = views.seconds
 
 
 def _when(t: float | None) -> str:
@@ -65,24 +55,12 @@ def _ago(t: float | None) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(t))
 
 
-def _took(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
-
-
 def _names(names: list[str], width: int = 40) -> str:
-    text = ", ".join(names) or "-"
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return views.shorten(", ".join(names) or "-", width)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines)
+    return views.text_table(header, rows, rule=False)
 
 
 def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
