@@ -19,7 +19,7 @@ from . import timetravel, views
 from .checkpoint import MODULE, RECOMPUTE, STORED, Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
-from .restore import is_replaying
+from .restore import is_replaying, replayable
 from .tracking import user_names
 
 COMMANDS = ("status", "history", "checkout", "diff", "forget", "exclude", "include", "off", "on", "verify")
@@ -166,6 +166,7 @@ class PersistMagics(Magics):
     def _variables(self) -> list[dict[str, Any]]:
         """Every user variable: its type, its stored size, and how a restart brings it back."""
         ns = self.shell.user_ns
+        replayed = {r.seq: r.label for r in self.journal.records() if replayable(r)}
         found = []
         for name in user_names(ns, self.shell.user_ns_hidden):
             state = self.checkpointer.names.get(name)
@@ -178,7 +179,7 @@ class PersistMagics(Magics):
                 how = "stored" + (f" with {', '.join(sorted(state.group - {name}))}" if len(state.group) > 1 else "")
                 size = state.nbytes
             elif state.kind == RECOMPUTE:
-                how = "recompute: replays " + (", ".join(f"#{c}" for c in state.cells) or "its cell")
+                how = "recompute: replays " + (", ".join(replayed[c] for c in state.cells if c in replayed) or "its cells")
             elif state.kind == MODULE:
                 how = f"import {state.version}"
             else:
