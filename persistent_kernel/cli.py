@@ -231,7 +231,9 @@ def _history(args: argparse.Namespace) -> int:
     entries = history(path, None if args.n <= 0 else args.n)
     rows = []
     for e in entries:
-        changed = e["writes"] + [f"del {name}" for name in e["deletes"]]
+        # Bound, deleted, or changed in place (a new version without a rebinding: `small['b'] = 2`).
+        bound = sorted(set(e["writes"]) | set(e["stored"]) | set(e["recompute"]))
+        changed = bound + [f"del {name}" for name in e["deletes"]]
         stored = _names(e["stored"]) + (
             f" ({_bytes(e['stored_bytes'])})" if e["stored"] else ""
         )
