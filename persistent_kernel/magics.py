@@ -84,6 +84,11 @@ def format_status(facts: dict[str, Any]) -> str:
     return views.facts_text(status_lines(facts))
 
 
+def _show_table(caption: str, headers: tuple[str, ...], rows: list[list[str]]) -> None:
+    text = caption + "\n" + views.text_table(headers, rows)
+    display(views.bundle(text, views.html_table(headers, rows, caption=caption)), raw=True)
+
+
 @magics_class
 class PersistMagics(Magics):
     """The ``%persist`` line magic."""
@@ -220,8 +225,7 @@ class PersistMagics(Magics):
             )
         total = len(self.journal.records())
         caption = f"Last {len(rows)} of {total} journaled executions (-name: deleted)"
-        text = caption + "\n" + views.text_table(views.HISTORY_HEADERS, rows)
-        display(views.bundle(text, views.html_table(views.HISTORY_HEADERS, rows, caption=caption)), raw=True)
+        _show_table(caption, views.HISTORY_HEADERS, rows)
 
     def _diff(self, args: list[str]) -> None:
         numbers = self._numbers(args, "diff", at_least=1, at_most=2)
@@ -240,8 +244,7 @@ class PersistMagics(Magics):
         if not rows:
             print(caption + ".")
             return
-        text = caption + "\n" + views.text_table(views.DIFF_HEADERS, rows)
-        display(views.bundle(text, views.html_table(views.DIFF_HEADERS, rows, caption=caption)), raw=True)
+        _show_table(caption, views.DIFF_HEADERS, rows)
 
     # -- changing -------------------------------------------------------------------------
 
