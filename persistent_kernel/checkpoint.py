@@ -67,6 +67,7 @@ class Checkpoint:
     jobs: list[WriteJob] = field(default_factory=list)  # large blobs, written after the commit
     atomics: dict[str, Any] = field(default_factory=dict)  # small immutable values stored by this checkpoint
     retried: set[str] = field(default_factory=set)  # unlanded versions whose names this checkpoint stores again
+    checked_out: dict[str, NameState] = field(default_factory=dict)  # what a %persist checkout in this cell bound
 
 
 _MISSING = object()
@@ -155,7 +156,8 @@ class Checkpointer:
             touched = {name for name in touched if not self._unchanged_atomic(name, ns[name])}
         checkpoint = Checkpoint(seq, read, written, deleted, scan=scan, retried=retried)
         if self.checked_out:
-            touched -= self._record_checkout(checkpoint)
+            # Still hashed below: the same cell may have changed a checked-out value after the checkout.
+            touched |= self._record_checkout(checkpoint)
 
         for name in deleted:
             self.groups.remove(name)
@@ -182,7 +184,12 @@ class Checkpointer:
         return checkpoint
 
     def _record_checkout(self, checkpoint: Checkpoint) -> set[str]:
-        """Point the names a checkout bound at their old versions; returns the names recorded."""
+        """Point the names a checkout bound at their old versions; returns the names recorded.
+
+        Their states become what ``_group`` and ``_recompute`` compare against
+        (``_previous``): an unchanged value keeps the old version, nothing is written
+        twice; one changed after the checkout is stored as a new version.
+        """
         ns = self.namespace
         pending, self.checked_out = self.checked_out, {}
         recorded = set()
@@ -190,7 +197,7 @@ class Checkpointer:
             if ns.get(name, _MISSING) is not value:
                 continue  # the same cell rebound it after the checkout: stored like any change
             checkpoint.pointers[name] = {**pointer, "bound_at": checkpoint.seq}
-            checkpoint.states[name] = replace(state, bound_at=checkpoint.seq)
+            checkpoint.states[name] = checkpoint.checked_out[name] = replace(state, bound_at=checkpoint.seq)
             if state.kind == STORED and is_atomic(value):
                 checkpoint.atomics[name] = value
             self.groups.update(name, value, ns)
@@ -213,15 +220,19 @@ class Checkpointer:
         self.scan = user_names(self.namespace, self.shell.user_ns_hidden)
         self.full_pass = True
 
+    def _previous(self, checkpoint: Checkpoint, name: str) -> NameState | None:
+        """What the store holds for ``name`` before this checkpoint (a checkout in the cell counts)."""
+        return checkpoint.checked_out.get(name) or self.names.get(name)
+
     def _module(self, checkpoint: Checkpoint, name: str, module: types.ModuleType, bound: bool) -> None:
-        previous = self.names.get(name)
+        previous = self._previous(checkpoint, name)
         if previous is not None and previous.kind == MODULE and previous.version == module.__name__ and not bound:
             return
         checkpoint.pointers[name] = {"state": "module", "module": module.__name__, "bound_at": checkpoint.seq}
         checkpoint.states[name] = NameState(MODULE, checkpoint.seq, version=module.__name__)
 
     def _bound_at(self, name: str, checkpoint: Checkpoint) -> int:
-        previous = self.names.get(name)
+        previous = self._previous(checkpoint, name)
         if name in checkpoint.writes or previous is None:
             return checkpoint.seq
         return previous.bound_at
@@ -235,12 +246,12 @@ class Checkpointer:
         members = [name for name in members if name not in too_long]
         excluded = [name for name in members if self.is_excluded(name)]
         if excluded:
-            # Never stored (a secret, scratch data): rebuilt by replay at a restart, if cheap.
-            created = self._recompute(
-                checkpoint, excluded, frozenset(excluded), version_key(checkpoint.seq, ordinal), EXCLUDED_REASON, excluded=True
-            )
-            rest = [name for name in members if name not in excluded]
-            return created + (self._group(checkpoint, rest, ordinal + created) if rest else 0)
+            # Never stored (a secret, scratch data): rebuilt by replay at a restart, if cheap. The names
+            # sharing objects with it go with it: storing them would store it (`items = cfg['k']`).
+            reason = EXCLUDED_REASON
+            if len(excluded) < len(members):
+                reason += f"; it shares objects with {', '.join(excluded)}"
+            return self._recompute(checkpoint, members, frozenset(members), version_key(checkpoint.seq, ordinal), reason, excluded=True)
         if not members:
             return 0
         group = frozenset(members)
@@ -253,7 +264,7 @@ class Checkpointer:
             return self._recompute(checkpoint, members, group, key, str(exc))
         digest = serialized.group_digest
         if all(
-            (state := self.names.get(name)) is not None
+            (state := self._previous(checkpoint, name)) is not None
             and state.kind == STORED
             and state.digest == digest
             and state.group == group
@@ -321,18 +332,23 @@ class Checkpointer:
         ns = self.namespace
         cells: set[int] = set()
         for name in members:
-            previous = self.names.get(name)
+            previous = self._previous(checkpoint, name)
             bound_at = self._bound_at(name, checkpoint)
             cells.add(bound_at)
             if previous is not None and bound_at == previous.bound_at:
                 # The cells that changed it while it was storable are in its history;
                 # the restore adds them (see restore._load_stored).
                 cells.update(previous.cells)
-            if advances_when_used(ns[name]) and (name in checkpoint.reads or name in checkpoint.writes):
-                cells.add(checkpoint.seq)  # this cell used it (not merely a group neighbour)
+            if excluded or (advances_when_used(ns[name]) and (name in checkpoint.reads or name in checkpoint.writes)):
+                # This cell used it (not merely a group neighbour); an excluded value may also have
+                # been changed through a stored name sharing it (`items = cfg['k']`; `cfg['k'].append(3)`).
+                cells.add(checkpoint.seq)
         ordered = tuple(sorted(cells))
         unchanged = all(
-            (state := self.names.get(name)) is not None and state.kind == RECOMPUTE and state.cells == ordered and state.group == group
+            (state := self._previous(checkpoint, name)) is not None
+            and state.kind == RECOMPUTE
+            and state.cells == ordered
+            and state.group == group
             for name in members
         )
         if not excluded:

@@ -27,6 +27,10 @@ HISTORY_DEFAULT = 20
 _VARIABLES_SHOWN = 40
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _durability(sync_interval: float) -> str:
     if sync_interval <= 0:
         return "every commit is fsynced"
@@ -62,14 +66,17 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(
             (
                 "Last restore",
-                f"{views.clock(report['finished_at'])}: loaded {report.get('loaded', 0)} variables, replayed "
-                f"{report['replayed']} cells in {report['seconds']:.1f} s",
+                f"{views.clock(report['finished_at'])}: loaded {_count(report.get('loaded', 0), 'variable')}, "
+                f"replayed {_count(report['replayed'], 'cell')} in {report['seconds']:.1f} s",
             )
         )
         for name, labels in sorted(report.get("recomputed", {}).items()):
             lines.append(("", f"{name} recomputed by replaying {', '.join(labels) or 'no cell'}"))
         for name, why in sorted(report.get("lost", {}).items()):
-            lines.append(("", f"{name} could not be rebuilt: {why}"))
+            if name not in report.get("excluded", {}):
+                lines.append(("", f"{name} could not be rebuilt: {why}"))
+        for name, how in sorted(report.get("excluded", {}).items()):
+            lines.append(("", f"{name} is excluded from persistence: {how}"))
         for label in report.get("died", []):
             lines.append(("", f"cell {label} was running when the kernel died (not replayed)"))
         for failure in report.get("failures", []):
@@ -176,10 +183,12 @@ class PersistMagics(Magics):
         for name in user_names(ns, self.shell.user_ns_hidden):
             state = self.checkpointer.names.get(name)
             size = None
-            if self.checkpointer.is_excluded(name):
+            if state is not None and state.kind == MODULE:
+                how = f"import {state.version}"
+            elif self.checkpointer.is_excluded(name):
                 how = "excluded: recomputed if quick, else absent"
             elif state is None:
-                how = "not stored yet (stored when this cell ends)" if self.journal.active else "not stored"
+                how = "not stored yet (stored when this cell ends)" if self.journal.journals("x") else "not stored"
             elif state.kind == STORED:
                 how = "stored" + (f" with {', '.join(sorted(state.group - {name}))}" if len(state.group) > 1 else "")
                 size = state.nbytes
@@ -198,6 +207,9 @@ class PersistMagics(Magics):
         if count is None:
             return
         limit = count[0] if count else HISTORY_DEFAULT
+        if limit <= 0:
+            print(f"%persist history: N is how many of the last cells to show (1 or more), got {limit}.")
+            return
         records = [r for r in self.journal.records() if r.kind != "cell" or r.code.strip()][-limit:] if limit > 0 else []
         if not records:
             print("No cells are journaled in this session yet." if self.journal.active else f"Persistence is off: {self.journal.problem}.")
@@ -253,6 +265,10 @@ class PersistMagics(Magics):
         if numbers is None or not self._active("check out"):
             return
         journal = self.journal
+        if journal.paused is not None:
+            print("%persist checkout: persistence is paused (%persist off); run %persist on first, so the checkout is journaled.")
+            return
+        started = time.monotonic()
         if journal.writer is not None and not journal.writer.drain(timeout=60):
             print("%persist checkout: large values are still being written to disk; try again in a moment.")
             return
@@ -265,8 +281,7 @@ class PersistMagics(Magics):
         if target.status not in ("ok", "error", "interrupted"):
             print(f"%persist checkout: cell {target.label} did not finish ({target.status}); its state was never stored.")
             return
-        started = time.monotonic()
-        result = timetravel.checkout(self.shell, journal.store, records, target, self.checkpointer.names)
+        result = timetravel.checkout(self.shell, journal.store, records, target, self.checkpointer)
         self.checkpointer.checked_out = result.pointers
         print(result.summary() + f" ({time.monotonic() - started:.1f} s)")
 

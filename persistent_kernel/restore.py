@@ -157,12 +157,11 @@ class RestoreReport:
             cells = sorted({label for labels in recomputed.values() for label in labels}, key=_label_order)
             parts.append(f"Recomputed {_join(sorted(recomputed))} by replaying cell{_s(len(cells))} {_join(cells)}.")
         if self.excluded:
-            shown = [name if how == "recomputed" else f"{name} ({how})" for name, how in sorted(self.excluded.items())]
-            rebuilt = [name for name, how in self.excluded.items() if how == "recomputed"]
-            parts.append(
-                f"Excluded from persistence (%persist exclude): {_join(shown)}"
-                + (f"; {_join(sorted(rebuilt))} recomputed by replay." if rebuilt else ".")
-            )
+            rebuilt = sorted(name for name, how in self.excluded.items() if how == "recomputed")
+            absent = [f"{name} ({how})" for name, how in sorted(self.excluded.items()) if how != "recomputed"]
+            said = [f"recomputed by replay: {_join(rebuilt)}"] if rebuilt else []
+            said += [_join(absent)] if absent else []
+            parts.append(f"Excluded from persistence (%persist exclude): {'; '.join(said)}.")
         if self.paused_after:
             parts.append(
                 f"Persistence was paused (%persist off) after cell {self.paused_after}: what later cells did was not kept."
@@ -290,7 +289,6 @@ def restore_session(
             report.incomplete[name] = missing
 
     before = set(ns)
-    plan.based_cells = {seq for name in plan.based for seq in plan.cells.get(name, ())}
     as_of_cache: dict[str, dict[str, Any] | Exception] = {}
     progress.phase("replaying")
     with quiet_output(shell) as tracebacks:
@@ -298,7 +296,8 @@ def restore_session(
             progress.step(done, len(to_replay), f"cell {record.label}")
             # Written before the cell runs: if it kills this process, the next start skips it.
             journal.set_meta(replaying=record.seq)
-            if record.seq in plan.based_cells:
+            if record.checkpointed:
+                # What it reads, as it stood before it ran (not the latest stored values).
                 _bind_reads_as_of(shell.user_module, ns, journal.store, plan, record, as_of_cache)
             error = _replay_cell(shell, record, _random_state_at(records, record.seq))
             if error is not None and record.status == rec.OK:
@@ -402,7 +401,6 @@ class _Plan:
     states: dict[str, NameState] = field(default_factory=dict)
     recompute_states: dict[str, NameState] = field(default_factory=dict)
     based: set[str] = field(default_factory=set)  # rebuilt from an earlier version: replay only the cells since
-    based_cells: set[int] = field(default_factory=set)  # the cells replayed for them
     helpers: set[str] = field(default_factory=set)  # other names bound only so those cells can run
     excluded: set[str] = field(default_factory=set)  # never stored (%persist exclude): rebuilt if cheap
 
@@ -512,11 +510,13 @@ def _landed_base(store: Any, name: str, before: int) -> tuple[str, dict[str, Any
 def _leave_out_costly_excluded(plan: _Plan, report: RestoreReport, by_seq: dict[int, CellRecord], limit: float) -> None:
     """An excluded name is rebuilt only when its cells are cheap to run again; otherwise it stays absent."""
     for name in sorted(plan.excluded):
-        cells = _cells_for({name: ""}, plan.cells, by_seq)
+        # Its cells and those of what they read that is rebuilt too (an excluded token a header is made from).
+        cells = _cells_for(plan.rebuild, plan.cells, by_seq, start=[name])
         seconds = sum(by_seq[seq].duration or 0.0 for seq in cells)
         if seconds > limit:
-            del plan.rebuild[name]
             report.excluded[name] = f"not restored: its cells took {seconds:.1f} s to run"
+    for name in report.excluded:
+        del plan.rebuild[name]
 
 
 def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: RestoreProgress) -> _Plan:
@@ -674,10 +674,13 @@ def _load_version(main: Any, store: Any, version: dict[str, Any]) -> dict[str, A
         return exc
 
 
-def _cells_for(rebuild: dict[str, str], cells: dict[str, set[int]], by_seq: dict[int, CellRecord]) -> set[int]:
-    """The cells that rebuild ``rebuild``, plus the cells for what those cells read that is also missing."""
+def _cells_for(
+    rebuild: dict[str, str], cells: dict[str, set[int]], by_seq: dict[int, CellRecord], start: list[str] | None = None
+) -> set[int]:
+    """The cells that rebuild ``start`` (default: all of ``rebuild``), plus the cells for what
+    those cells read that is also being rebuilt."""
     needed: set[int] = set()
-    pending = [name for name in rebuild]
+    pending = list(rebuild if start is None else start)
     planned: set[str] = set()
     while pending:
         name = pending.pop()

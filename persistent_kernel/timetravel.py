@@ -21,13 +21,16 @@ from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
 from .context import apply_random_state
 from .records import CellRecord
 from .restore import (
+    _bind_reads_as_of,
     _cells_for,
     _load_version,
     _loadable,
+    _Plan,
     _random_state_at,
     quiet_output,
     replayable,
 )
+from .serialize import dumps
 from .tracking import user_names
 
 _MISSING = object()
@@ -77,13 +80,20 @@ class Checkout:
             cells = sorted({c for labels in self.recomputed.values() for c in labels})
             parts.append(f"Recomputed {', '.join(sorted(self.recomputed))} by replaying {', '.join(cells)}.")
         if self.missing:
-            parts.append("Not restored: " + "; ".join(f"{name} ({why})" for name, why in sorted(self.missing.items())) + ".")
+            parts.append(
+                "Not restored, so not in the namespace: " + "; ".join(f"{name} ({why})" for name, why in sorted(self.missing.items())) + "."
+            )
         parts.append("Outputs on screen are unchanged. This checkout is journaled: check out a later cell to go forward again.")
         return " ".join(parts)
 
 
-def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRecord, current: dict[str, NameState]) -> Checkout:
-    """Make the live namespace what it was after ``target``; ``current`` is what the store holds now."""
+def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRecord, checkpointer: Any) -> Checkout:
+    """Make the live namespace what it was after ``target``.
+
+    ``checkpointer`` says what the store holds now and what the namespace held at
+    the last checkpoint; a live value is kept only if it is provably the value after
+    ``target`` (same version, same object, same bytes).
+    """
     result = Checkout(label=target.label)
     ns = shell.user_ns
     as_of = {name: p for name, p in store.pointers_as_of(target.seq).items() if p["state"] != "deleted"}
@@ -91,7 +101,8 @@ def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellReco
 
     by_version: dict[str, list[str]] = {}
     rebuild: dict[str, dict[str, Any]] = {}
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {}  # loaded or imported: bound below
+    kept: dict[str, Any] = {}  # live objects that are the values after the target
     for name, pointer in sorted(as_of.items()):
         if pointer["state"] == MODULE:
             try:
@@ -109,13 +120,13 @@ def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellReco
         version = store.version(bytes.fromhex(key))
         if version is not None and version["kind"] == STORED:
             stored_versions[key] = (version, names)
-        unchanged = all((state := current.get(name)) is not None and state.version == key and name in ns for name in names)
-        if version is not None and version["kind"] == RECOMPUTE and not unchanged:
+        if _still_live(ns, checkpointer, key, names, version):
+            result.kept.extend(names)
+            kept.update((name, ns[name]) for name in names)
+            continue
+        if version is not None and version["kind"] == RECOMPUTE:
             for name in names:
                 rebuild[name] = version
-            continue
-        if unchanged:
-            result.kept.extend(names)  # unchanged since that cell: the live objects are those values
             continue
         pointer = as_of[names[0]]
         if not _loadable(store, version):
@@ -133,29 +144,79 @@ def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellReco
             result.pointers[name] = (loaded[name], {"state": "live", "version": key}, state)
             result.bound.append(name)
 
-    # The namespace after the cell: what it had, nothing else (unstorable groups are rebuilt below).
-    for name in live_now - set(as_of):
-        ns.pop(name, None)
-        result.removed.append(name)
-    for name in rebuild:
-        ns.pop(name, None)
-    ns.update(values)
-    if rebuild:
-        touched = _rebuild(shell, store, records, target, rebuild, values, result)
-        _reload_touched(shell, store, stored_versions, touched, result)
-    for name in rebuild:
-        if name in ns:
-            version = rebuild[name]
-            key = as_of[name]["version"]
-            state = NameState(RECOMPUTE, 0, key, frozenset(version["names"]), None, tuple(version["cells"]))
-            result.pointers[name] = (ns[name], {"state": "live", "version": key}, state)
-
+    before = {name: ns[name] for name in live_now}
+    try:
+        _bind(shell, store, records, target, as_of, live_now, rebuild, values, kept, stored_versions, result)
+    except KeyboardInterrupt:
+        # All or nothing: an interrupted checkout leaves the namespace as it was.
+        for name in set(user_names(ns, shell.user_ns_hidden)) - set(before):
+            del ns[name]
+        ns.update(before)
+        raise
     random_state = _random_state_at(records, target.seq + 1)
     if random_state:
         apply_random_state(random_state)
     result.removed.sort()
     result.kept.sort()
     return result
+
+
+def _bind(
+    shell: Any,
+    store: Any,
+    records: list[CellRecord],
+    target: CellRecord,
+    as_of: dict[str, dict[str, Any]],
+    live_now: set[str],
+    rebuild: dict[str, dict[str, Any]],
+    values: dict[str, Any],
+    kept: dict[str, Any],
+    stored_versions: dict[str, tuple[dict[str, Any], list[str]]],
+    result: Checkout,
+) -> None:
+    """Bind the values after ``target`` in the namespace; rebuild what could not be stored."""
+    ns = shell.user_ns
+    # The namespace after the cell: what it had, nothing else. A value that cannot be
+    # brought back is removed too (named in the summary), never left at a later value.
+    for name in live_now - set(as_of):
+        ns.pop(name, None)
+        result.removed.append(name)
+    for name in set(rebuild) | set(result.missing):
+        ns.pop(name, None)
+    ns.update(values)
+    cells: dict[str, set[int]] = {}
+    if rebuild:
+        around = {**values, **kept}
+        stored_at = {name: as_of[name]["seq"] for name in around}
+        touched = _rebuild(shell, store, records, target, rebuild, around, stored_at, cells, result)
+        _reload_touched(shell, store, stored_versions, touched, result)
+    for name, version in rebuild.items():
+        if name in ns:
+            key = as_of[name]["version"]
+            # The checkout cell's checkpoint writes a new recompute version naming every cell replayed here.
+            state = NameState(RECOMPUTE, 0, key, frozenset(version["names"]), None, tuple(sorted(cells.get(name, ()))))
+            result.pointers[name] = (ns[name], {"state": "live", "version": key}, state)
+
+
+def _still_live(ns: dict[str, Any], checkpointer: Any, key: str, names: list[str], version: dict[str, Any] | None) -> bool:
+    """Whether the live objects of ``names`` are the values of version ``key``.
+
+    The same version is not enough: the cell running the checkout (or cells run
+    while persistence was paused) may have rebound or changed them since the last
+    checkpoint. Same object as then, and for a stored version the same bytes.
+    """
+    for name in names:
+        state = checkpointer.names.get(name)
+        if state is None or state.version != key or name not in ns or checkpointer.scan.get(name) != id(ns[name]):
+            return False
+        if name in checkpointer.dirty:
+            return False
+    if version is None or version["kind"] != STORED:
+        return version is not None
+    try:
+        return dumps({name: ns[name] for name in names}).group_digest == version.get("digest")
+    except Exception:  # noqa: BLE001 - cannot tell: load it
+        return False
 
 
 def _reload_touched(
@@ -188,45 +249,54 @@ def _rebuild(
     target: CellRecord,
     rebuild: dict[str, dict[str, Any]],
     stored: dict[str, Any],
+    stored_at: dict[str, int],
+    cells: dict[str, set[int]],
     result: Checkout,
 ) -> set[str]:
-    """Replay the cells that made the unstorable names (up to ``target``); stored values win after each.
+    """Replay the cells that made the unstorable names (up to ``target``); the values after it win after each.
 
-    Returns the names the replayed cells read or bound.
+    Before each replayed cell, what it reads is bound as it stood before that cell
+    ran (as a restore does), so it computes what it computed then. Fills ``cells``
+    (name -> the cells replayed for it); returns the names the replayed cells read,
+    bound or deleted. An interrupt stops the checkout (``KeyboardInterrupt``).
     """
     by_seq = {r.seq: r for r in records if r.seq <= target.seq}
-    cells: dict[str, set[int]] = {}
     for name, version in rebuild.items():
         history = {p["seq"] for p in store.name_history(name) if p["seq"] <= target.seq and p["state"] == "live"}
-        cells[name] = set(version["cells"]) | history
+        cells[name] = {c for c in set(version["cells"]) | history if c in by_seq and replayable(by_seq[c])}
     needed = _cells_for({name: "" for name in rebuild}, cells, by_seq)
     replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
     ns = shell.user_ns
     before = set(ns)
+    plan = _Plan(stored=dict(stored), stored_at=dict(stored_at))
+    as_of_cache: dict[str, Any] = {}
+    interrupted = False
     with quiet_output(shell) as tracebacks:
         for record in replay:
+            _bind_reads_as_of(shell.user_module, ns, store, plan, record, as_of_cache)
             random_state = _random_state_at(records, record.seq)
             if random_state:
                 apply_random_state(random_state)
-            try:
-                # Never stored in history: this runs inside the user's %persist cell.
-                shell.run_cell(record.code, store_history=False, silent=True)
-            except BaseException:  # noqa: BLE001 - a replay never takes the kernel down
-                pass
+            # Never stored in history: this runs inside the user's %persist cell.
+            outcome = shell.run_cell(record.code, store_history=False, silent=True)
             tracebacks.clear()
             for name, value in stored.items():
                 if ns.get(name, _MISSING) is not value:
-                    ns[name] = value  # stored values win over what a replayed cell made
+                    ns[name] = value  # the values after the target win over what a replayed cell made
+            if isinstance(outcome.error_in_exec, KeyboardInterrupt):
+                interrupted = True
+                break
     for name in set(ns) - before - set(rebuild):
         ns.pop(name, None)  # made only by the replay
-    labels = [r.label for r in replay]
-    touched = {name for r in replay for name in (*(r.reads or ()), *(r.writes or ()))}
+    if interrupted:
+        raise KeyboardInterrupt("the checkout was interrupted while replaying cells; the namespace is as it was before it")
+    labels = {r.seq: r.label for r in replay}
     for name in rebuild:
         if name in ns:
-            result.recomputed[name] = labels
+            result.recomputed[name] = [labels[c] for c in sorted(cells[name]) if c in labels]
         else:
             result.missing[name] = f"{rebuild[name].get('reason', 'cannot be stored')}, and replaying its cells did not rebuild it"
-    return touched
+    return {name for r in replay for name in (*(r.reads or ()), *(r.writes or ()), *(r.deletes or ()))}
 
 
 def describe(store: Any, name: str, pointer: dict[str, Any] | None, cache: dict[str, Any], main: Any = None) -> tuple[str, str | None]:

@@ -75,8 +75,9 @@ def facts_html(lines: Sequence[tuple[str, str]]) -> str:
 
 
 def facts_text(lines: Sequence[tuple[str, str]]) -> str:
+    """``Key:  value`` lines; an empty key continues the line above."""
     width = max(len(key) for key, _ in lines) + 1
-    return "\n".join(f"{(key + ':').ljust(width)} {value}" for key, value in lines)
+    return "\n".join(f"{(key + ':' if key else '').ljust(width)} {value}" for key, value in lines)
 
 
 def variables_rows(variables: Sequence[dict[str, Any]]) -> list[list[str]]:

@@ -254,7 +254,7 @@ def test_persist_status_tells_where_and_what(kernel, pk_home: Path) -> None:
     assert str(pk_home / "sessions" / "test-session") in status
     assert re.search(r"Persistence: +on", status)
     assert re.search(r"Cells journaled: +3", status)  # x = 1, the first cell after the restart, and this one
-    assert "Last restore:" in status and "loaded 1 variables, replayed 0 cells" in status
+    assert "Last restore:" in status and "loaded 1 variable, replayed 0 cells" in status
 
 
 @pytest.mark.parametrize("damage", ["file-in-the-way", "garbage", "newer-format"])

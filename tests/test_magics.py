@@ -98,7 +98,7 @@ def test_exclude_keeps_a_value_out_of_the_store_and_says_what_came_back(kernel, 
     assert b"sk-live-1234" not in stored  # the value after the exclusion never reached the disk
     k.start()
     summary = k.execute("pass").stderr
-    assert "Excluded from persistence (%persist exclude)" in summary
+    assert "Excluded from persistence (%persist exclude): recomputed by replay: scratch_a, token;" in summary
     assert "scratch_slow (not restored: its cells took 2.5 s to run)" in summary
     assert k.evaluate("(token, scratch_a, 'scratch_slow' in globals())") == "('sk-live-1234', [0, 1, 2], False)"
     # include stores it again from the next cell on
@@ -163,3 +163,105 @@ def test_a_long_restore_reports_progress_in_the_log_and_the_summary(session_env,
             k.shutdown()
     assert re.search(r"in \d+\.\d s \(.*replaying \d+\.\d s\)", summary), summary
     assert "restoring the session: replaying" in log.read_text()
+
+
+# -- regressions found by review: checkout and exclusion edge cases ---------------------------
+
+
+def test_a_change_after_a_checkout_in_the_same_cell_is_stored(kernel) -> None:
+    k = kernel()
+    run(k, "a = [1]")
+    run(k, "a.append(2)")
+    run(k, "%persist checkout 1\na.append(99)")
+    crash_and_restart(k)
+    assert k.evaluate("a") == "[1, 99]"
+
+
+def test_checkout_keeps_only_what_is_provably_unchanged(kernel) -> None:
+    k = kernel()
+    run(k, "a = [1]; n = 1")
+    run(k, "n = 2")
+    # Rebound and changed in place in the checkout's own cell, before the checkout: both go back.
+    run(k, "n = 5; eval('a.append(2)')\n%persist checkout 1")
+    assert k.evaluate("(a, n)") == "([1], 1)"
+    crash_and_restart(k)
+    assert k.evaluate("(a, n)") == "([1], 1)"
+    run(k, "%persist off")
+    assert "run %persist on first" in k.execute("%persist checkout 1").stdout
+
+
+def test_checkout_rebuilds_with_every_cell_and_survives_a_crash(kernel) -> None:
+    k = kernel()
+    run(k, "l = [1]")  # [1]
+    run(k, "l.append(2)")  # [2]
+    run(k, "l.append(i for i in range(3))")  # [3]: now unstorable
+    run(k, "l = 'other'")  # [4]
+    run(k, "%persist checkout 3")
+    assert k.evaluate("(l[:2], len(l))") == "([1, 2], 3)"
+    crash_and_restart(k)
+    assert k.evaluate("(l[:2], len(l))") == "([1, 2], 3)"  # [2]'s append is replayed too
+
+
+def test_checkout_replay_neither_deletes_nor_replaces_kept_values(kernel) -> None:
+    k = kernel()
+    run(k, "import sqlite3\ncon = sqlite3.connect(':memory:'); y = [1]; g = (i for i in range(3)); del y")  # [1]
+    run(k, "con.execute('create table t (v)'); con.execute('insert into t values (42)'); y = [2]")  # [2]
+    run(k, "g = None")  # [3]
+    out = k.execute("%persist checkout 2").stdout
+    assert "Recomputed g by replaying [1]" in out
+    assert k.evaluate("(y, con.execute('select v from t').fetchall(), next(g))") == "([2], [(42,)], 0)"
+
+
+def test_a_generator_over_a_stored_list_sees_it_once(kernel) -> None:
+    k = kernel()
+    run(k, "data = [1, 2, 3]")
+    run(k, "g = (x for x in data)")
+    run(k, "first = next(g); data.append(4)")
+    crash_and_restart(k)
+    assert k.evaluate("(list(g), data)") == "([2, 3, 4], [1, 2, 3, 4])"
+
+
+def test_excluding_a_name_takes_the_names_sharing_its_objects_with_it(kernel, session_env) -> None:
+    k = kernel()
+    run(k, "cfg = {'k': [1, 2]}\nitems = cfg['k']")
+    run(k, "%persist exclude items")
+    run(k, "cfg['k'].append(30 + 3)")
+    summary = crash_and_restart(k)
+    assert "recomputed by replay: cfg, items" in summary
+    assert k.evaluate("(items, items is cfg['k'])") == "([1, 2, 33], True)"
+
+
+def test_an_excluded_name_built_from_a_slow_excluded_name_is_left_out_too(kernel) -> None:
+    k = kernel()
+    run(k, "%persist exclude token header")
+    run(k, "import time\ntime.sleep(2.2)\ntoken = 'T' * 3")
+    run(k, "header = {'auth': token}")
+    summary = crash_and_restart(k)
+    assert "header (not restored" in summary and "token (not restored" in summary
+    assert "failed during replay" not in summary
+
+
+def test_a_pruned_value_is_removed_by_a_checkout_not_left_at_a_later_value(kernel) -> None:
+    k = kernel(extra_arguments=["--PersistentKernel.history_budget=0"])
+    run(k, "import numpy as np\nbig = np.full(3_000_000, 1.0); small = 1")
+    run(k, "big = np.full(3_000_000, 2.0); small = 2")
+    k.execute("%persist status")  # lets the background write land and the budget prune
+    out = k.execute("%persist checkout 1").stdout
+    assert "Not restored, so not in the namespace: big (its version from cell 1 was pruned" in out
+    assert k.evaluate("('big' in globals(), small)") == "(False, 1)"
+
+
+def test_an_interrupted_checkout_leaves_the_namespace_as_it_was(kernel) -> None:
+    import threading
+
+    k = kernel()
+    run(k, "import time\ntime.sleep(3)\ng = (i for i in range(3)); w = 1")  # [1]: replayed by the checkout
+    run(k, "g = None; w = 2")  # [2]
+    timer = threading.Timer(1.0, k.km.interrupt_kernel)
+    timer.start()
+    interrupted = k.execute("%persist checkout 1")
+    timer.join()
+    assert interrupted.ename == "KeyboardInterrupt"
+    assert k.evaluate("(g, w)") == "(None, 2)"
+    crash_and_restart(k)
+    assert k.evaluate("(g, w)") == "(None, 2)"
