@@ -228,7 +228,8 @@ class PersistMagics(Magics):
                     record.label,
                     views.clock(record.started_at),
                     views.seconds(record.duration),
-                    record.status,
+                    # "started" is this cell, running now; any other was running when its kernel died.
+                    ("running" if record is records[-1] else "died") if record.status == "started" else record.status,
                     views.shorten(", ".join(f"-{n}" if n in deleted else n for n in changed), 40),
                     views.shorten(", ".join(stored), 30),
                     views.shorten(", ".join(recompute), 30),

@@ -27,7 +27,7 @@ def test_history_lists_cells_with_what_each_changed(kernel) -> None:
     assert set(rows) == {"[2]", "[3]", "[4]"}
     assert re.search(r"\[2\] .* ok +g +g +g = \(i for i in a\)", rows["[2]"])  # changed g; recompute g
     assert "-n" in rows["[3]"]  # deleted
-    assert "started" in rows["[4]"] and "%persist history 3" in rows["[4]"]  # this cell, running
+    assert "running" in rows["[4]"] and "%persist history 3" in rows["[4]"]  # this cell
     assert shown.html and "<table" in shown.html[0] and "g = (i for i in a)" in shown.html[0]
     assert "Last 1 of" not in k.execute("%persist history").text  # default: up to 20
 
