@@ -23,6 +23,7 @@ from .records import CellRecord
 from .restore import (
     _bind_reads_as_of,
     _cells_for,
+    _label_order,
     _load_version,
     _loadable,
     _Plan,
@@ -77,7 +78,7 @@ class Checkout:
         changed = len(self.bound) + len(self.recomputed)
         parts.append(f"{changed} variable{'' if changed == 1 else 's'} restored, {len(self.kept)} unchanged, {len(self.removed)} removed.")
         if self.recomputed:
-            cells = sorted({c for labels in self.recomputed.values() for c in labels})
+            cells = sorted({c for labels in self.recomputed.values() for c in labels}, key=_label_order)
             parts.append(f"Recomputed {', '.join(sorted(self.recomputed))} by replaying {', '.join(cells)}.")
         if self.missing:
             parts.append(
