@@ -28,10 +28,28 @@ class SessionLock:
         """Take the lock, waiting up to ``timeout`` seconds.
 
         The wait covers a restart, where the old process may still be exiting
-        while the new one starts.
+        while the new one starts. A lock won on a file that meanwhile left its
+        place (``persistent-kernel rm`` or ``attach`` renames the session's
+        directory while holding the lock) locks nothing: it is let go and taken
+        again on the file now at the path.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + timeout
+        while True:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if self._lock_in_place(fd, deadline):
+                break
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            os.close(fd)  # a full disk: never keep the lock of a session we cannot write
+            raise
+        self._fd = fd
+
+    def _lock_in_place(self, fd: int, deadline: float) -> bool:
+        """Lock ``fd``, waiting until ``deadline``; False if the file was moved away meanwhile."""
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -43,9 +61,12 @@ class SessionLock:
                     who = f"kernel process {holder}" if holder else "another kernel"
                     raise SessionLocked(f"this session is open in {who}") from None
                 time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
     def holder(self) -> int | None:
         """The pid written by the kernel holding the lock, if readable."""
@@ -84,10 +105,6 @@ class SessionLock:
             return False
         finally:
             os.close(fd)
-
-    def holder_if_alive(self) -> int | None:
-        """The pid of the live process holding the lock; None when none does (or its pid is unreadable)."""
-        return self.holder() if self.is_held() else None
 
     def release(self) -> None:
         if self._fd is not None:

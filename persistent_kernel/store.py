@@ -155,7 +155,8 @@ class Store:
         if owner:
             self.files.remove_leftovers()  # a killed writer's temporary files
         self._floor = 0  # records below this were cleared while they ran (%persist forget)
-        self._running: tuple[int, bytes] | None = None  # the record in the slot
+        self._running: tuple[int, bytes] | None = None  # the record this store wrote to the slot
+        self._seen_running: tuple[int, bytes] | None = None  # a non-owner's view of the kernel's slot
         try:
             self.slot = AheadSlot(self.path / "ahead")
             if owner:
@@ -163,6 +164,8 @@ class Store:
             else:
                 with self._env.begin() as txn:
                     self._next_seq = self._next_seq_in(txn)
+                # Shown by records(), never written by this store: the cell running now, or the one its kernel died in.
+                self._seen_running = self._slot_record(self._next_seq)
         except (OSError, ValueError, StoreWriteError) as exc:
             self._env.close()
             raise StoreUnavailable(f"cannot open the write-ahead slot of the store at {self.path}: {exc}") from exc
@@ -245,19 +248,25 @@ class Store:
 
         self._write(body)
 
+    def _slot_record(self, next_seq: int) -> tuple[int, bytes] | None:
+        """The record in the write-ahead slot, if it is a cell whose outcome is not committed."""
+        payload = self.slot.read()
+        if payload is None:
+            return None
+        try:
+            seq = CellRecord.decode(payload).seq
+        except (ValueError, TypeError):
+            return None  # not a record this code wrote: nothing ran
+        return (seq, payload) if seq >= next_seq else None  # else its outcome is committed
+
     def _take_in_slot(self) -> int:
         """Read ``next_seq``; a record left in the slot beyond it ran when the kernel died: record it."""
         with self._env.begin() as txn:
             next_seq = self._next_seq_in(txn)
-        payload = self.slot.read()
-        if payload is None:
+        found = self._slot_record(next_seq)
+        if found is None:
             return next_seq
-        try:
-            seq = CellRecord.decode(payload).seq
-        except (ValueError, TypeError):
-            return next_seq  # not a record this code wrote: nothing ran
-        if seq < next_seq:
-            return next_seq  # its outcome is committed
+        seq, payload = found
         self._write(lambda txn: self._put_ahead(txn, seq, payload))
         return seq + 1
 
@@ -498,7 +507,7 @@ class Store:
 
     def _running_record(self, items: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
         """The record in the slot (a cell running now), unless it is already in LMDB or forgotten."""
-        running = self._running
+        running = self._running or self._seen_running
         if running is None or running[0] < self._floor:
             return None
         key = _seq_key(running[0])

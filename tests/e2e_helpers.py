@@ -14,12 +14,14 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from persistent_kernel import DISPLAY_NAME, KERNEL_NAME  # noqa: F401 - the e2e tests import them from here
+
 REPO = Path(__file__).resolve().parent.parent
-KERNEL_NAME = "persistent-python3"
 SUMMARY = re.compile(r"Restored session '([^']+)': loaded (\d+) variables")
 
 
@@ -79,6 +81,17 @@ def jupyter_env(base: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def timed_e2e(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print each e2e test's duration and add it to ``durations.txt`` among the artifacts."""
+    start = time.monotonic()
+    yield
+    took = time.monotonic() - start
+    print(f"\n{request.node.nodeid}: {took:.1f} s including start-up and cleanup")
+    with open(artifacts_dir() / "durations.txt", "a") as f:
+        f.write(f"{request.node.nodeid} {took:.1f}\n")
+
+
 def pids_with_arg(fragment: str) -> list[int]:
     """Processes (not zombies) whose command line contains ``fragment``."""
     found = []
@@ -87,10 +100,9 @@ def pids_with_arg(fragment: str) -> list[int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and fragment.encode() in cmdline:
+        if fragment.encode() in cmdline and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 

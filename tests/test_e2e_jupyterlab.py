@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +36,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .e2e_helpers import (
+from .e2e_helpers import (  # noqa: F401 - timed_e2e is an autouse fixture
+    DISPLAY_NAME,
     KERNEL_NAME,
     REPO,
     SUMMARY,
@@ -50,6 +50,7 @@ from .e2e_helpers import (
     pids_with_arg,
     require,
     require_modules,
+    timed_e2e,
     wait_until,
 )
 
@@ -72,18 +73,6 @@ STATE_CELL = (
 )
 CHECK_CELL = "show('ada'), len(deck)"
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
-
-
-@pytest.fixture(autouse=True)
-def _timed(request: pytest.FixtureRequest) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    took = time.monotonic() - start
-    print(
-        f"\n{request.node.nodeid}: {took:.1f} s including server, browser and cleanup"
-    )
-    with open(artifacts_dir() / "durations.txt", "a") as f:
-        f.write(f"{request.node.nodeid} {took:.1f}\n")
 
 
 @dataclass
@@ -129,7 +118,7 @@ def write_notebook(path: Path) -> None:
         ],
         "metadata": {
             "kernelspec": {
-                "display_name": "Python 3 (persistent)",
+                "display_name": DISPLAY_NAME,
                 "language": "python",
                 "name": KERNEL_NAME,
             },
@@ -320,7 +309,7 @@ def test_kill_9_in_jupyterlab_restores_the_notebook(lab: Lab, page: Any) -> None
     ui = NotebookUI(page)
     try:
         expect(page.locator(".jp-StatusBar-Widget")).to_contain_text(
-            "Python 3 (persistent) | Idle", timeout=120_000
+            f"{DISPLAY_NAME} | Idle", timeout=120_000
         )
         # More room for the notebook: collapse the file browser.
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
@@ -365,18 +354,13 @@ def test_kill_9_in_jupyterlab_restores_the_notebook(lab: Lab, page: Any) -> None
         assert check.locator(".jp-InputPrompt").inner_text().strip() == "[3]:"
         assert lab.kernel_pids(kernel["id"]) == new_pids
         expect(page.locator(".jp-StatusBar-Widget")).to_contain_text(
-            "Python 3 (persistent) | Idle"
+            f"{DISPLAY_NAME} | Idle"
         )
         ui.screenshot(art / "jupyterlab-restore.png", ui.panel, check)
 
         history = ui.run_cell("%persist history")
         text = ui.output(history)
-        if "UsageError" in text or "invalid choice" in text:  # no history command yet
-            history = ui.run_cell("%persist status")
-            text = ui.output(history)
-            assert "Session:" in text and NOTEBOOK in text, text
-        else:
-            assert "deck = list(range(52))" in text and CHECK_CELL in text, text
+        assert "deck = list(range(52))" in text and CHECK_CELL in text, text
         history.scroll_into_view_if_needed()
         ui.screenshot(art / "jupyterlab-history.png", history, history)
         assert not external, f"the page contacted other hosts: {external}"

@@ -145,7 +145,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from persistent_kernel.records import CellRecord
     from persistent_kernel.store import Store
-    store = Store(sys.argv[1], sync_interval=1.0)
+    store = Store(sys.argv[1], sync_interval=1.0, owner=True)  # a kernel: it takes in what the last one left
     print("ready", flush=True)
     i = 0
     while True:
@@ -233,9 +233,15 @@ def test_a_record_in_the_write_ahead_slot_survives_the_death_of_the_process(tmp_
     )
     result = subprocess.run([sys.executable, "-c", child], capture_output=True)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    reader = Store(tmp_path / "store", sync_interval=0)  # not the session's owner: reads only
+    reader = Store(tmp_path / "store", sync_interval=0)  # not the session's owner: sees the record, writes nothing
     try:
-        assert [r.code for r in reader.records()] == ["a = 1"]
+        assert [(r.code, r.status) for r in reader.records()] == [("a = 1", rec.OK), ("crash()", rec.STARTED)]
+        assert reader.count() == 2
+    finally:
+        reader.close()
+    reader = Store(tmp_path / "store", sync_interval=0)
+    try:
+        assert len(list(reader.records())) == 2  # still only in the slot: the first reader took nothing in
     finally:
         reader.close()
     store = Store(tmp_path / "store", sync_interval=0, owner=True)
