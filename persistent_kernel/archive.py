@@ -30,7 +30,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,13 +42,13 @@ from .catalog import (
     CommandError,
     SessionInUse,
     directory_bytes,
-    notebook_session_id,
+    is_store,
     open_store,
     sessions_dir,
 )
 from .errors import SessionLocked
 from .lock import SessionLock
-from .session import ensure_private_dir, session_id_for
+from .session import SAFE_ID, ensure_private_dir, notebook_session, session_id_for
 from .store import FORMAT_VERSION
 
 ARCHIVE_KIND = "persistent_kernel session"
@@ -59,8 +59,7 @@ COPY_CHUNK = 1024**2
 
 # The only member names an archive may hold; anything else (``../x``, ``/etc``,
 # a link) is refused before a byte is written.
-_MEMBER = re.compile(r"^(?:manifest\.json|data\.mdb|blobs/[0-9a-f]{32})$")
-_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MEMBER = re.compile(r"manifest\.json|data\.mdb|blobs/[0-9a-f]{32}")
 
 # progress(total bytes or None, description) -> a tqdm-like bar (update(n), context manager).
 Progress = Callable[[int | None, str], Any]
@@ -85,7 +84,8 @@ def holding(path: Path, action: str) -> Iterator[None]:
     """The session's lock for the duration of a change; a live kernel's session is refused."""
     lock = SessionLock(path)
     try:
-        lock.acquire(timeout=0)
+        # Not 0: a probe of the lock (``sessions``, ``show``) holds it for an instant.
+        lock.acquire(timeout=0.5)
     except SessionLocked:
         raise SessionInUse(path.name, lock.holder(), action) from None
     except OSError as exc:
@@ -136,6 +136,42 @@ def collect(
     }
 
 
+# Work directories beside the sessions (hidden from the listing): what a killed rm or
+# replace left is always garbage; a staging directory is, once no export or import
+# can still be writing it.
+_LEFTOVERS = {
+    ".removing-": 0.0,
+    ".replaced-": 0.0,
+    ".export-": 86400.0,
+    ".import-": 86400.0,
+}
+
+
+def collect_leftovers(home: Path, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Delete the work directories under ``sessions/`` that interrupted commands left."""
+    root = sessions_dir(home)
+    if not root.is_dir():
+        return []
+    found = []
+    now = time.time()
+    for entry in sorted(root.iterdir()):
+        age = next((a for p, a in _LEFTOVERS.items() if entry.name.startswith(p)), None)
+        if age is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            if now - entry.stat().st_mtime < age:
+                continue
+        except FileNotFoundError:
+            continue
+        size = directory_bytes(entry)
+        if not dry_run:
+            shutil.rmtree(entry, ignore_errors=True)
+            if entry.exists():
+                continue
+        found.append({"name": entry.name, "bytes": size})
+    return found
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -143,11 +179,13 @@ def _size(path: Path) -> int:
         return 0
 
 
-def attach(
-    path: Path, notebook: str, *, force: bool = False, cwd: str | None = None
-) -> dict[str, Any]:
+def attach(path: Path, notebook: str, *, force: bool = False) -> dict[str, Any]:
     """Move session ``path`` to the id the kernel derives for ``notebook``, and say so in its meta."""
-    new_id, notebook_path = notebook_session_id(notebook, cwd)
+    if not is_store(path):
+        raise CommandError(
+            f"{path} holds no session store (no {DATA_FILE}); nothing to attach"
+        )
+    new_id, notebook_path = notebook_session(notebook)
     target = path.parent / new_id
     result = {
         "session_id": new_id,
@@ -167,22 +205,44 @@ def attach(
                 )
             with holding(target, "replace"):
                 replaced = _aside(target, "replaced")
+        moved = False
         try:
             os.rename(path, target)
-        except OSError as exc:
+            moved = True
+            with open_store(target) as store:
+                store.set_meta(
+                    session_id=new_id,
+                    session_name=os.path.basename(notebook_path),
+                    session_source="notebook",
+                    notebook_path=notebook_path,
+                )
+        except BaseException as exc:
+            undone = _undo_attach(path, target, moved, replaced)
+            if not isinstance(exc, Exception):
+                raise
             raise CommandError(
-                f"cannot move {path} to {target}: {exc}" + _kept(replaced)
+                f"cannot move {path} to {target}: {exc}{undone}"
             ) from exc
-        with open_store(target) as store:
-            store.set_meta(
-                session_id=new_id,
-                session_name=os.path.basename(notebook_path),
-                session_source="notebook",
-                notebook_path=notebook_path,
-            )
     if replaced is not None:
         shutil.rmtree(replaced)
     return {**result, "moved": True, "replaced": replaced is not None}
+
+
+def _undo_attach(path: Path, target: Path, moved: bool, replaced: Path | None) -> str:
+    """Put things back after a failed attach: the session at its id, the replaced one at the target."""
+    note = ""
+    if moved:
+        try:
+            os.rename(target, path)
+        except OSError:
+            note = f"; the session is at {target}"
+    if replaced is None:
+        return note
+    try:
+        os.rename(replaced, target)
+    except OSError:
+        return note + _kept(replaced)
+    return note + "; the session it was to replace is back in place"
 
 
 def _kept(replaced: Path | None) -> str:
@@ -250,8 +310,9 @@ def export(
         copy.mkdir(mode=0o700)
         with open_store(path) as store:
             store.copy_to(copy)
-        _pin_blobs(path, copy)
         with open_store(copy) as snapshot:
+            needed = snapshot.referenced_files()
+            _pin_blobs(path, copy, needed)
             problems = snapshot.check()
             if problems:
                 raise CommandError(
@@ -259,7 +320,6 @@ def export(
                 )
             meta = snapshot.meta()
             cells = snapshot.count()
-            needed = snapshot.referenced_files()
         members = [(DATA_FILE, copy / DATA_FILE)]
         members += [
             (f"blobs/{name}", copy / "blobs" / name)
@@ -281,20 +341,17 @@ def export(
     }
 
 
-def _pin_blobs(path: Path, copy: Path) -> None:
-    """Hard links to the session's blob files beside the copy (a copy where links are refused).
+def _pin_blobs(path: Path, copy: Path, needed: Iterable[str]) -> None:
+    """Hard links to the blob files the copy names, beside it (a copy where links are refused).
 
     A kernel may prune a file after the LMDB copy was taken; a link keeps its
     bytes for the export, and the copy's ``check()`` finds any that went before.
     """
     source = path / "blobs"
-    if not source.is_dir():
-        return
     target = copy / "blobs"
-    target.mkdir(mode=0o700)
-    for entry in source.iterdir():
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
+    target.mkdir(mode=0o700, exist_ok=True)
+    for name in needed:
+        entry = source / name
         try:
             os.link(entry, target / entry.name)
         except FileNotFoundError:
@@ -362,6 +419,9 @@ def import_archive(
         raise CommandError(f"no archive at {file}")
     root = ensure_private_dir(sessions_dir(ensure_private_dir(Path(home))))
     if name is not None:
+        name = name.strip()  # as the kernel strips PERSISTENT_KERNEL_SESSION
+        if not name:
+            raise CommandError("--as needs a session name")
         # Refused before gigabytes are read; checked again before the rename.
         _installable(root / session_id_for("explicit", name), force)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
@@ -431,7 +491,7 @@ def _extract(
             total = None if compressed else sum(m.size for m in tar.getmembers())
             with _bar(progress, total, f"import {file.name}") as bar:
                 for member in tar:
-                    _check_member(file, member, staging, found)
+                    _check_member(file, member, found)
                     if member.name == MANIFEST and member.size > MAX_MANIFEST_BYTES:
                         raise CommandError(
                             f"{file}: its manifest is implausibly large ({member.size:,} bytes); not imported"
@@ -449,11 +509,9 @@ def _extract(
     return found
 
 
-def _check_member(
-    file: Path, member: tarfile.TarInfo, staging: Path, found: dict[str, Any]
-) -> None:
+def _check_member(file: Path, member: tarfile.TarInfo, found: dict[str, Any]) -> None:
     """Only the names an export writes, as regular files, each once."""
-    if not _MEMBER.match(member.name) or not member.isreg():
+    if not _MEMBER.fullmatch(member.name) or not member.isreg():
         kind = "" if member.isreg() else " (not a regular file)"
         raise CommandError(
             f"{file}: unexpected member {member.name!r}{kind}; not a session archive, nothing imported"
@@ -462,14 +520,6 @@ def _check_member(
         raise CommandError(
             f"{file}: member {member.name!r} appears twice; nothing imported"
         )
-    data_filter = getattr(tarfile, "data_filter", None)
-    if data_filter is not None:
-        try:
-            data_filter(member, str(staging))
-        except tarfile.FilterError as exc:
-            raise CommandError(
-                f"{file}: member {member.name!r} refused: {exc}; nothing imported"
-            ) from exc
 
 
 def _write_member(source: IO[bytes], target: Path, bar: Any) -> tuple[int, str]:
@@ -553,7 +603,7 @@ def _verify(
 
 def _archived_id(file: Path, manifest: dict[str, Any]) -> str:
     session_id = (manifest.get("session") or {}).get("session_id")
-    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
+    if not isinstance(session_id, str) or not SAFE_ID.fullmatch(session_id):
         raise CommandError(
             f"{file} names no usable session id ({session_id!r}); pass --as NAME"
         )

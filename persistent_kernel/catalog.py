@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 from .errors import PersistenceError
 from .lock import SessionLock
 from .records import STARTED, CellRecord
-from .session import session_id_for
+from .session import notebook_session, session_id_for
 from .store import Store, is_landed
 
 DATA_FILE = "data.mdb"
@@ -39,7 +39,6 @@ class SessionNotFound(CommandError):
 
 class AmbiguousSession(CommandError):
     def __init__(self, wanted: str, candidates: list[str]) -> None:
-        self.candidates = candidates
         shown = "\n  ".join(candidates)
         super().__init__(
             f"'{wanted}' matches {len(candidates)} sessions; say which:\n  {shown}"
@@ -48,7 +47,6 @@ class AmbiguousSession(CommandError):
 
 class SessionInUse(CommandError):
     def __init__(self, session_id: str, pid: int | None, action: str) -> None:
-        self.pid = pid
         who = f"kernel process {pid}" if pid else "a running kernel"
         super().__init__(
             f"session {session_id} is in use by {who}; shut that kernel down to {action} it"
@@ -86,32 +84,20 @@ def live_pid(path: Path) -> tuple[bool, int | None]:
     return held, (lock.holder() if held else None)
 
 
-def notebook_session_id(
-    notebook: str | os.PathLike[str], cwd: str | None = None
-) -> tuple[str, str]:
-    """The session id the kernel derives for a notebook path, and that absolute path.
-
-    As ``session.resolve_session`` does with ``JPY_SESSION_NAME``.
-    """
-    path = os.path.expanduser(os.fspath(notebook))
-    if cwd is not None and not os.path.isabs(path):
-        path = os.path.join(cwd, path)
-    path = os.path.abspath(path)
-    return session_id_for("notebook", path), path
-
-
-def resolve(home: Path, wanted: str, cwd: str | None = None) -> Path:
+def resolve(home: Path, wanted: str) -> Path:
     """The session directory an ID argument names.
 
     In order: the exact id; the session of a notebook path (as the kernel derives
     it), or of an explicit session name; a unique id prefix. Several prefix
-    matches are an error that lists them.
+    matches are an error that lists them. Stripped, as the kernel strips its
+    environment's names.
     """
+    wanted = wanted.strip()
     root = sessions_dir(home)
     ids = [p.name for p in session_dirs(home)]
     if wanted in ids:
         return root / wanted
-    derived = [session_id_for("explicit", wanted), notebook_session_id(wanted, cwd)[0]]
+    derived = [session_id_for("explicit", wanted), notebook_session(wanted)[0]]
     for candidate in derived:
         if candidate in ids:
             return root / candidate
@@ -176,8 +162,11 @@ class Summary:
         return dataclasses.asdict(self)
 
 
-def _last_active(records: list[CellRecord], meta: dict[str, Any]) -> float | None:
-    times = [r.started_at + (r.duration or 0.0) for r in records if r.started_at]
+def _last_active(last: CellRecord | None, meta: dict[str, Any]) -> float | None:
+    """When the session last did something: its last cell (records are in seq order), start or restore."""
+    times = (
+        [last.started_at + (last.duration or 0.0)] if last and last.started_at else []
+    )
     times.append(meta.get("kernel_started") or 0.0)
     times.append((meta.get("last_restore") or {}).get("finished_at") or 0.0)
     return max(times) or None
@@ -195,16 +184,26 @@ def summarize(path: Path) -> Summary:
     try:
         with open_store(path) as store:
             meta = store.meta()
-            records = list(store.records())
+            cells = store.count()
+            last = _last_record(store)
     except CommandError as exc:
         summary.problem = str(exc)
+        return summary
+    except Exception as exc:  # noqa: BLE001 - one damaged store must not break the listing
+        summary.problem = f"{type(exc).__name__}: {exc}"
         return summary
     summary.name = meta.get("session_name")
     summary.source = meta.get("session_source")
     summary.notebook_path = meta.get("notebook_path")
-    summary.cells = len(records)
-    summary.last_active = _last_active(records, meta)
+    summary.cells = cells
+    summary.last_active = _last_active(last, meta)
     return summary
+
+
+def _last_record(store: Store) -> CellRecord | None:
+    """The newest record, without keeping the others (``Store`` has no reverse read)."""
+    last = deque(store.records(), maxlen=1)
+    return last[0] if last else None
 
 
 def list_sessions(home: Path) -> list[Summary]:
@@ -293,10 +292,10 @@ def describe(path: Path) -> dict[str, Any]:
             "session_source": meta.get("session_source"),
             "notebook_path": meta.get("notebook_path"),
             "store_path": str(path),
-            "store_bytes": directory_bytes(path),
+            "store_bytes": store.size_bytes(),
             "format_version": store.format_version,
             "created": meta.get("created"),
-            "last_active": _last_active(records, meta),
+            "last_active": _last_active(records[-1] if records else None, meta),
             "live": live,
             "pid": pid,
             "cells": len(records),
@@ -327,8 +326,9 @@ def history(path: Path, last: int | None = 10) -> list[dict[str, Any]]:
     """The last ``last`` journal entries (all when None), oldest first."""
     live, _ = live_pid(path)
     with open_store(path) as store:
-        records = list(store.records())
-        shown = records if last is None else records[-last:] if last > 0 else []
+        shown = list(
+            store.records() if last is None else deque(store.records(), maxlen=last)
+        )
         entries = []
         versions = store.versions_between(shown[0].seq, shown[-1].seq) if shown else {}
         for record in shown:
@@ -337,7 +337,9 @@ def history(path: Path, last: int | None = 10) -> list[dict[str, Any]]:
             nbytes = 0
             for version in versions.get(record.seq, []):
                 if version.get("kind") == "recompute":
-                    recompute += version.get("names", [])
+                    # As %persist history marks them.
+                    mark = " (excluded)" if version.get("excluded") else ""
+                    recompute += [name + mark for name in version.get("names", [])]
                 else:
                     stored += version.get("names", [])
                     nbytes += version.get("nbytes") or 0
@@ -348,7 +350,7 @@ def history(path: Path, last: int | None = 10) -> list[dict[str, Any]]:
                     "kind": record.kind,
                     "started_at": record.started_at or None,
                     "duration": record.duration,
-                    "status": _status(record, live, record is records[-1]),
+                    "status": _status(record, live, record is shown[-1]),
                     "error": f"{record.ename}: {record.evalue}"
                     if record.ename
                     else None,

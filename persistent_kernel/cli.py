@@ -173,14 +173,23 @@ def _format_show(facts: dict[str, Any]) -> str:
         }.values()
     )
     lines = [
-        f"Session:        {facts['session_name'] or '-'}  (id {facts['session_id']}, from {facts['session_source'] or '-'})",
-        f"Notebook:       {facts['notebook_path'] or '-'}",
-        f"Store:          {facts['store_path']}  ({_bytes(facts['store_bytes'])}, format {facts['format_version']})",
-        f"Kernel:         {kernel}",
-        f"Created:        {_when(facts['created'])}",
-        f"Last active:    {_when(facts['last_active'])} ({_ago(facts['last_active'])})",
-        f"Cells:          {facts['cells']}  ({by_status})",
-        f"Variables:      {len(variables)}  ({_bytes(stored)} stored)",
+        (
+            "Session",
+            f"{facts['session_name'] or '-'}  (id {facts['session_id']}, from {facts['session_source'] or '-'})",
+        ),
+        ("Notebook", facts["notebook_path"] or "-"),
+        (
+            "Store",
+            f"{facts['store_path']}  ({_bytes(facts['store_bytes'])}, format {facts['format_version']})",
+        ),
+        ("Kernel", kernel),
+        ("Created", _when(facts["created"])),
+        (
+            "Last active",
+            f"{_when(facts['last_active'])} ({_ago(facts['last_active'])})",
+        ),
+        ("Cells", f"{facts['cells']}  ({by_status})"),
+        ("Variables", f"{len(variables)}  ({_bytes(stored)} stored)"),
     ]
     if variables:
         rows = [
@@ -194,17 +203,17 @@ def _format_show(facts: dict[str, Any]) -> str:
             for v in variables
         ]
         table = _table(["NAME", "KIND", "SIZE", "CELL", ""], rows)
-        lines += ["  " + line for line in table.splitlines()]
+        lines += [("", line) for line in table.splitlines()]
     report = facts["last_restore"]
     if report:
         summary = (
             facts["last_restore_summary"]
             or f"replayed {report.get('replayed', 0)} cells"
         )
-        lines.append(f"Last restore:   {_when(report.get('finished_at'))}: {summary}")
+        lines.append(("Last restore", f"{_when(report.get('finished_at'))}: {summary}"))
     else:
-        lines.append("Last restore:   none (no kernel has restored this session yet)")
-    return "\n".join(lines)
+        lines.append(("Last restore", "none (no kernel has restored this session yet)"))
+    return views.facts_text(lines)
 
 
 def _variable_note(variable: dict[str, Any]) -> str:
@@ -232,7 +241,8 @@ def _history(args: argparse.Namespace) -> int:
     rows = []
     for e in entries:
         # Bound, deleted, or changed in place (a new version without a rebinding: `small['b'] = 2`).
-        bound = sorted(set(e["writes"]) | set(e["stored"]) | set(e["recompute"]))
+        recomputed = {name.removesuffix(" (excluded)") for name in e["recompute"]}
+        bound = sorted(set(e["writes"]) | set(e["stored"]) | recomputed)
         changed = bound + [f"del {name}" for name in e["deletes"]]
         stored = _names(e["stored"]) + (
             f" ({_bytes(e['stored_bytes'])})" if e["stored"] else ""
@@ -292,8 +302,8 @@ def _confirm(question: str) -> None:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from .archive import collect
-    from .catalog import CommandError, SessionInUse, session_dirs
+    from .archive import collect, collect_leftovers
+    from .catalog import CommandError, session_dirs
 
     home = _home()
     paths = [_find(args.id)] if args.id else session_dirs(home)
@@ -304,15 +314,15 @@ def _gc(args: argparse.Namespace) -> int:
         except CommandError as exc:
             if args.id:
                 raise
-            why = (
-                f"in use by kernel process {exc.pid}"
-                if isinstance(exc, SessionInUse)
-                else str(exc)
-            )
-            skipped.append({"session_id": path.name, "reason": why})
-    total = sum(result["bytes"] for result in done)
+            skipped.append({"session_id": path.name, "reason": str(exc)})
+    # Work directories of interrupted commands (rm, a replace, export, import), with no ID only.
+    leftovers = [] if args.id else collect_leftovers(home, dry_run=args.dry_run)
+    total = sum(result["bytes"] for result in done + leftovers)
     verb = "would free" if args.dry_run else "freed"
-    lines = []
+    lines = [
+        f"{left['name']}: {verb} {_bytes(left['bytes'])} (left by an interrupted command)"
+        for left in leftovers
+    ]
     for result in done:
         count = len(result["files"])
         if count:
@@ -328,6 +338,7 @@ def _gc(args: argparse.Namespace) -> int:
         "bytes": total,
         "sessions": done,
         "skipped": skipped,
+        "leftovers": leftovers,
     }
     _emit(args, document, "\n".join(lines))
     return 0
@@ -532,11 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .catalog import CommandError
+    from .errors import PersistenceError
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CommandError, _Refused) as exc:
+    except (CommandError, PersistenceError, _Refused) as exc:
         _error(str(exc))
     except OSError as exc:
         _error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))

@@ -28,7 +28,9 @@ SESSION_ENV = "PERSISTENT_KERNEL_SESSION"
 NOTEBOOK_ENV = "JPY_SESSION_NAME"
 HOME_ENV = "PERSISTENT_KERNEL_HOME"
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A name used as a session directory as it is.
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SAFE_ID = SAFE_ID
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -71,7 +73,7 @@ def session_id_for(source: str, key: str) -> str:
     user can find it; anything else gets a readable slug plus a hash of the whole
     key, so two different notebooks called ``analysis.ipynb`` never share a store.
     """
-    if source == "explicit" and _SAFE_ID.match(key):
+    if source == "explicit" and SAFE_ID.match(key):
         return key
     if source == "notebook":
         readable = os.path.basename(key)
@@ -80,6 +82,12 @@ def session_id_for(source: str, key: str) -> str:
     else:
         readable = key
     return f"{_slug(readable)}-{_short_hash(source + ':' + key)}"
+
+
+def notebook_session(notebook: str | os.PathLike[str]) -> tuple[str, str]:
+    """The session id of a notebook path, and that path made absolute."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(notebook)))
+    return session_id_for("notebook", path), path
 
 
 def resolve_session(env: dict[str, str] | None = None, cwd: str | None = None) -> Session:
@@ -91,8 +99,8 @@ def resolve_session(env: dict[str, str] | None = None, cwd: str | None = None) -
         return Session(session_id_for("explicit", explicit), explicit, "explicit", None, home)
     notebook = env.get(NOTEBOOK_ENV, "").strip()
     if notebook:
-        path = os.path.abspath(os.path.expanduser(notebook))
-        return Session(session_id_for("notebook", path), os.path.basename(path), "notebook", path, home)
+        session_id, path = notebook_session(notebook)
+        return Session(session_id, os.path.basename(path), "notebook", path, home)
     directory = os.path.abspath(cwd or os.getcwd())
     return Session(session_id_for("cwd", directory), directory, "cwd", None, home)
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from persistent_kernel import archive
+from persistent_kernel.catalog import CommandError, live_pid
 from persistent_kernel.lock import SessionLock
 from persistent_kernel.session import session_id_for
 from persistent_kernel.store import Store
@@ -125,9 +127,9 @@ def test_list_show_history_gc_attach_and_rm_a_notebook_session(
     )
     assert store_path.is_dir()
     assert cli(pk_home, "gc", sid).returncode == 1
-    assert cli_json(pk_home, "gc")["skipped"] == [
-        {"session_id": sid, "reason": f"in use by kernel process {k.pid}"}
-    ]
+    [skipped] = cli_json(pk_home, "gc")["skipped"]
+    assert skipped["session_id"] == sid
+    assert f"is in use by kernel process {k.pid}; shut" in skipped["reason"]
     pid = k.pid
     k.shutdown()
 
@@ -160,10 +162,10 @@ def test_list_show_history_gc_attach_and_rm_a_notebook_session(
     big = next(v for v in facts["variables"] if v["name"] == "big")
     assert big["nbytes"] >= 24 * 2**20 and big["landed"] is True
     text = cli(pk_home, "show", sid[:5]).stdout  # a unique prefix
-    assert f"Session:        old.ipynb  (id {sid}, from notebook)" in text
-    assert "Kernel:         not running" in text
-    assert "Cells:          6  (1 error, 5 ok)" in text
-    assert "Last restore:   none" in text
+    assert f"Session:      old.ipynb  (id {sid}, from notebook)" in text
+    assert "Kernel:       not running" in text
+    assert "Cells:        6  (1 error, 5 ok)" in text
+    assert "Last restore: none" in text
     assert any(
         line.split()[:3] == ["big", "stored", "25.2"] for line in text.splitlines()
     )
@@ -251,7 +253,7 @@ def test_list_show_history_gc_attach_and_rm_a_notebook_session(
     assert_restored(k2)
     assert "Restored session 'new.ipynb'" in k2.execute("pass").stderr
     k2.shutdown()
-    assert "Last restore:   " in cli(pk_home, "show", new_sid).stdout
+    assert "Last restore: 20" in cli(pk_home, "show", new_sid).stdout
     assert cli_json(pk_home, "show", new_sid)["last_restore"]["loaded"] >= 3
 
     # rm on a stopped session: gone, and the listing says so.
@@ -377,8 +379,9 @@ def write_archive(
         ({"data.mdb": b"x", "blobs/../../escaped": b"evil"}, None),
         ({"/tmp/escaped-absolute": b"evil"}, None),
         ({"data.mdb": b"x"}, {"blobs/" + "ab" * 16: "../../../escaped"}),
+        ({"data.mdb\n": b"x", "manifest.json": b"{}"}, None),
     ],
-    ids=["dot-dot", "nested-dot-dot", "absolute", "symlink"],
+    ids=["dot-dot", "nested-dot-dot", "absolute", "symlink", "newline"],
 )
 def test_an_archive_member_outside_the_layout_is_refused(
     members, links, pk_home: Path, tmp_path: Path
@@ -464,7 +467,7 @@ def test_the_lock_probe_trusts_the_lock_not_the_pid_file(tmp_path: Path) -> None
     try:
         assert child.stdout.readline().strip() == "held"
         lock = SessionLock(tmp_path)
-        assert lock.is_held() and lock.holder_if_alive() == child.pid
+        assert lock.is_held() and live_pid(tmp_path) == (True, child.pid)
         assert lock.is_held()  # probing did not take the lock away
     finally:
         child.send_signal(signal.SIGKILL)
@@ -472,5 +475,109 @@ def test_the_lock_probe_trusts_the_lock_not_the_pid_file(tmp_path: Path) -> None
     assert (
         SessionLock(tmp_path).holder() == child.pid
     )  # the dead kernel's pid is still written there
-    assert SessionLock(tmp_path).holder_if_alive() is None
-    assert SessionLock(tmp_path / "no-such-session").holder_if_alive() is None
+    assert live_pid(tmp_path) == (False, None)
+    assert live_pid(tmp_path / "no-such-session") == (False, None)
+
+
+def make_store(path: Path, **meta: Any) -> None:
+    """A store as a kernel leaves it, without a kernel: its meta only."""
+    store = Store(path, sync_interval=0)
+    store.set_meta(**meta)
+    store.close()
+
+
+def test_attach_refuses_a_directory_without_a_store_and_keeps_the_session_there(
+    pk_home: Path, tmp_path: Path
+) -> None:
+    notebook = tmp_path / "nb.ipynb"
+    sid = session_id_for("notebook", str(notebook))
+    make_store(pk_home / "sessions" / sid, session_name="nb.ipynb")
+    (pk_home / "sessions" / "junk").mkdir()  # a kernel that died before its store
+    refused = cli(pk_home, "attach", "junk", str(notebook), "--force")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("persistent-kernel: error: ")
+    assert "holds no session store" in refused.stderr
+    assert sessions_in(pk_home) == sorted(["junk", sid])
+    assert cli_json(pk_home, "show", sid)["session_name"] == "nb.ipynb"
+
+
+def test_a_failed_attach_puts_both_sessions_back(
+    pk_home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    root = pk_home / "sessions"
+    notebook = tmp_path / "nb.ipynb"
+    sid = session_id_for("notebook", str(notebook))
+    make_store(root / "old", session_name="old")
+    make_store(root / sid, session_name="in the way")
+
+    def fail(self, **items):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Store, "set_meta", fail)
+    with pytest.raises(CommandError) as refused:
+        archive.attach(root / "old", str(notebook), force=True)
+    assert "No space left on device" in str(refused.value)
+    assert "the session it was to replace is back in place" in str(refused.value)
+    monkeypatch.undo()
+    assert sessions_in(pk_home) == sorted(["old", sid])
+    for name, session_name in (("old", "old"), (sid, "in the way")):
+        assert cli_json(pk_home, "show", name)["session_name"] == session_name
+
+
+def test_a_damaged_store_is_listed_with_its_problem_and_show_says_why(
+    pk_home: Path,
+) -> None:
+    make_store(pk_home / "sessions" / "fine", session_name="fine")
+    damaged = pk_home / "sessions" / "damaged"
+    damaged.mkdir(parents=True)
+    (damaged / "data.mdb").write_bytes(os.urandom(64 * 1024))
+    listed = cli(pk_home, "sessions", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["id"]: row for row in json.loads(listed.stdout)["sessions"]}
+    assert rows["fine"]["problem"] is None and rows["fine"]["cells"] == 0
+    assert "cannot open the store" in rows["damaged"]["problem"]
+    table = cli(pk_home, "sessions")
+    assert table.returncode == 0 and "? cannot open the store" in table.stdout
+    for command in ("show", "history"):
+        shown = cli(pk_home, command, "damaged")
+        assert shown.returncode == 1 and shown.stdout == ""
+        assert shown.stderr.startswith(
+            "persistent-kernel: error: cannot open the store"
+        )
+        assert "Traceback" not in shown.stderr
+
+
+def test_gc_removes_the_work_directories_interrupted_commands_left(
+    pk_home: Path,
+) -> None:
+    root = pk_home / "sessions"
+    make_store(root / "kept", session_name="kept")
+    sizes = {".removing-a-1234": 1000, ".replaced-b-5678": 500, ".import-old": 300}
+    for name, size in {**sizes, ".import-new": 7, ".export-new": 9}.items():
+        (root / name / "blobs").mkdir(parents=True)
+        (root / name / "blobs" / "file").write_bytes(b"x" * size)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(root / ".import-old", (two_days_ago, two_days_ago))
+    dry = cli_json(pk_home, "gc", "--dry-run")
+    assert {left["name"]: left["bytes"] for left in dry["leftovers"]} == sizes
+    assert dry["bytes"] == 1800 and len(sessions_in(pk_home)) == 6
+    text = cli(pk_home, "gc").stdout
+    assert ".removing-a-1234: freed 1.0 KB (left by an interrupted command)" in text
+    assert "Freed 1.8 KB in 1 session(s)." in text
+    assert sessions_in(pk_home) == [".export-new", ".import-new", "kept"]
+    assert cli_json(pk_home, "gc")["leftovers"] == []
+
+
+def test_import_as_strips_the_name_as_the_kernel_does(
+    pk_home: Path, tmp_path: Path
+) -> None:
+    make_store(pk_home / "sessions" / "source", session_name="source")
+    packed = tmp_path / "source.tar"
+    assert cli(pk_home, "export", "source", str(packed)).returncode == 0
+    imported = cli_json(pk_home, "import", str(packed), "--as", "  copy \n")
+    assert (imported["session_id"], imported["session_name"]) == ("copy", "copy")
+    assert sessions_in(pk_home) == ["copy", "source"]
+    assert cli_json(pk_home, "show", " copy ")["session_id"] == "copy"
+    blank = cli(pk_home, "import", str(packed), "--as", "  ")
+    assert blank.returncode == 1 and "--as needs a session name" in blank.stderr
+    assert sessions_in(pk_home) == ["copy", "source"]
