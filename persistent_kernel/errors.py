@@ -20,6 +20,10 @@ class StoreFormatError(StoreUnavailable):
     """The store was written in a format this version cannot read."""
 
 
+class StoreFromNewerVersion(StoreFormatError):
+    """The store is a newer persistent_kernel's: left as it is, for that version to read."""
+
+
 class SessionLocked(StoreUnavailable):
     """Another live kernel holds this session's journal."""
 

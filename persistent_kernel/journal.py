@@ -11,9 +11,16 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import PersistenceError, SessionLocked, StoreWriteError
+from .errors import (
+    PersistenceError,
+    SessionLocked,
+    StoreFromNewerVersion,
+    StoreUnavailable,
+    StoreWriteError,
+)
 from .lock import SessionLock
 from .records import CellRecord
 from .session import Session, ensure_private_dir
@@ -22,6 +29,9 @@ from .writer import BackgroundWriter, WriteJob
 
 if TYPE_CHECKING:  # the checkpoint is built above us; only its fields are read here
     from .checkpoint import Checkpoint
+
+
+OPEN_ATTEMPTS_FILE = "opening"  # kernels that began opening the store and have not finished
 
 
 class Journal:
@@ -58,50 +68,102 @@ class Journal:
     # -- opening ------------------------------------------------------------------
 
     def open(self) -> bool:
-        """Lock and open the session's store; on failure persistence is off, the kernel runs on."""
+        """Lock and open the session's store; on failure persistence is off, the kernel runs on.
+
+        A store that cannot be read (damaged, or not ours) is moved aside, never
+        deleted, and the session starts fresh in its place; the user is told where
+        it went. A newer version's store and one another kernel holds are left alone.
+        """
         where = self.session.store_path
         try:
-            ensure_private_dir(self.session.home)
-            ensure_private_dir(where.parent)  # sessions/
-            ensure_private_dir(where)
-            self._lock.acquire(self.lock_timeout)
-            self.store = Store(
-                where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True
-            )
-            self.store.set_meta(
-                session_id=self.session.id,
-                session_name=self.session.name,
-                session_source=self.session.source,
-                notebook_path=self.session.notebook_path,
-                created=self.store.get_meta("created") or time.time(),
-                kernel_pid=os.getpid(),
-                kernel_started=time.time(),
-            )
-            self.writer = BackgroundWriter(
-                self.store,
-                history_budget=self.history_budget,
-                throttle_bytes_per_second=self.write_throttle,
-                on_unlanded=self._unlanded,
-            )
+            try:
+                self._open_at(where)
+            except (StoreUnavailable, FileExistsError, NotADirectoryError) as exc:
+                if isinstance(exc, (SessionLocked, StoreFromNewerVersion)):
+                    raise
+                self._close_quietly()
+                aside = self._set_aside(where)
+                self.notify(
+                    f"The session's store could not be read ({exc}). It was moved to {aside}, nothing deleted, "
+                    "and this session starts fresh. Your earlier variables are not restored."
+                )
+                self._open_at(where)
         except (PersistenceError, OSError) as exc:
-            if self.store is not None:
-                self.store.close()
-                self.store = None
-            self._lock.release()
+            self._close_quietly()
             self.problem = str(exc)
             if isinstance(exc, SessionLocked):
                 advice = (
                     "This kernel runs without persistence so the two cannot mix their journals. "
                     "Close the other kernel, or set PERSISTENT_KERNEL_SESSION to give this one a session of its own."
                 )
+            elif isinstance(exc, StoreFromNewerVersion):
+                advice = f"Nothing at {where} was changed: a newer persistent-kernel reads it."
             else:
-                advice = f"Nothing at {where} was changed or deleted."
+                advice = f"Nothing at {where} was deleted."
             self.notify(
                 f"Persistence is off for this kernel: {exc}. Your cells run as usual, "
                 f"but they will not come back after a crash. {advice}"
             )
             return False
         return True
+
+    def _open_at(self, where: Path) -> None:
+        ensure_private_dir(self.session.home)
+        ensure_private_dir(where.parent)  # sessions/
+        ensure_private_dir(where)
+        self._lock.acquire(self.lock_timeout)
+        # A store whose opening kills the process (LMDB trusts its file: damage it cannot see
+        # can crash it) would kill every restart. Count attempts in a file beside it: once may
+        # be an impatient kill -9, twice is the store's doing, and it is set aside.
+        attempts = where / OPEN_ATTEMPTS_FILE
+        try:
+            crashed = int(attempts.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            crashed = 0
+        if crashed >= 2:
+            raise StoreUnavailable(f"opening the store at {where} stopped the kernel {crashed} times")
+        attempts.write_text(f"{crashed + 1}\n")
+        self.store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True)
+        attempts.unlink()
+        self.store.set_meta(
+            session_id=self.session.id,
+            session_name=self.session.name,
+            session_source=self.session.source,
+            notebook_path=self.session.notebook_path,
+            created=self.store.get_meta("created") or time.time(),
+            kernel_pid=os.getpid(),
+            kernel_started=time.time(),
+        )
+        self.writer = BackgroundWriter(
+            self.store,
+            history_budget=self.history_budget,
+            throttle_bytes_per_second=self.write_throttle,
+            on_unlanded=self._unlanded,
+        )
+
+    def _set_aside(self, where: Path) -> Path:
+        """Move an unreadable store (or a file in its place) to ``<home>/unreadable/``; returns where.
+
+        Renamed while this kernel holds the session's lock (if it got it), so no
+        other kernel opens it meanwhile; one waiting for the lock takes it again
+        on the fresh store (see ``SessionLock.acquire``).
+        """
+        aside_dir = ensure_private_dir(self.session.home / "unreadable")
+        aside = aside_dir / f"{self.session.id}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        if where.is_dir():
+            (where / OPEN_ATTEMPTS_FILE).unlink(missing_ok=True)  # ours, not the store's
+        os.rename(where, aside)
+        self._lock.release()
+        return aside
+
+    def _close_quietly(self) -> None:
+        if self.writer is not None:
+            self.writer.stop(timeout=0)
+            self.writer = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self._lock.release()
 
     def turn_off(self, reason: str) -> None:
         """Run without persistence on purpose (configuration), without opening the store."""

@@ -25,6 +25,8 @@ Durability, flag by flag (see docs/architecture.md):
 from __future__ import annotations
 
 import json
+import os
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +36,12 @@ import lmdb
 
 from .ahead import AheadSlot
 from .blobfiles import BlobFiles
-from .errors import StoreFormatError, StoreUnavailable, StoreWriteError
+from .errors import (
+    StoreFormatError,
+    StoreFromNewerVersion,
+    StoreUnavailable,
+    StoreWriteError,
+)
 from .records import CellRecord
 
 # 1: journal only (replay); 2: + versions, names, blobs (snapshots);
@@ -87,6 +94,43 @@ def _is_blob_name(name: str) -> bool:
     return len(name) == 32 and all(c in "0123456789abcdef" for c in name)
 
 
+_LMDB_MAGIC = 0xBEEFC0DE
+
+
+def truncation(path: Path) -> str | None:
+    """Why ``data.mdb`` is shorter than its own meta page says it is, or None.
+
+    LMDB maps the file and trusts its meta page: reading a page past the end of a
+    truncated file kills the process with SIGBUS instead of raising. The two meta
+    pages (page 0 and 1) hold the page size and the last page in use; the newer
+    one (higher transaction id) is the one LMDB would use. Offsets are those of
+    64-bit builds (``MDB_meta`` after a 16-byte page header).
+    """
+    try:
+        with open(path / "data.mdb", "rb") as data:
+            head = data.read(2 * 65536)
+            size = os.fstat(data.fileno()).st_size
+    except FileNotFoundError:
+        return None
+    if size == 0 or len(head) < 152 or struct.unpack_from("<I", head, 16)[0] != _LMDB_MAGIC:
+        return None  # a new file, or not LMDB's: lmdb.open says so itself
+    page_size = struct.unpack_from("<I", head, 40)[0]
+    if page_size not in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
+        return None
+    metas = []
+    for offset in (0, page_size):
+        if offset + 152 <= len(head) and struct.unpack_from("<I", head, offset + 16)[0] == _LMDB_MAGIC:
+            last_page, txn_id = struct.unpack_from("<QQ", head, offset + 136)
+            metas.append((txn_id, last_page))
+    if not metas:
+        return None
+    _txn_id, last_page = max(metas)
+    needed = (last_page + 1) * page_size
+    if size < needed:
+        return f"its data file is truncated ({size:,} bytes; its last page ends at {needed:,})"
+    return None
+
+
 def is_landed(version: dict[str, Any] | None) -> bool:
     """Whether a stored version's bytes are all on disk (large blobs land after the commit)."""
     return version is not None and version.get("kind") == "stored" and version.get("landed", True) and not version.get("pruned")
@@ -123,6 +167,9 @@ class Store:
         self._closed = threading.Event()
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            damage = truncation(self.path)
+            if damage:
+                raise StoreUnavailable(f"cannot open the store at {self.path}: {damage}")
             self._env = lmdb.open(
                 str(self.path),
                 subdir=True,
@@ -190,7 +237,7 @@ class Store:
         except ValueError:
             raise StoreFormatError(f"the store at {self.path} has an unreadable format version {bytes(raw)!r}") from None
         if version > FORMAT_VERSION:
-            raise StoreFormatError(
+            raise StoreFromNewerVersion(
                 f"the store at {self.path} has format version {version}, written by a newer persistent_kernel; "
                 f"this one reads version {FORMAT_VERSION} and older. Upgrade persistent-kernel to use it."
             )

@@ -257,8 +257,8 @@ def test_persist_status_tells_where_and_what(kernel, pk_home: Path) -> None:
     assert "Last restore:" in status and "loaded 1 variable, replayed 0 cells" in status
 
 
-@pytest.mark.parametrize("damage", ["file-in-the-way", "garbage", "newer-format"])
-def test_unopenable_store_leaves_a_working_kernel_and_the_files(kernel, pk_home: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["file-in-the-way", "garbage", "truncated"])
+def test_an_unreadable_store_is_moved_aside_whole_and_the_session_starts_fresh(kernel, pk_home: Path, damage: str) -> None:
     store = pk_home / "sessions" / "test-session"
     if damage == "file-in-the-way":
         store.parent.mkdir(parents=True)
@@ -268,25 +268,66 @@ def test_unopenable_store_leaves_a_working_kernel_and_the_files(kernel, pk_home:
         (store / "data.mdb").write_bytes(os.urandom(32 * 1024))
     else:
         k = kernel()
-        run(k, "x = 1")
+        run(k, "x = 'before'")
         k.shutdown()
-        import lmdb
-
-        env = lmdb.open(str(store), max_dbs=8)
-        with env.begin(write=True, db=env.open_db(b"meta")) as txn:
-            txn.put(b"format_version", b"99")
-        env.close()
+        data = (store / "data.mdb").read_bytes()
+        (store / "data.mdb").write_bytes(data[: len(data) // 3])
     # lock.mdb is LMDB's reader table, rewritten by any open; the data must not change.
-    files = {p: p.read_bytes() for p in ([store] if store.is_file() else store.iterdir()) if p.name not in ("kernel.lock", "lock.mdb")}
+    files = {p.name: p.read_bytes() for p in ([store] if store.is_file() else store.iterdir()) if p.name not in ("kernel.lock", "lock.mdb")}
 
     k = kernel()
     first = k.execute("21 * 2")
     assert first.status == "ok" and first.result == "42"
-    assert "Persistence is off for this kernel" in first.stderr and str(store) in first.stderr
-    assert "Persistence is off" not in k.execute("1").stderr  # told once
+    moved = re.search(r"It was moved to (\S+), nothing deleted", first.stderr)
+    assert moved, first.stderr
+    aside = Path(moved.group(1))
+    assert aside.parent == pk_home / "unreadable"
+    kept = {p.name: p.read_bytes() for p in ([aside] if aside.is_file() else aside.iterdir()) if p.name not in ("kernel.lock", "lock.mdb")}
+    if store.is_file() or damage == "file-in-the-way":
+        assert aside.read_bytes() == b"not a store"
+    else:
+        assert kept == files  # moved whole, byte for byte
+    assert "moved to" not in k.execute("1").stderr  # told once
+    # The fresh store in its place persists as usual.
+    run(k, "y = 'after'")
+    crash_and_restart(k)
+    assert k.evaluate("y") == "'after'"
+
+
+def test_a_store_whose_opening_killed_two_kernels_is_set_aside(kernel, pk_home: Path) -> None:
+    k = kernel()
+    run(k, "x = 1")
+    k.shutdown()
+    store = pk_home / "sessions" / "test-session"
+    (store / "opening").write_text("1\n")  # one kernel died opening it: maybe an impatient kill -9
+    k = kernel()
+    assert k.evaluate("x") == "1" and not (store / "opening").exists()
+    k.shutdown()
+    (store / "opening").write_text("2\n")  # two did: the store's doing
+    k = kernel()
+    first = k.execute("'x' in globals()")
+    assert first.result == "False" and "stopped the kernel 2 times" in first.stderr and "It was moved to" in first.stderr
+
+
+def test_a_newer_versions_store_is_left_alone(kernel, pk_home: Path) -> None:
+    store = pk_home / "sessions" / "test-session"
+    k = kernel()
+    run(k, "x = 1")
+    k.shutdown()
+    import lmdb
+
+    env = lmdb.open(str(store), max_dbs=8)
+    with env.begin(write=True, db=env.open_db(b"meta")) as txn:
+        txn.put(b"format_version", b"99")
+    env.close()
+    files = {p: p.read_bytes() for p in store.iterdir() if p.name not in ("kernel.lock", "lock.mdb")}
+    k = kernel()
+    first = k.execute("21 * 2")
+    assert first.result == "42"
+    assert "Persistence is off for this kernel" in first.stderr and "a newer persistent-kernel reads it" in first.stderr
     assert "OFF" in k.execute("%persist status").text
     k.shutdown()
-    assert {p: p.read_bytes() for p in files} == files  # nothing changed, nothing deleted
+    assert {p: p.read_bytes() for p in files} == files  # nothing changed, nothing moved
 
 
 def test_a_journal_that_cannot_be_written_warns_once_and_the_cells_still_run(kernel) -> None:
