@@ -361,16 +361,19 @@ def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[C
             touched.update(record.reads or ())
             touched.update(record.writes or ())
     ns = shell.user_ns
-    for version in plan.versions.values():
-        names = version["names"]
+    for key, version in plan.versions.items():
+        # Only the names whose latest value this version is: a name rebound since
+        # (`b = [9]` after `a = [1]; b = a`) has a newer version of its own.
+        names = [n for n in version["names"] if (state := plan.states.get(n)) is not None and state.version == key]
         if not touched.intersection(names) or not all(n in plan.stored and ns.get(n, _MISSING) is plan.stored[n] for n in names):
             continue
-        try:
-            unchanged = dumps({n: ns[n] for n in names}).group_digest == version.get("digest")
-        except Exception:  # noqa: BLE001 - cannot tell: reload to be safe
-            unchanged = False
-        if unchanged:
-            continue
+        if len(names) == len(version["names"]):
+            try:
+                unchanged = dumps({n: ns[n] for n in names}).group_digest == version.get("digest")
+            except Exception:  # noqa: BLE001 - cannot tell: reload to be safe
+                unchanged = False
+            if unchanged:
+                continue
         values = _load_version(shell.user_module, store, version)
         if isinstance(values, dict):
             for name in names:
@@ -450,26 +453,39 @@ def _start_from_earlier(
 
 
 def _bind_reads_as_of(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, record: CellRecord, cache: dict) -> None:
-    """Before replaying a cell for a value that never landed: what it reads, as it stood before it ran.
+    """Before replaying a cell: what it reads and deletes, as it stood before it ran.
 
     The namespace holds the latest stored values; ``big += n; n += 1`` replayed
     with the latest ``n`` would add the wrong amount. Stored names the cell read
     and a later cell changed are bound to their version from before the cell;
-    after the replay ``_keep_newest`` binds the latest ones again.
+    after the replay ``_keep_newest`` binds the latest ones again. A name the
+    session no longer has (``a = 1``, then ``del a; g = …``) is bound too, from
+    its version before the cell, or as a placeholder when the cell only deletes
+    it; the restore removes such names again after the replay.
     """
-    for name in record.reads or ():
-        if name in plan.based or name not in plan.stored or plan.stored_at.get(name, 0) < record.seq:
+    deletes = set(record.deletes or ())
+    for name in (*(record.reads or ()), *deletes):
+        absent = name not in ns
+        if not absent and (name in plan.based or name not in plan.stored or plan.stored_at.get(name, 0) < record.seq):
             continue
-        earlier = [p for p in store.name_history(name) if p["seq"] < record.seq]
-        if not earlier or earlier[-1]["state"] != "live":
-            continue
-        key = earlier[-1]["version"]
-        if key not in cache:
-            version = store.version(bytes.fromhex(key))
-            cache[key] = _load_version(main, store, version) if _loadable(store, version) else LookupError(key)
-        values = cache[key]
-        if isinstance(values, dict) and name in values:
-            ns[name] = values[name]
+        value = _value_before(main, store, name, record.seq, cache)
+        if value is not _MISSING:
+            ns[name] = value
+        elif absent and name in deletes:
+            ns[name] = None  # the cell deletes it; what it was does not matter
+
+
+def _value_before(main: Any, store: Any, name: str, seq: int, cache: dict) -> Any:
+    """``name``'s stored value as it stood before cell ``seq`` ran, or ``_MISSING``."""
+    earlier = [p for p in store.name_history(name) if p["seq"] < seq]
+    if not earlier or earlier[-1]["state"] != "live":
+        return _MISSING
+    key = earlier[-1]["version"]
+    if key not in cache:
+        version = store.version(bytes.fromhex(key))
+        cache[key] = _load_version(main, store, version) if _loadable(store, version) else LookupError(key)
+    values = cache[key]
+    return values[name] if isinstance(values, dict) and name in values else _MISSING
 
 
 def _loadable(store: Any, version: dict[str, Any] | None) -> bool:

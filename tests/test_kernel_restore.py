@@ -341,3 +341,24 @@ def test_a_journal_that_cannot_be_written_warns_once_and_the_cells_still_run(ker
     assert sum("Could not write to the session journal" in w for w in warnings) == 1
     assert k.evaluate("len(s)") == "30000"
     assert "DEGRADED" in k.execute("%persist status").text
+
+
+def test_a_replayed_cell_that_deletes_a_name_the_session_no_longer_has(kernel) -> None:
+    # Found by the fault-injection driver: the replay of [2] raised NameError on `del a`.
+    k = kernel()
+    run(k, "a = 1")
+    run(k, "del a\ng = (i for i in range(10))")
+    run(k, "next(g)")
+    summary = crash_and_restart(k)
+    assert "failed during replay" not in summary
+    assert k.evaluate("(next(g), 'a' in globals())") == "(1, False)"
+
+
+def test_a_replay_does_not_bring_back_an_alias_rebound_since(kernel) -> None:
+    # Found by the fault-injection driver: reloading the {a, b} version after the replay rebound b.
+    k = kernel()
+    run(k, "a = [1]; b = a")
+    run(k, "a.append(2); g = (i for i in range(10))")
+    run(k, "b = [9]")
+    crash_and_restart(k)
+    assert k.evaluate("(a, b, a is b)") == "([1, 2], [9], False)"
