@@ -18,6 +18,7 @@ No LMDB here, no IPython.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 from collections.abc import Callable, Iterator
@@ -35,6 +36,13 @@ class TornWrite(Exception):
 
 class WriteCancelled(Exception):
     """The write was called off (the session is being forgotten or the kernel is stopping)."""
+
+
+def write_failure(doing: str, exc: BaseException) -> str:
+    """What a failed write tells the user: a full disk in plain words, anything else as it is."""
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+        return f"the disk holding the session's store is full ({doing} failed: No space left on device)"
+    return f"{doing} failed: {exc}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -85,6 +93,10 @@ class BlobFiles:
             return 0  # content-addressed: these bytes are already stored
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         view = memoryview(data).cast("B")
+        room = os.statvfs(self.directory)
+        if room.f_blocks and view.nbytes > room.f_bavail * room.f_frsize:
+            # It cannot fit: filling the disk to find out would make the kernel's next commits fail too.
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.directory))
         temporary = self.directory / f".{blob_digest.hex()}.{os.getpid()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:

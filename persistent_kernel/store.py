@@ -24,6 +24,7 @@ Durability, flag by flag (see docs/architecture.md):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -34,8 +35,10 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from .ahead import HEADER as SLOT_HEADER
+from .ahead import INITIAL_SIZE as SLOT_INITIAL_SIZE
 from .ahead import AheadSlot
-from .blobfiles import BlobFiles
+from .blobfiles import BlobFiles, write_failure
 from .errors import (
     StoreFormatError,
     StoreFromNewerVersion,
@@ -56,6 +59,10 @@ _OUTCOMES = b"outcomes"  # seq -> how it ended (small JSON), written after it ra
 _VERSIONS = b"versions"  # seq + ordinal -> one group version (JSON: names, method, blob digests, or recompute)
 _NAMES = b"names"  # name NUL seq -> where that name stood after cell seq (JSON pointer)
 _BLOBS = b"blobs"  # digest (16 bytes) + chunk (4 bytes) -> content-addressed bytes
+
+# The status of a cell that ran but whose outcome could not be committed (the disk was full):
+# never replayed (what it changed is stored by the next cell that commits), never "died".
+UNRECORDED = "unrecorded"
 
 BLOB_CHUNK = 256 * 1024**2  # LMDB values must stay under 4 GiB; chunks keep each put moderate
 
@@ -203,6 +210,7 @@ class Store:
             self.files.remove_leftovers()  # a killed writer's temporary files
         self._floor = 0  # records below this were cleared while they ran (%persist forget)
         self._running: tuple[int, bytes] | None = None  # the record this store wrote to the slot
+        self._slot_reserved = 0  # bytes at the start of the slot's file known to have disk blocks
         self._seen_running: tuple[int, bytes] | None = None  # a non-owner's view of the kernel's slot
         try:
             self.slot = AheadSlot(self.path / "ahead")
@@ -266,7 +274,7 @@ class Store:
                     # The `with` aborted the transaction; grow and run it again whole.
                     self._grow()
                 except lmdb.Error as exc:
-                    raise StoreWriteError(f"writing to the store at {self.path} failed: {exc}") from exc
+                    raise StoreWriteError(write_failure(f"writing to the store at {self.path}", exc)) from exc
 
     def _grow(self) -> None:
         current = self._env.info()["map_size"]
@@ -281,7 +289,7 @@ class Store:
         try:
             self._env.set_mapsize(wanted)
         except lmdb.Error as exc:
-            raise StoreWriteError(f"cannot grow the store at {self.path} to {wanted:,} bytes: {exc}") from exc
+            raise StoreWriteError(write_failure(f"growing the store at {self.path} to {wanted:,} bytes", exc)) from exc
 
     def set_meta(self, **items: Any) -> None:
         """Set several metadata keys in one transaction (values are JSON)."""
@@ -327,24 +335,64 @@ class Store:
             if self._closed.is_set():
                 raise StoreWriteError(f"the store at {self.path} is closed")
             if self._running is not None:
-                # The previous record never got its outcome (its commit failed): keep it, as started.
-                self._write(lambda txn: self._put_ahead(txn, *self._running))
+                # The previous cell ran but its outcome could not be committed (a full disk): keep
+                # its record, saying so, not "started" (which a restore takes for a cell the kernel died in).
+                self._write(lambda txn: self._put_unrecorded(txn, *self._running))
                 self._running = None
             record.seq = self._next_seq
             ahead = record.encode_ahead()
             try:
+                self._reserve_slot(SLOT_HEADER + len(ahead))
                 self.slot.write(ahead)
             except (OSError, ValueError) as exc:  # growing the slot for a very large cell can fail
-                raise StoreWriteError(f"writing the cell ahead to {self.slot.path} failed: {exc}") from exc
+                raise StoreWriteError(write_failure(f"writing the cell ahead to {self.slot.path}", exc)) from exc
             self._next_seq += 1
             self._running = (record.seq, ahead)
             self._dirty.set()  # the flusher msyncs the slot too
             return record
 
+    def _reserve_slot(self, needed: int) -> None:
+        """Give the slot's file disk blocks for its first ``needed`` bytes before they are copied in.
+
+        The slot is a shared mapping of a sparse file: the first write to a page
+        with no block behind it allocates one, and on a full disk that is a SIGBUS,
+        the kernel's death, not an error. ``posix_fallocate`` says ENOSPC instead
+        (the cell then runs unjournaled). Done once per size the slot reaches.
+        """
+        if needed <= self._slot_reserved:
+            return
+        target = max(needed, SLOT_INITIAL_SIZE)  # never past the mapping's size: the file is not made longer than it
+        fd = os.open(self.slot.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.posix_fallocate(fd, 0, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            # A file system that cannot reserve blocks: write as before (a full disk can still SIGBUS there).
+        finally:
+            os.close(fd)
+        self._slot_reserved = target
+
     def _put_ahead(self, txn: Any, seq: int, ahead: bytes) -> None:
         """A record with no outcome (it was running when the kernel died, or its commit failed)."""
         if seq >= self._floor:
             txn.put(_seq_key(seq), ahead, db=self._cells)
+
+    def _put_unrecorded(self, txn: Any, seq: int, ahead: bytes) -> None:
+        if seq >= self._floor:
+            record = CellRecord.decode(ahead)
+            record.status = UNRECORDED
+            txn.put(_seq_key(seq), ahead, db=self._cells)
+            txn.put(_seq_key(seq), record.encode_outcome(), db=self._outcomes)
+
+    def _commit_outcome(self, record: CellRecord, body: Callable[[Any], bool]) -> bool:
+        with self._lock:
+            try:
+                return self._committed(record, self._write(body))
+            except StoreWriteError:
+                if self._running is not None and self._running[0] == record.seq:
+                    self.slot.clear()  # it ran: a kill now must not make it "running when the kernel died"
+                raise
 
     def _committed(self, record: CellRecord, committed: bool) -> bool:
         if committed and self._running is not None and self._running[0] == record.seq:
@@ -380,8 +428,7 @@ class Store:
 
     def set_outcome(self, record: CellRecord) -> bool:
         """Store how a cell ended (with its record); False when the session was forgotten meanwhile."""
-        with self._lock:
-            return self._committed(record, self._write(lambda txn: self._put_record(txn, record)))
+        return self._commit_outcome(record, lambda txn: self._put_record(txn, record))
 
     def commit_checkpoint(
         self,
@@ -418,8 +465,7 @@ class Store:
                 txn.put(b"context", _json(context), db=self._meta)
             return True
 
-        with self._lock:
-            return self._committed(record, self._write(body))
+        return self._commit_outcome(record, body)
 
     def mark_landed(self, key: bytes) -> bool:
         """A version's large blobs are durable: from now on it is restorable as stored."""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .blobfiles import COPY_CHUNK, TornWrite, WriteCancelled
+from .blobfiles import COPY_CHUNK, TornWrite, WriteCancelled, write_failure
 from .errors import StoreWriteError
 
 log = logging.getLogger(__name__)
@@ -149,10 +149,18 @@ class BackgroundWriter:
             try:
                 self._write(job)
             except Exception as exc:  # noqa: BLE001 - the writer must outlive any one failure
-                log.exception("persistent_kernel: background write failed")
+                if isinstance(exc, StoreWriteError):
+                    # The disk (full, failing): the journal tells the user once. A traceback on
+                    # stderr would reach the cell running now, and every retry would add one.
+                    log.debug("persistent_kernel: background write failed: %s", exc)
+                else:
+                    log.exception("persistent_kernel: background write failed")
+                repeated = self.problem is not None  # nothing landed since the last failure
                 self.problem = f"{type(exc).__name__}: {exc}"
                 self.dropped += 1
-                self._tell(job, f"writing it failed ({exc})", failed=True)
+                # The journal notifies the user of a failure; the retries of a run of failures (a disk that
+                # stays full: every cell stores the value again) are only dropped versions, not news.
+                self._tell(job, f"writing it failed ({exc})", failed=not repeated)
             finally:
                 with self._condition:
                     self._busy = None
@@ -175,7 +183,7 @@ class BackgroundWriter:
             self._tell(job, str(exc))
             return
         except OSError as exc:
-            raise StoreWriteError(f"writing a large value to {self.store.files.directory} failed: {exc}") from exc
+            raise StoreWriteError(write_failure(f"writing a large value to {self.store.files.directory}", exc)) from exc
         self.store.mark_landed(job.version_key)
         self.landed += 1
         self.problem = None
