@@ -339,6 +339,7 @@ class Checkpointer:
                 # The cells that changed it while it was storable are in its history;
                 # the restore adds them (see restore._load_stored).
                 cells.update(previous.cells)
+            cells.update(self._cells_of_object_under_other_names(checkpoint, name))
             if excluded or (advances_when_used(ns[name]) and (name in checkpoint.reads or name in checkpoint.writes)):
                 # This cell used it (not merely a group neighbour); an excluded value may also have
                 # been changed through a stored name sharing it (`items = cfg['k']`; `cfg['k'].append(3)`).
@@ -364,6 +365,23 @@ class Checkpointer:
             checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
             checkpoint.states[name] = NameState(RECOMPUTE, bound_at, key.hex(), group, None, ordered)
         return 1
+
+    def _cells_of_object_under_other_names(self, checkpoint: Checkpoint, name: str) -> set[int]:
+        """The cells that made and used an unstorable object before it got this name.
+
+        ``gen3 = gen1; gen1 = (…)``: ``gen3`` is the generator ``gen1`` was, advanced
+        by the cells in ``gen1``'s history, which a rebuild of ``gen3`` must replay.
+        (A linear look at the last scan: only when an unstorable value is recorded.)
+        """
+        ident = id(self.namespace[name])
+        cells: set[int] = set()
+        for other, other_id in self.scan.items():
+            if other_id == ident and other != name:
+                earlier = self._previous(checkpoint, other)
+                if earlier is not None and earlier.kind == RECOMPUTE:
+                    cells.add(earlier.bound_at)
+                    cells.update(earlier.cells)
+        return cells
 
     def stored_bytes(self) -> int:
         """Serialized size of everything stored for the live namespace (what a full pass hashes)."""

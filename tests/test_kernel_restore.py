@@ -362,3 +362,15 @@ def test_a_replay_does_not_bring_back_an_alias_rebound_since(kernel) -> None:
     run(k, "b = [9]")
     crash_and_restart(k)
     assert k.evaluate("(a, b, a is b)") == "([1, 2], [9], False)"
+
+
+def test_an_unstorable_object_renamed_keeps_the_history_it_had_under_its_old_name(kernel) -> None:
+    # Found by the fault-injection driver: `gen3 = gen1; gen1 = (...)` left gen3 with only the last cell.
+    k = kernel()
+    run(k, "gen1 = (i * 9 for i in range(100))")
+    run(k, "n = next(gen1)")
+    run(k, "del n\nm = next(gen1)")
+    run(k, "gen3 = gen1\ngen1 = (i * 3 for i in range(100))")
+    summary = crash_and_restart(k)
+    assert "failed during replay" not in summary, summary
+    assert k.evaluate("(next(gen3), next(gen1), m, 'n' in globals())") == "(18, 0, 9, False)"
