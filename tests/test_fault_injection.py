@@ -6,8 +6,8 @@
 must pass its check() and the restored namespace must be the state after one completed
 cell no earlier than the last one replied to. The full run is in docs/reliability.md.
 
-The seed is one whose program does not hit the two restore bugs the full run finds
-(docs/reliability.md, Findings); with them fixed any seed should pass.
+The full run's first findings (docs/reliability.md, Findings) are fixed; seed 1 was
+one of the seeds that hit them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SEED = 2
+SEED = 1
 
 
 def load_driver():
