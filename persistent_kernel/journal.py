@@ -63,6 +63,7 @@ class Journal:
         self.unjournaled = 0  # executions that ran while writes failed
         self._notices: list[str] = []
         self.paused: str | None = None  # %persist off: the label of the last cell journaled before the pause
+        self.background_problem: str | None = None  # a large value's background write failed (told once)
         self._lock = SessionLock(session.store_path)
 
     # -- opening ------------------------------------------------------------------
@@ -192,6 +193,9 @@ class Journal:
         self._notices.append(message)
 
     def take_notices(self) -> list[str]:
+        if self.background_problem is not None and self.writer is not None and self.writer.problem is None:
+            self.background_problem = None  # a large value landed since
+            self.notify("Large values are written to disk again.")
         notices, self._notices = self._notices, []
         return notices
 
@@ -297,8 +301,15 @@ class Journal:
                 self.store.mark_dropped(job.version_key, reason)
             except StoreWriteError:
                 pass  # only an explanation for time travel is lost
-        if failed:
-            self._write_failed(StoreWriteError(f"{', '.join(sorted(job.names))}: {reason}"))
+        if failed and self.background_problem is None:
+            # Not a journal failure: the cell and its outcome are committed; only this value's
+            # bytes are not on disk, and a restore rebuilds it from its previous version.
+            self.background_problem = f"{', '.join(sorted(job.names))}: {reason}"
+            self.notify(
+                f"Could not write a large value to disk ({self.background_problem}). It stays in memory; "
+                "after a crash it is rebuilt from its previous version by replaying the cells since. "
+                "It is written again when it next changes."
+            )
 
     def mark(self, record: CellRecord, status: str) -> None:
         """Set a recorded cell's status (restore marks cells that died or killed a replay)."""
@@ -377,6 +388,7 @@ class Journal:
             "paused": self.paused,
             "problem": self.problem,
             "write_problem": self.write_problem,
+            "background_problem": self.background_problem,
             "unjournaled": self.unjournaled,
             "cells": len(records),
             "cells_by_status": dict(Counter(r.status for r in records)),

@@ -42,6 +42,8 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
     state = "on" if facts["active"] else f"OFF - {facts['problem']}"
     if facts.get("paused"):
         state = f"PAUSED (%persist off) after cell {facts['paused']}: cells since are not journaled; %persist on resumes"
+    if facts.get("background_problem"):
+        state = f"DEGRADED - a large value could not be written to disk: {facts['background_problem']}"
     if facts["write_problem"]:
         state = f"DEGRADED - journal writes fail: {facts['write_problem']}"
     # A "started" record is the cell running now (this one) or one whose kernel died before a restore saw it.
