@@ -123,9 +123,13 @@ class Journal:
             crashed = 0
         if crashed >= 2:
             raise StoreUnavailable(f"opening the store at {where} stopped the kernel {crashed} times")
-        attempts.write_text(f"{crashed + 1}\n")
+        try:
+            attempts.write_text(f"{crashed + 1}\n")
+        except OSError:
+            attempts = None  # a full disk: open without counting rather than not at all
         self.store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True)
-        attempts.unlink()
+        if attempts is not None:
+            attempts.unlink(missing_ok=True)
         self.store.set_meta(
             session_id=self.session.id,
             session_name=self.session.name,
