@@ -305,6 +305,7 @@ def restore_session(
                 report.failures.append({"label": record.label, "ename": ename, "evalue": evalue[:200]})
             tracebacks.clear()
             _keep_newest(ns, plan, record)
+            _keep_bases(shell.user_module, ns, journal.store, plan, record)
     journal.set_meta(replaying=None)
     _undo_replay_mutations(shell, journal.store, plan, to_replay)
     report.replayed = len(to_replay)
@@ -392,6 +393,21 @@ def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed: CellRecord) -> None:
             del plan.stored[name]
 
 
+def _keep_bases(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, replayed: CellRecord) -> None:
+    """After a cell from before the version a rebuild starts from (replayed for another name):
+    that version again, loaded afresh if the cell used the name (it may have changed it in place)."""
+    used = set(replayed.reads or ()) | set(replayed.writes or ())
+    for name, (value, base_seq, version) in list(plan.bases.items()):
+        if base_seq < replayed.seq:
+            continue
+        if name in used:
+            values = _load_version(main, store, version)
+            if isinstance(values, dict) and name in values:
+                value = values[name]
+                plan.bases[name] = (value, base_seq, version)
+        ns[name] = value
+
+
 @dataclass
 class _Plan:
     stored: dict[str, Any] = field(default_factory=dict)  # name -> the loaded object (or module)
@@ -405,6 +421,9 @@ class _Plan:
     recompute_states: dict[str, NameState] = field(default_factory=dict)
     based: set[str] = field(default_factory=set)  # rebuilt from an earlier version: replay only the cells since
     helpers: set[str] = field(default_factory=set)  # other names bound only so those cells can run
+    # name -> (the earlier version bound for a rebuild, its cell): a cell replayed from before that
+    # cell (for another name) must neither see nor change it
+    bases: dict[str, tuple[Any, int, dict[str, Any]]] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)  # never stored (%persist exclude): rebuilt if cheap
 
 
@@ -442,6 +461,7 @@ def _start_from_earlier(
     if not isinstance(values, dict) or via not in values:
         return
     shell.user_ns[via] = values[via]
+    plan.bases[via] = (values[via], base_seq, base_version)
     plan.based.add(name)
     report.unlanded[name] = seq
     live = {p["seq"] for p in store.name_history(name) if p["seq"] <= seq and p["state"] == "live"}
@@ -466,7 +486,8 @@ def _bind_reads_as_of(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, re
     deletes = set(record.deletes or ())
     for name in (*(record.reads or ()), *deletes):
         absent = name not in ns
-        if not absent and (name in plan.based or name not in plan.stored or plan.stored_at.get(name, 0) < record.seq):
+        before_base = name in plan.bases and plan.bases[name][1] >= record.seq
+        if not absent and not before_base and (name in plan.based or name not in plan.stored or plan.stored_at.get(name, 0) < record.seq):
             continue
         value = _value_before(main, store, name, record.seq, cache)
         if value is not _MISSING:

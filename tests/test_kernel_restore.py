@@ -374,3 +374,19 @@ def test_an_unstorable_object_renamed_keeps_the_history_it_had_under_its_old_nam
     summary = crash_and_restart(k)
     assert "failed during replay" not in summary, summary
     assert k.evaluate("(next(gen3), next(gen1), m, 'n' in globals())") == "(18, 0, 9, False)"
+
+
+def test_a_cell_replayed_for_another_name_does_not_change_a_value_rebuilt_from_an_earlier_version(kernel) -> None:
+    # Found by the fault-injection driver: the replay of [3] for `con` wrote into the big array that
+    # [6] was about to be rebuilt from (its own write had not landed).
+    k = kernel()
+    run(k, "import numpy as np, sqlite3\nbig = np.full(3_000_000, 1.0)")
+    run(k, "big = np.full(3_000_000, 2.0)")
+    run(k, "big[7] = -6.5\ncon = sqlite3.connect(':memory:')")
+    run(k, "big = np.full(3_000_000, 3.0)")
+    time.sleep(1.0)  # lets the write of [4] land
+    run(k, "big = big * 2")
+    k.kill()  # at once: the write of [5]'s value has not landed
+    k.start()
+    summary = k.execute("pass").stderr
+    assert k.evaluate("(float(big[7]), float(big.sum()) == 6.0 * 3_000_000)") == "(6.0, True)", summary
