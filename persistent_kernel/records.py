@@ -16,6 +16,8 @@ ERROR = "error"  # raised; its effects up to the exception are part of the state
 INTERRUPTED = "interrupted"  # KeyboardInterrupt / cancelled: never replayed (could run forever)
 DIED = "died"  # the kernel died while it ran: never replayed (it may be what killed it)
 SKIPPED = "skipped"  # killed a restore while being replayed: never replayed again
+UNRECORDED = "unrecorded"  # ran, but its outcome could not be committed (a full disk): never replayed, never "died";
+# what it changed is stored by the next cell that commits
 
 # Journal entries that are not cells: changes stored outside a cell's code (never replayed).
 EVENT_NAMES = {"verify": "idle check", "resume": "resume"}

@@ -45,7 +45,7 @@ from .errors import (
     StoreUnavailable,
     StoreWriteError,
 )
-from .records import CellRecord
+from .records import UNRECORDED, CellRecord
 
 # 1: journal only (replay); 2: + versions, names, blobs (snapshots);
 # 3: + large blobs as files, versions that land later ("files", "landed", "pruned")
@@ -59,10 +59,6 @@ _OUTCOMES = b"outcomes"  # seq -> how it ended (small JSON), written after it ra
 _VERSIONS = b"versions"  # seq + ordinal -> one group version (JSON: names, method, blob digests, or recompute)
 _NAMES = b"names"  # name NUL seq -> where that name stood after cell seq (JSON pointer)
 _BLOBS = b"blobs"  # digest (16 bytes) + chunk (4 bytes) -> content-addressed bytes
-
-# The status of a cell that ran but whose outcome could not be committed (the disk was full):
-# never replayed (what it changed is stored by the next cell that commits), never "died".
-UNRECORDED = "unrecorded"
 
 BLOB_CHUNK = 256 * 1024**2  # LMDB values must stay under 4 GiB; chunks keep each put moderate
 
