@@ -280,6 +280,7 @@ def restore_session(
     # Cells whose changes were never checkpointed (an older store, a failed checkpoint) are replayed whole.
     needed = {r.seq for r in records if r.status in rec.REPLAYED_STATUSES and not r.checkpointed}
     needed |= _cells_for(plan.rebuild, plan.cells, by_seq)
+    needed |= _cells_for_unstorable_reads(journal.store, needed, by_seq, plan)
     # %persist cells act on the journal (a checkout's effect is in its checkpoint): never replayed.
     to_replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
     for name in plan.rebuild:
@@ -732,6 +733,35 @@ def _cells_for(
                 if dependency in rebuild and dependency not in planned:
                     pending.append(dependency)
     return needed
+
+
+def _cells_for_unstorable_reads(store: Any, needed: set[int], by_seq: dict[int, CellRecord], plan: _Plan) -> set[int]:
+    """The cells that rebuild an unstorable object a replayed cell reads and the session has since deleted.
+
+    (``g = g; big[…] += 4`` replayed for ``big``, then ``del g``: ``g`` is no longer the
+    session's, so nothing rebuilds it, and the replay would stop at ``g``.) Its cells
+    as of before the reading cell are replayed too; the name is removed afterwards.
+    """
+    extra: set[int] = set()
+    pending = sorted(needed)
+    while pending:
+        seq = pending.pop()
+        for name in by_seq[seq].reads or ():
+            if name in plan.live:
+                continue
+            earlier = [p for p in store.name_history(name) if p["seq"] < seq]
+            if not earlier or earlier[-1]["state"] != "live":
+                continue
+            version = store.version(bytes.fromhex(earlier[-1]["version"]))
+            if version is None or version.get("kind") != RECOMPUTE:
+                continue  # a stored one is bound as it was before the cell (_bind_reads_as_of)
+            bound_at = earlier[-1].get("bound_at", earlier[-1]["seq"])
+            cells = set(version["cells"]) | {p["seq"] for p in earlier if p["seq"] >= bound_at and p["state"] == "live"}
+            for cell in cells - needed - extra:
+                if cell in by_seq:
+                    extra.add(cell)
+                    pending.append(cell)
+    return extra
 
 
 def _random_state_at(records: list[CellRecord], seq: int) -> dict[str, Any] | None:

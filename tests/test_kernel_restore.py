@@ -390,3 +390,18 @@ def test_a_cell_replayed_for_another_name_does_not_change_a_value_rebuilt_from_a
     k.start()
     summary = k.execute("pass").stderr
     assert k.evaluate("(float(big[7]), float(big.sum()) == 6.0 * 3_000_000)") == "(6.0, True)", summary
+
+
+def test_a_replayed_cell_reading_an_unstorable_object_deleted_since(kernel) -> None:
+    # Found by the fault-injection driver (seed 5): the replay of [3] for `big` stopped at `g = g`.
+    k = kernel()
+    run(k, "import numpy as np\ng = (i for i in range(10)); next(g)")
+    run(k, "big = np.full(3_000_000, 1.0)")
+    time.sleep(1.0)  # the write of [2] lands
+    run(k, "g = g\nbig[0:10] += 4")
+    run(k, "del g")
+    k.kill()  # the write of [3]'s value may not have landed: the restore starts from [2]
+    k.start()
+    summary = k.execute("pass").stderr
+    assert "failed during replay" not in summary, summary
+    assert k.evaluate("(float(big[0]), float(big[10]), 'g' in globals())") == "(5.0, 1.0, False)"
