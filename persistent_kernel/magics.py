@@ -291,8 +291,7 @@ class PersistMagics(Magics):
     def _exclude(self, args: list[str]) -> None:
         if not args:
             shown = self._exclusions()
-            ns = self.shell.user_ns
-            hit = sorted(n for n in user_names(ns, self.shell.user_ns_hidden) if self.checkpointer.is_excluded(n))
+            hit = self._excluded_now()
             print(
                 "Excluded from persistence: "
                 + (", ".join(shown) if shown else "nothing")
@@ -306,8 +305,7 @@ class PersistMagics(Magics):
         stored = self.journal.get_meta("excluded") or []
         self.journal.set_meta(excluded=sorted(set(stored) | set(patterns)))
         self._apply_exclusions()
-        ns = self.shell.user_ns
-        hit = sorted(n for n in user_names(ns, self.shell.user_ns_hidden) if self.checkpointer.is_excluded(n))
+        hit = self._excluded_now()
         self.checkpointer.dirty.update(hit)  # stored again (as excluded) when this cell ends
         already = sorted(n for n in hit if (s := self.checkpointer.names.get(n)) is not None and s.kind == STORED)
         print(
@@ -398,6 +396,11 @@ class PersistMagics(Magics):
 
     def _exclusions(self) -> list[str]:
         return sorted(set(self.configured_exclusions) | set(self.journal.get_meta("excluded") or []))
+
+    def _excluded_now(self) -> list[str]:
+        """The live names the exclusions match."""
+        ns = self.shell.user_ns
+        return sorted(n for n in user_names(ns, self.shell.user_ns_hidden) if self.checkpointer.is_excluded(n))
 
     def _apply_exclusions(self) -> None:
         self.checkpointer.set_excluded(self._exclusions())

@@ -155,12 +155,10 @@ class BackgroundWriter:
                     log.debug("persistent_kernel: background write failed: %s", exc)
                 else:
                     log.exception("persistent_kernel: background write failed")
-                repeated = self.problem is not None  # nothing landed since the last failure
                 self.problem = f"{type(exc).__name__}: {exc}"
                 self.dropped += 1
-                # The journal notifies the user of a failure; the retries of a run of failures (a disk that
-                # stays full: every cell stores the value again) are only dropped versions, not news.
-                self._tell(job, f"writing it failed ({exc})", failed=not repeated)
+                # The journal tells the user once per run of failures (until a version lands again).
+                self._tell(job, f"writing it failed ({exc})", failed=True)
             finally:
                 with self._condition:
                     self._busy = None
