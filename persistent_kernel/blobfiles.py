@@ -38,11 +38,25 @@ class WriteCancelled(Exception):
     """The write was called off (the session is being forgotten or the kernel is stopping)."""
 
 
-def write_failure(doing: str, exc: BaseException) -> str:
-    """What a failed write tells the user: a full disk in plain words, anything else as it is."""
+def write_failure(doing: str, exc: BaseException, where: Path | None = None) -> str:
+    """What a failed write tells the user: a full disk in plain words, anything else as it is.
+
+    LMDB can report a commit on a full disk as an I/O error: with ``where`` given,
+    a file system with no space left counts as full whatever the error says.
+    """
     if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
         return f"the disk holding the session's store is full ({doing} failed: No space left on device)"
+    if where is not None and _no_space_left(where):
+        return f"the disk holding the session's store is full ({doing} failed: {exc})"
     return f"{doing} failed: {exc}"
+
+
+def _no_space_left(where: Path) -> bool:
+    try:
+        room = os.statvfs(where)
+    except OSError:
+        return False
+    return room.f_blocks > 0 and room.f_bavail * room.f_frsize < 1024**2
 
 
 def _fsync_dir(path: Path) -> None:

@@ -270,7 +270,7 @@ class Store:
                     # The `with` aborted the transaction; grow and run it again whole.
                     self._grow()
                 except lmdb.Error as exc:
-                    raise StoreWriteError(write_failure(f"writing to the store at {self.path}", exc)) from exc
+                    raise StoreWriteError(write_failure(f"writing to the store at {self.path}", exc, self.path)) from exc
 
     def _grow(self) -> None:
         current = self._env.info()["map_size"]
@@ -285,7 +285,7 @@ class Store:
         try:
             self._env.set_mapsize(wanted)
         except lmdb.Error as exc:
-            raise StoreWriteError(write_failure(f"growing the store at {self.path} to {wanted:,} bytes", exc)) from exc
+            raise StoreWriteError(write_failure(f"growing the store at {self.path} to {wanted:,} bytes", exc, self.path)) from exc
 
     def set_meta(self, **items: Any) -> None:
         """Set several metadata keys in one transaction (values are JSON)."""
