@@ -27,6 +27,8 @@ from pathlib import Path
 
 import xxhash
 
+from .privatefiles import open_private
+
 MAGIC = b"PKa1"
 HEADER = 16
 INITIAL_SIZE = 64 * 1024
@@ -35,7 +37,7 @@ INITIAL_SIZE = 64 * 1024
 class AheadSlot:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # never through a symlink: every cell's code goes here
         try:
             size = os.fstat(fd).st_size
             if size < INITIAL_SIZE:

@@ -112,6 +112,19 @@ def remove(path: Path) -> dict[str, Any]:
     return {"session_id": path.name, "path": str(path), "bytes": size}
 
 
+def trust(path: Path) -> dict[str, Any]:
+    """Sign everything in a session's store with this user's key (refused while a kernel holds it).
+
+    For a store from before authentication, or one copied from another user or
+    machine, on its owner's word: its values are loaded (code runs) from then on.
+    """
+    with holding(path, "trust"), open_store(path, trust=True) as store:
+        store.set_meta(session_id=path.name)  # a store copied here on purpose becomes this session's
+        signed = store.signed
+        cells = store.count()
+    return {"session_id": path.name, "path": str(path), "signed": signed, "cells": cells}
+
+
 def collect(
     path: Path, *, dry_run: bool = False, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -411,9 +424,17 @@ def import_archive(
     *,
     name: str | None = None,
     force: bool = False,
+    trust: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Install the session in archive ``file`` under ``home``; nothing is left behind on a refusal."""
+    """Install the session in archive ``file`` under ``home``; nothing is left behind on a refusal.
+
+    An archive whose records do not verify under this user's key (another
+    user's, another machine's, or one from before authentication) is refused
+    unless ``trust``: its stored values run code when a kernel loads them. With
+    ``trust`` everything in it is signed with this user's key once it passed
+    every other check.
+    """
     file = Path(file)
     if not file.is_file():
         raise CommandError(f"no archive at {file}")
@@ -434,11 +455,19 @@ def import_archive(
             else _archived_id(file, manifest)
         )
         with open_store(staging) as store:
-            problems = store.check()
+            problems = store.check(authentication=False)
             if problems:
                 raise CommandError(
                     f"{file}: the archived store fails its check, nothing imported: {'; '.join(problems[:5])}"
                 )
+            unauthentic = store.authentication_problems()
+        if unauthentic and not trust:
+            raise CommandError(
+                f"{file} was not written by a persistent-kernel holding your key ({len(unauthentic)} "
+                f"record(s) fail authentication, e.g. {unauthentic[0]}). A kernel that loads its values runs "
+                "code from it, so it is imported only with --trust, if you trust where it came from; nothing imported"
+            )
+        with open_store(staging, trust=bool(unauthentic)) as store:
             if name is not None:
                 store.set_meta(
                     session_id=session_id,

@@ -27,6 +27,9 @@ from typing import Any
 
 import xxhash
 
+from .authentication import SegmentHasher
+from .privatefiles import open_private
+
 COPY_CHUNK = 16 * 1024**2  # the only extra memory a write uses: one chunk
 
 
@@ -93,6 +96,7 @@ class BlobFiles:
         throttle: Callable[[int], None] | None = None,
         chunk_size: int = COPY_CHUNK,
         cancelled: Callable[[], bool] | None = None,
+        seal: Callable[[list[bytes]], None] | None = None,
     ) -> int:
         """Write ``data`` (bytes-like) durably under ``blob_digest``; returns the bytes written.
 
@@ -101,6 +105,9 @@ class BlobFiles:
         hash is not ``blob_digest`` the data changed meanwhile: the temporary
         file is removed and ``TornWrite`` raised. ``throttle(n)`` is called after
         each chunk (to leave disk bandwidth to the user; pass a small ``chunk_size`` with it).
+        ``seal(segment_hashes)`` is called with the SHA-256 of each 16 MiB segment
+        of what was written (``authentication.SegmentHasher``), after the fsync and
+        before the file appears: a complete file always has its tag.
         """
         final = self.path(blob_digest)
         if final.is_file():
@@ -112,9 +119,11 @@ class BlobFiles:
             # It cannot fit: filling the disk to find out would make the kernel's next commits fail too.
             raise OSError(errno.ENOSPC, "No space left on device", str(self.directory))
         temporary = self.directory / f".{blob_digest.hex()}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        temporary.unlink(missing_ok=True)  # a killed write of this process id; never written through
+        fd = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             hasher = xxhash.xxh3_128()
+            segments = SegmentHasher() if seal is not None else None
             chunk = bytearray(min(chunk_size, max(view.nbytes, 1)))
             for start in range(0, view.nbytes, chunk_size):
                 if cancelled is not None and cancelled():
@@ -124,6 +133,8 @@ class BlobFiles:
                 copy = memoryview(chunk)[:size]
                 copy[:] = part
                 hasher.update(copy)
+                if segments is not None:
+                    segments.update(copy)
                 written = 0
                 while written < size:
                     written += os.write(fd, copy[written:])
@@ -132,6 +143,8 @@ class BlobFiles:
             if hasher.digest() != blob_digest:
                 raise TornWrite(f"blob {blob_digest.hex()} changed while it was being written")
             os.fsync(fd)
+            if seal is not None and segments is not None:
+                seal(segments.finish())
         except BaseException:
             os.close(fd)
             temporary.unlink(missing_ok=True)
@@ -144,9 +157,12 @@ class BlobFiles:
     def map(self, blob_digest: bytes) -> mmap.mmap:
         """The blob as a private, writable mapping: pages load on first access; writes stay in memory.
 
-        Raises FileNotFoundError when the blob is not (or no longer) stored.
+        Raises FileNotFoundError when the blob is not (or no longer) stored, and
+        ``NotPrivate`` when it is not a private regular file of this user's: the
+        mapping shows later changes to the file, so only a file no one else can
+        write stays as it was verified.
         """
-        fd = os.open(self.path(blob_digest), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = open_private(self.path(blob_digest), os.O_RDONLY)
         try:
             if os.fstat(fd).st_size == 0:
                 return mmap.mmap(-1, 1)[:0]  # an empty buffer (mmap refuses length 0)

@@ -112,15 +112,17 @@ def resolve(home: Path, wanted: str) -> Path:
 
 
 @contextlib.contextmanager
-def open_store(path: Path) -> Iterator[Store]:
+def open_store(path: Path, *, trust: bool = False) -> Iterator[Store]:
     """A store opened as a tool, not as its kernel (nothing taken in, nothing cleaned up); closed on exit.
 
-    Refuses a directory without a store rather than create one there.
+    Refuses a directory without a store rather than create one there. ``trust``
+    (the caller holds the session's lock, on the user's word): open it as its
+    owner and sign everything in it with the user's key (``Store.sign_all``).
     """
     if not is_store(path):
         raise CommandError(f"{path} holds no session store (no {DATA_FILE})")
     try:
-        store = Store(path, sync_interval=0)
+        store = Store(path, sync_interval=0, owner=trust, trust=trust)
     except PersistenceError as exc:
         raise CommandError(str(exc)) from exc
     try:
@@ -294,6 +296,7 @@ def describe(path: Path) -> dict[str, Any]:
             "store_path": str(path),
             "store_bytes": store.size_bytes(),
             "format_version": store.format_version,
+            "authenticated": store.authenticated,
             "created": meta.get("created"),
             "last_active": _last_active(records[-1] if records else None, meta),
             "live": live,
@@ -309,6 +312,7 @@ def describe(path: Path) -> dict[str, Any]:
             "last_restore": meta.get("last_restore"),
             "last_restore_summary": _restore_summary(meta.get("last_restore")),
         }
+        facts["refused"] = list(store.refusals)  # after every read above
     return facts
 
 

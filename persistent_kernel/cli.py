@@ -180,7 +180,8 @@ def _format_show(facts: dict[str, Any]) -> str:
         ("Notebook", facts["notebook_path"] or "-"),
         (
             "Store",
-            f"{facts['store_path']}  ({_bytes(facts['store_bytes'])}, format {facts['format_version']})",
+            f"{facts['store_path']}  ({_bytes(facts['store_bytes'])}, format {facts['format_version']})"
+            + ("" if facts["authenticated"] else f"  NOT AUTHENTICATED: a kernel loads it after `{PROG} trust {facts['session_id']}`"),
         ),
         ("Kernel", kernel),
         ("Created", _when(facts["created"])),
@@ -191,6 +192,8 @@ def _format_show(facts: dict[str, Any]) -> str:
         ("Cells", f"{facts['cells']}  ({by_status})"),
         ("Variables", f"{len(variables)}  ({_bytes(stored)} stored)"),
     ]
+    if facts["refused"]:
+        lines.append(("Refused", f"{len(facts['refused'])} record(s) fail authentication: {'; '.join(facts['refused'][:5])}"))
     if variables:
         rows = [
             [
@@ -289,16 +292,36 @@ def _rm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(question: str) -> None:
+def _trust(args: argparse.Namespace) -> int:
+    from .archive import trust
+
+    path = _find(args.id)
+    if not args.yes:
+        _confirm(
+            f"Sign session {path.name} at {path} with your key? Its stored values run code when a kernel loads them: "
+            "answer yes only if you know the store is yours.",
+            refused="not signed",
+        )
+    result = trust(path)
+    _emit(
+        args,
+        result,
+        f"Signed session {result['session_id']} ({result['cells']} cells, {result['signed']} records and files) "
+        "with your key; a kernel on it restores it now.",
+    )
+    return 0
+
+
+def _confirm(question: str, refused: str = "not removed") -> None:
     if not sys.stdin.isatty():
-        raise _Refused("not removed: there is no terminal to confirm on; pass --yes")
+        raise _Refused(f"{refused}: there is no terminal to confirm on; pass --yes")
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
     try:
         answer = input()
     except EOFError:
         answer = ""
     if answer.strip().lower() not in ("y", "yes"):
-        raise _Refused("not removed")
+        raise _Refused(refused)
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -364,6 +387,7 @@ def _import(args: argparse.Namespace) -> int:
         Path(args.file),
         name=args.as_name,
         force=args.force,
+        trust=args.trust,
         progress=_progress(args),
     )
     replaced = " (it replaced the session there)" if result["replaced"] else ""
@@ -525,6 +549,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument(
         "--force", action="store_true", help="replace a session with the same id"
+    )
+    imp.add_argument(
+        "--trust",
+        action="store_true",
+        help="import an archive not written with your key (another user's or machine's), signing it with yours",
+    )
+    trust = command(
+        "trust",
+        _trust,
+        "sign a session's store with your key (one from an older version, or copied from elsewhere)",
+    )
+    trust.add_argument("id", metavar="ID")
+    trust.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask for confirmation"
     )
     attach = command(
         "attach", _attach, "give a session to a notebook that was renamed or moved"

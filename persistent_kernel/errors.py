@@ -30,3 +30,23 @@ class SessionLocked(StoreUnavailable):
 
 class StoreWriteError(PersistenceError):
     """A journal write failed (disk full, store size limit, I/O error)."""
+
+
+class StoreNotAuthenticated(StoreFormatError):
+    """A store from before stores were authenticated: left as it is until the user trusts it."""
+
+
+class StoreOfAnotherSession(StoreUnavailable):
+    """The store in this session's place says it is another session's (copied or moved there by hand)."""
+
+
+class KeyUnusable(StoreUnavailable):
+    """The user's key cannot be created or read, or others can read it: no store is trusted."""
+
+
+class Unauthentic(PersistenceError):
+    """A record or blob whose tag does not match: it was not written by this user's kernel."""
+
+
+class NotPrivate(StoreUnavailable):
+    """A file of a store that someone else could change: a symlink, not a regular file, another user's, or writable by others."""

@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    KeyUnusable,
+    NotPrivate,
     PersistenceError,
     SessionLocked,
     StoreFromNewerVersion,
+    StoreNotAuthenticated,
+    StoreOfAnotherSession,
     StoreUnavailable,
     StoreWriteError,
 )
 from .lock import SessionLock
+from .privatefiles import open_private
 from .records import CellRecord
 from .session import Session, ensure_private_dir
 from .store import DEFAULT_MAP_SIZE, Store
@@ -32,6 +37,32 @@ if TYPE_CHECKING:  # the checkpoint is built above us; only its fields are read 
 
 
 OPEN_ATTEMPTS_FILE = "opening"  # kernels that began opening the store and have not finished
+
+# Stores that are readable, but not by this kernel now: left exactly as they are.
+_LEFT_ALONE = (SessionLocked, StoreFromNewerVersion, StoreNotAuthenticated, StoreOfAnotherSession, KeyUnusable)
+
+
+def _read_count(path: Path) -> int:
+    try:
+        fd = open_private(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        text = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
+def _write_count(path: Path, count: int) -> None:
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # never written through a symlink
+    try:
+        os.write(fd, f"{count}\n".encode())
+    finally:
+        os.close(fd)
 
 
 class Journal:
@@ -80,7 +111,7 @@ class Journal:
             try:
                 self._open_at(where)
             except (StoreUnavailable, FileExistsError, NotADirectoryError) as exc:
-                if isinstance(exc, (SessionLocked, StoreFromNewerVersion)):
+                if isinstance(exc, _LEFT_ALONE):
                     raise
                 self._close_quietly()
                 aside = self._set_aside(where)
@@ -99,6 +130,8 @@ class Journal:
                 )
             elif isinstance(exc, StoreFromNewerVersion):
                 advice = f"Nothing at {where} was changed: a newer persistent-kernel reads it."
+            elif isinstance(exc, (StoreNotAuthenticated, StoreOfAnotherSession, KeyUnusable)):
+                advice = f"Nothing at {where} was changed."
             else:
                 advice = f"Nothing at {where} was deleted."
             self.notify(
@@ -117,19 +150,27 @@ class Journal:
         # can crash it) would kill every restart. Count attempts in a file beside it: once may
         # be an impatient kill -9, twice is the store's doing, and it is set aside.
         attempts = where / OPEN_ATTEMPTS_FILE
-        try:
-            crashed = int(attempts.read_text() or 0)
-        except (FileNotFoundError, ValueError):
-            crashed = 0
+        crashed = _read_count(attempts)
         if crashed >= 2:
             raise StoreUnavailable(f"opening the store at {where} stopped the kernel {crashed} times")
         try:
-            attempts.write_text(f"{crashed + 1}\n")
+            _write_count(attempts, crashed + 1)
+        except NotPrivate:
+            raise
         except OSError:
             attempts = None  # a full disk: open without counting rather than not at all
         self.store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True)
         if attempts is not None:
             attempts.unlink(missing_ok=True)
+        stored_id = self.store.get_meta("session_id")
+        if stored_id is not None and stored_id != self.session.id:
+            # Records verify in any directory (the store's id travels with it): one session's
+            # store put in another's place would restore the wrong session's variables.
+            raise StoreOfAnotherSession(
+                f"the store at {where} belongs to session {stored_id}, not {self.session.id} (copied or moved "
+                f"there by hand?). `persistent-kernel attach` moves a session to a notebook; if you copied it on "
+                f"purpose, run `persistent-kernel trust {self.session.id}`"
+            )
         self.store.set_meta(
             session_id=self.session.id,
             session_name=self.session.name,
@@ -410,6 +451,7 @@ class Journal:
                 "problem": self.writer.problem,
             },
             "history_budget": self.history_budget,
+            "refused": list(self.store.refusals) if self.store is not None else [],
         }
 
     def close(self, drain_timeout: float | None = 10.0) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .errors import SessionLocked
+from .privatefiles import open_private
 
 LOCK_FILE = "kernel.lock"
 
@@ -36,7 +37,7 @@ class SessionLock:
         deadline = time.monotonic() + timeout
         while True:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # truncated below: never through a symlink
             if self._lock_in_place(fd, deadline):
                 break
             os.close(fd)

@@ -61,6 +61,9 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
     background = facts.get("background")
     if background and background["pending"]:
         lines.append(("Writing", f"{background['pending']} large value(s) still being written ({views.human_bytes(background['pending_bytes'])})"))
+    if facts.get("refused"):
+        shown = "; ".join(facts["refused"][:5]) + (f"; and {len(facts['refused']) - 5} more" if len(facts["refused"]) > 5 else "")
+        lines.append(("Authentication", f"{_count(len(facts['refused']), 'stored record')} failed authentication and were not used: {shown}"))
     if facts["unjournaled"]:
         lines.append(("Unjournaled", f"{facts['unjournaled']} execution(s) ran while the journal could not be written"))
     report = facts.get("last_restore")

@@ -18,9 +18,10 @@ DIED = "died"  # the kernel died while it ran: never replayed (it may be what ki
 SKIPPED = "skipped"  # killed a restore while being replayed: never replayed again
 UNRECORDED = "unrecorded"  # ran, but its outcome could not be committed (a full disk): never replayed, never "died";
 # what it changed is stored by the next cell that commits
+REFUSED = "refused"  # its stored record failed authentication: its code is never read, never replayed
 
 # Journal entries that are not cells: changes stored outside a cell's code (never replayed).
-EVENT_NAMES = {"verify": "idle check", "resume": "resume"}
+EVENT_NAMES = {"verify": "idle check", "resume": "resume", "refused": "refused record"}
 
 # The outcomes whose effects are part of the session and are rebuilt by replay.
 REPLAYED_STATUSES = frozenset({OK, ERROR})
@@ -69,6 +70,11 @@ class CellRecord:
 
     def encode_outcome(self) -> bytes:
         return _encode({name: getattr(self, name) for name in _OUTCOME_FIELDS})
+
+    @classmethod
+    def refused(cls, seq: int) -> CellRecord:
+        """A placeholder for a record that failed authentication: nothing of it is used."""
+        return cls(seq=seq, code="", execution_count=0, silent=True, store_history=False, kind="refused", status=REFUSED)
 
     @classmethod
     def decode(cls, ahead: bytes, outcome: bytes | None = None) -> CellRecord:

@@ -138,6 +138,7 @@ class RestoreReport:
     context_problems: list[str] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)  # excluded name -> "recomputed" or why it is absent
     paused_after: str | None = None  # persistence was paused (%persist off) after this cell when the kernel died
+    refused: list[str] = field(default_factory=list)  # stored records that failed authentication (never used)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for a long restore
     next_execution_count: int = 1
     finished_at: float = 0.0
@@ -152,6 +153,14 @@ class RestoreReport:
         if self.seconds >= LONG_RESTORE_SECONDS and self.phases:
             took += " (" + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.phases.items()) + ")"
         parts = [f"Restored session '{self.session_name}': {' and '.join(what)} in {took}."]
+        if self.refused:
+            shown = "; ".join(self.refused[:_LIST_AT_MOST]) + (
+                f" (and {len(self.refused) - _LIST_AT_MOST} more)" if len(self.refused) > _LIST_AT_MOST else ""
+            )
+            parts.append(
+                f"Refused {len(self.refused)} stored record{_s(len(self.refused))} that failed authentication "
+                f"(not written by your kernel, or changed since), so nothing in them was loaded or run: {shown}."
+            )
         recomputed = {name: labels for name, labels in self.recomputed.items() if name not in self.excluded}
         if recomputed:
             cells = sorted({label for labels in recomputed.values() for label in labels}, key=_label_order)
@@ -340,6 +349,7 @@ def restore_session(
     counted = [r.execution_count for r in records if r.store_history]
     report.next_execution_count = max(counted, default=0) + 1
     shell.execution_count = report.next_execution_count
+    report.refused = _refusals_in_words(journal.store, by_seq)
     report.seconds = time.monotonic() - started
     report.phases = progress.finish()
     report.finished_at = time.time()
@@ -348,6 +358,27 @@ def restore_session(
 
 
 _MISSING = object()
+
+
+def _refusals_in_words(store: Any, by_seq: dict[int, CellRecord]) -> list[str]:
+    """The store's refusals, a refused version named by the variables that pointed to it."""
+    if not store.refusals:
+        return []
+    names_at: dict[str, list[str]] = {}
+    for name, pointer in store.pointers_as_of().items():
+        if pointer.get("version"):
+            names_at.setdefault(pointer["version"], []).append(name)
+    said = []
+    for what in store.refusals:
+        kind, _, key = what.partition(" ")
+        if kind != "version":
+            said.append(what)
+            continue
+        seq = int(key[:16], 16)
+        cell = by_seq[seq].label if seq in by_seq else f"#{seq}"
+        names = sorted(names_at.get(key, []))
+        said.append(f"the stored value of {', '.join(names)} from cell {cell}" if names else f"a stored value from cell {cell}")
+    return said
 
 
 def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[CellRecord]) -> None:
@@ -619,7 +650,8 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
         bound_at = pointer.get("bound_at", pointer["seq"])
         key, version = pointer["version"], versions[pointer["version"]]
         if version is None:
-            plan.rebuild[name] = "its stored version is missing"
+            plan.rebuild[name] = store.missing_reason(key)
+            plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset({name}))
         elif version["kind"] == RECOMPUTE:
             plan.rebuild[name] = version.get("reason", "cannot be stored")
             if version.get("excluded"):
@@ -677,7 +709,7 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
             continue
         version = store.version(bytes.fromhex(pointer["version"]))
         if version is None or version["kind"] == RECOMPUTE:
-            missing[name] = "cannot be stored" if version else "its stored version is missing"
+            missing[name] = "cannot be stored" if version else store.missing_reason(pointer["version"])
             continue
         if version.get("pruned"):
             missing[name] = (

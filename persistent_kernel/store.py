@@ -20,6 +20,13 @@ Durability, flag by flag (see docs/architecture.md):
 - Large blobs (``blobfiles``) are files beside the environment, each fsynced
   before the version that names them is marked landed; a version that never
   landed is restored from the one before it plus replay.
+
+Authentication (see ``authentication`` and docs/security.md): every value in
+``cells``, ``outcomes``, ``versions``, ``names``, ``blobs`` and ``meta`` (but the
+format version and the store's id) has an HMAC-SHA256 tag in ``tags``, put in
+the same transaction; so has every large file. A reader checks the tag before it
+decodes a value: one that fails is refused (named in ``refusals``), never
+decoded, and reads as missing, so a restore rebuilds it by replay or names it lost.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from hmac import compare_digest as hmac_equal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,18 +47,25 @@ import lmdb
 from .ahead import HEADER as SLOT_HEADER
 from .ahead import INITIAL_SIZE as SLOT_INITIAL_SIZE
 from .ahead import AheadSlot
+from .authentication import TAG_BYTES, Authenticator, load_key, segment_hashes
 from .blobfiles import BlobFiles, write_failure
 from .errors import (
+    NotPrivate,
     StoreFormatError,
     StoreFromNewerVersion,
+    StoreNotAuthenticated,
     StoreUnavailable,
     StoreWriteError,
+    Unauthentic,
 )
+from .privatefiles import check_private
 from .records import UNRECORDED, CellRecord
 
 # 1: journal only (replay); 2: + versions, names, blobs (snapshots);
-# 3: + large blobs as files, versions that land later ("files", "landed", "pruned")
-FORMAT_VERSION = 3
+# 3: + large blobs as files, versions that land later ("files", "landed", "pruned");
+# 4: + an HMAC-SHA256 tag for every record, blob and file ("tags", "store_id")
+FORMAT_VERSION = 4
+FIRST_AUTHENTICATED_FORMAT = 4
 DEFAULT_MAP_SIZE = 256 * 1024**2  # reserves address space only; the file grows as needed
 _MAX_DBS = 8  # meta, cells, and room for what later formats add
 
@@ -59,6 +75,12 @@ _OUTCOMES = b"outcomes"  # seq -> how it ended (small JSON), written after it ra
 _VERSIONS = b"versions"  # seq + ordinal -> one group version (JSON: names, method, blob digests, or recompute)
 _NAMES = b"names"  # name NUL seq -> where that name stood after cell seq (JSON pointer)
 _BLOBS = b"blobs"  # digest (16 bytes) + chunk (4 bytes) -> content-addressed bytes
+_TAGS = b"tags"  # kind (1 byte) + the key of a value in another database -> its HMAC-SHA256 tag
+
+# Kinds of tagged values (the first byte of a tag's key, and part of what the tag covers).
+_AS_CELL, _AS_OUTCOME, _AS_VERSION, _AS_NAME, _AS_BLOB, _AS_META, _AS_FILE, _AS_SLOT = b"c", b"o", b"v", b"n", b"b", b"m", b"f", b"s"
+_UNTAGGED_META = (b"format_version", b"store_id")  # the inputs of verification itself
+_REFUSED_ORDINAL = 0xFFFFFFFF  # the version key a refused pointer points to: never written
 
 BLOB_CHUNK = 256 * 1024**2  # LMDB values must stay under 4 GiB; chunks keep each put moderate
 
@@ -73,6 +95,12 @@ def _seq_key(seq: int) -> bytes:
 def version_key(seq: int, ordinal: int) -> bytes:
     """Key of the ``ordinal``-th group version a cell created."""
     return _seq_key(seq) + ordinal.to_bytes(4, "big")
+
+
+def _refused_pointer(seq: int) -> dict[str, Any]:
+    # A name whose pointer failed authentication: live, at a version that does not exist,
+    # so it is rebuilt from its cells like any value whose version is missing.
+    return {"state": "live", "version": version_key(seq, _REFUSED_ORDINAL).hex(), "refused": True}
 
 
 def _chunk_key(index: int) -> bytes:
@@ -90,6 +118,15 @@ def _split_name_key(key: bytes) -> tuple[str, int]:
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """A stored JSON object, or None when the bytes are not one (for ``check``, which reports, never raises)."""
+    try:
+        decoded = json.loads(bytes(value))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
 
 
 def _is_blob_name(name: str) -> bool:
@@ -155,12 +192,21 @@ class Store:
         max_map_size: int = 0,
         sync_interval: float = 1.0,
         owner: bool = False,
+        key: bytes | None = None,
+        trust: bool = False,
     ) -> None:
         """``owner``: the caller holds the session (the kernel, through its ``SessionLock``).
 
         Only an owner takes in a record left in the write-ahead slot and removes the
         temporary files of a killed background write; anyone else (a command-line
         tool, a test after the kernel died) opens the store to read it.
+
+        ``key``: the user's key (default: ``authentication.load_key()``). ``trust``
+        (an owner only, on the user's word: ``persistent-kernel trust`` or
+        ``import --trust``): sign everything in the store with this key, whoever
+        wrote it. Without it, an owner refuses a store from before authentication
+        (``StoreNotAuthenticated``); a reader reads one unverified
+        (``authenticated`` is then False).
         """
         self.path = Path(path)
         self.max_map_size = max_map_size  # 0: no limit but the disk
@@ -168,11 +214,18 @@ class Store:
         self._lock = threading.RLock()
         self._dirty = threading.Event()
         self._closed = threading.Event()
+        self._key = load_key() if key is None else key
+        self._auth: Authenticator | None = None  # None: an unauthenticated (older) store, read as it is
+        self.authenticated = True
+        self.refusals: dict[str, None] = {}  # what failed authentication, in the order found (told by the restore)
+        self._refused_versions: set[bytes] = set()
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             damage = truncation(self.path)
             if damage:
                 raise StoreUnavailable(f"cannot open the store at {self.path}: {damage}")
+            # LMDB opens and maps these itself: checked before, and the same files after.
+            before = {name: check_private(self.path / name) for name in ("data.mdb", "lock.mdb")}
             self._env = lmdb.open(
                 str(self.path),
                 subdir=True,
@@ -188,6 +241,10 @@ class Store:
         except (lmdb.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
         try:
+            for name, info in before.items():
+                now = check_private(self.path / name)
+                if info is not None and (now is None or (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino)):
+                    raise StoreUnavailable(f"{self.path / name} was replaced while the store was being opened")
             self._env.reader_check()  # frees reader slots of killed processes
             self._meta = self._env.open_db(_META)
             self._cells = self._env.open_db(_CELLS)
@@ -195,8 +252,9 @@ class Store:
             self._versions = self._env.open_db(_VERSIONS)
             self._names = self._env.open_db(_NAMES)
             self._blobs = self._env.open_db(_BLOBS)
-            self._check_format()
-        except (lmdb.Error, StoreUnavailable) as exc:
+            self._tags = self._env.open_db(_TAGS)
+            needs_signing = self._check_format(owner=owner, trust=trust)
+        except (lmdb.Error, StoreUnavailable, OSError) as exc:
             self._env.close()
             if isinstance(exc, StoreUnavailable):
                 raise
@@ -217,9 +275,19 @@ class Store:
                     self._next_seq = self._next_seq_in(txn)
                 # Shown by records(), never written by this store: the cell running now, or the one its kernel died in.
                 self._seen_running = self._slot_record(self._next_seq)
+        except NotPrivate:
+            self._env.close()
+            raise
         except (OSError, ValueError, StoreWriteError) as exc:
             self._env.close()
             raise StoreUnavailable(f"cannot open the write-ahead slot of the store at {self.path}: {exc}") from exc
+        self.signed = 0  # values and files ``trust`` signed
+        if needs_signing:
+            try:
+                self.signed = self.sign_all()
+            except (StoreWriteError, OSError) as exc:
+                self._env.close()
+                raise StoreUnavailable(f"cannot sign the store at {self.path} with your key: {exc}") from exc
         self._flusher: threading.Thread | None = None
         if sync_interval > 0:
             self._flusher = threading.Thread(target=self._flush_loop, name="persistent-kernel-sync", daemon=True)
@@ -227,15 +295,17 @@ class Store:
 
     # -- format -----------------------------------------------------------------
 
-    def _check_format(self) -> None:
+    def _check_format(self, *, owner: bool, trust: bool) -> bool:
+        """Read the format version and set up authentication; True when the store must be signed whole."""
         with self._env.begin(db=self._meta) as txn:
             raw = txn.get(b"format_version")
-            has_cells = txn.stat(self._cells)["entries"] > 0
+            raw_id = txn.get(b"store_id")
+            has_records = txn.stat(self._cells)["entries"] > 0 or txn.stat(self._versions)["entries"] > 0
         if raw is None:
-            if has_cells:
+            if has_records:
                 raise StoreFormatError(f"the store at {self.path} has cells but no format version; it was not written by persistent_kernel")
-            self._write(lambda txn: txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta))
-            return
+            self._start_format()
+            return False
         try:
             version = int(bytes(raw))
         except ValueError:
@@ -245,13 +315,155 @@ class Store:
                 f"the store at {self.path} has format version {version}, written by a newer persistent_kernel; "
                 f"this one reads version {FORMAT_VERSION} and older. Upgrade persistent-kernel to use it."
             )
-        if version < FORMAT_VERSION:
-            # Every older format is a subset of this one: say so, so older code refuses what it cannot read.
-            self._write(lambda txn: txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta))
+        if version < FIRST_AUTHENTICATED_FORMAT:
+            if not has_records:
+                self._start_format()  # nothing in it to trust
+                return False
+            if owner and trust:
+                return True  # signed whole once the write-ahead record is taken in
+            if owner:
+                raise StoreNotAuthenticated(
+                    f"the store at {self.path} was written by an earlier persistent-kernel (format {version}), "
+                    "before stores were authenticated, so this kernel does not load it on its own. If it is yours, "
+                    f"run `persistent-kernel trust {self.path.name}` and restart the kernel"
+                )
+            self.authenticated = False  # a reader: shown as it is, never loaded
+            return False
+        try:
+            store_id = bytes.fromhex(json.loads(bytes(raw_id))) if raw_id is not None else b""
+        except (TypeError, ValueError):
+            store_id = b""
+        if len(store_id) != 16:
+            raise StoreFormatError(f"the store at {self.path} has no valid store id; it is damaged")
+        self._auth = Authenticator(self._key, store_id)
+        return trust and owner
+
+    def _start_format(self) -> None:
+        """Make this (empty or record-less) store one of the current format, with a fresh id."""
+        store_id = secrets.token_bytes(16)
+
+        def body(txn):
+            txn.put(b"store_id", json.dumps(store_id.hex()).encode(), db=self._meta)
+            txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
+
+        self._write(body)
+        self._auth = Authenticator(self._key, store_id)
+
+    def sign_all(self) -> int:
+        """Tag every value and large file in the store with this user's key, in one transaction; returns how many.
+
+        Only on the user's word that the store is theirs (``trust``): whatever is
+        in it now is from then on as trusted as what this kernel writes. The store
+        gets a new id, so tags made under any other key or id no longer verify.
+        """
+        store_id = secrets.token_bytes(16)
+        auth = Authenticator(self._key, store_id)
+        file_tags = {}
+        for blob_digest in list(self.files.digests()):
+            try:
+                mapping = self.files.map(blob_digest)
+            except FileNotFoundError:
+                continue
+            try:
+                file_tags[blob_digest] = auth.file_tag(blob_digest, segment_hashes(mapping))
+            finally:
+                if hasattr(mapping, "close"):
+                    mapping.close()
+        tagged = (
+            (_AS_CELL, self._cells),
+            (_AS_OUTCOME, self._outcomes),
+            (_AS_VERSION, self._versions),
+            (_AS_NAME, self._names),
+            (_AS_BLOB, self._blobs),
+            (_AS_META, self._meta),
+        )
+
+        def body(txn):
+            txn.drop(self._tags, delete=False)
+            count = 0
+            for kind, db in tagged:
+                for key, value in txn.cursor(db=db):
+                    if kind == _AS_META and bytes(key) in _UNTAGGED_META:
+                        continue
+                    txn.put(kind + bytes(key), auth.tag(kind, bytes(key), value), db=self._tags)
+                    count += 1
+            for blob_digest, tag in file_tags.items():
+                txn.put(_AS_FILE + blob_digest, tag, db=self._tags)
+            txn.put(b"store_id", json.dumps(store_id.hex()).encode(), db=self._meta)
+            txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
+            return count + len(file_tags)
+
+        with self._lock:
+            count = self._write(body)
+            self._auth = auth
+            self.authenticated = True
+            self.refusals.clear()
+            self._refused_versions.clear()
+        return count
+
+    # -- authentication -------------------------------------------------------------
+
+    def _put(self, txn: Any, kind: bytes, db: Any, key: bytes, value: Any) -> None:
+        """Put a value with its tag (in the same transaction)."""
+        txn.put(key, value, db=db)
+        if self._auth is not None:
+            txn.put(kind + key, self._auth.tag(kind, key, value), db=self._tags)
+
+    def _delete(self, txn: Any, kind: bytes, db: Any, key: bytes) -> None:
+        txn.delete(key, db=db)
+        txn.delete(kind + key, db=self._tags)
+
+    def _authentic(self, txn: Any, kind: bytes, key: bytes, value: Any) -> bool:
+        if self._auth is None:
+            return True  # an older store, opened to be read (never loaded)
+        return self._auth.is_authentic(kind, key, value, txn.get(kind + key, db=self._tags))
+
+    def _refuse(self, what: str) -> None:
+        self.refusals[what] = None
+
+    def _get(self, txn: Any, kind: bytes, db: Any, key: bytes, what: str) -> bytes | None:
+        """A value, if it is there and authentic; a value that fails is refused (and reads as None)."""
+        raw = txn.get(key, db=db)
+        if raw is None:
+            return None
+        if not self._authentic(txn, kind, key, raw):
+            self._refuse(what)
+            return None
+        return bytes(raw)
+
+    def missing_reason(self, version_hex: str) -> str:
+        """Why ``version()`` gave None for this key: refused, or not there."""
+        if bytes.fromhex(version_hex) in self._refused_versions:
+            return "its stored record failed authentication and was not loaded"
+        return "its stored version is missing"
+
+    def has_file_tag(self, blob_digest: bytes) -> bool:
+        with self._env.begin(db=self._tags) as txn:
+            return self._auth is None or txn.get(_AS_FILE + blob_digest) is not None
+
+    def put_file_tag(self, blob_digest: bytes, hashes: list[bytes]) -> None:
+        """Tag a large file from its segments' digests (the writer calls this before the file appears)."""
+        if self._auth is None:
+            return
+        tag = self._auth.file_tag(blob_digest, hashes)
+        self._write(lambda txn: txn.put(_AS_FILE + blob_digest, tag, db=self._tags))
+
+    def _check_file(self, blob_digest: bytes, mapping: Any) -> None:
+        """Raise ``Unauthentic`` unless a large file's bytes are the ones this user's kernel wrote."""
+        if self._auth is None:
+            return
+        with self._env.begin(db=self._tags) as txn:
+            tag = txn.get(_AS_FILE + blob_digest)
+            tag = None if tag is None else bytes(tag)
+        if tag is None or not hmac_equal(self._auth.file_tag(blob_digest, segment_hashes(mapping)), tag):
+            self._refuse(f"large value file {blob_digest.hex()}")
+            raise Unauthentic(f"the file of blob {blob_digest.hex()} in {self.path} failed authentication")
 
     @property
     def format_version(self) -> int:
-        return int(self.get_meta("format_version", FORMAT_VERSION))
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(b"format_version")
+        return FORMAT_VERSION if raw is None else int(bytes(raw))
 
     # -- writing ------------------------------------------------------------------
 
@@ -293,9 +505,9 @@ class Store:
         def body(txn):
             for key, value in items.items():
                 if value is None:
-                    txn.delete(key.encode(), db=self._meta)
+                    self._delete(txn, _AS_META, self._meta, key.encode())
                 else:
-                    txn.put(key.encode(), json.dumps(value).encode(), db=self._meta)
+                    self._put(txn, _AS_META, self._meta, key.encode(), json.dumps(value).encode())
 
         self._write(body)
 
@@ -304,11 +516,17 @@ class Store:
         payload = self.slot.read()
         if payload is None:
             return None
+        tag, ahead = (payload[:TAG_BYTES], payload[TAG_BYTES:]) if self._auth is not None else (None, payload)
         try:
-            seq = CellRecord.decode(payload).seq
+            seq = CellRecord.decode(ahead).seq  # JSON: decoding runs nothing; the tag is checked before it is used
         except (ValueError, TypeError):
             return None  # not a record this code wrote: nothing ran
-        return (seq, payload) if seq >= next_seq else None  # else its outcome is committed
+        if seq < next_seq:
+            return None  # its outcome is committed
+        if self._auth is not None and not self._auth.is_authentic(_AS_SLOT, _seq_key(seq), ahead, tag):
+            self._refuse(f"the record of the cell running when the kernel stopped (#{seq})")
+            return None
+        return seq, ahead
 
     def _take_in_slot(self) -> int:
         """Read ``next_seq``; a record left in the slot beyond it ran when the kernel died: record it."""
@@ -338,8 +556,9 @@ class Store:
             record.seq = self._next_seq
             ahead = record.encode_ahead()
             try:
-                self._reserve_slot(SLOT_HEADER + len(ahead))
-                self.slot.write(ahead)
+                framed = ahead if self._auth is None else self._auth.tag(_AS_SLOT, _seq_key(record.seq), ahead) + ahead
+                self._reserve_slot(SLOT_HEADER + len(framed))
+                self.slot.write(framed)
             except (OSError, ValueError) as exc:  # growing the slot for a very large cell can fail
                 raise StoreWriteError(write_failure(f"writing the cell ahead to {self.slot.path}", exc)) from exc
             self._next_seq += 1
@@ -372,14 +591,14 @@ class Store:
     def _put_ahead(self, txn: Any, seq: int, ahead: bytes) -> None:
         """A record with no outcome (it was running when the kernel died, or its commit failed)."""
         if seq >= self._floor:
-            txn.put(_seq_key(seq), ahead, db=self._cells)
+            self._put(txn, _AS_CELL, self._cells, _seq_key(seq), ahead)
 
     def _put_unrecorded(self, txn: Any, seq: int, ahead: bytes) -> None:
         if seq >= self._floor:
             record = CellRecord.decode(ahead)
             record.status = UNRECORDED
-            txn.put(_seq_key(seq), ahead, db=self._cells)
-            txn.put(_seq_key(seq), record.encode_outcome(), db=self._outcomes)
+            self._put(txn, _AS_CELL, self._cells, _seq_key(seq), ahead)
+            self._put(txn, _AS_OUTCOME, self._outcomes, _seq_key(seq), record.encode_outcome())
 
     def _commit_outcome(self, record: CellRecord, body: Callable[[Any], bool]) -> bool:
         with self._lock:
@@ -403,14 +622,15 @@ class Store:
         if self._running is not None and self._running[0] == record.seq:
             ahead = self._running[1]
         else:
-            ahead = bytes(txn.get(key, db=self._cells) or b"") or record.encode_ahead()
-        txn.put(key, ahead, db=self._cells)
-        txn.put(key, record.encode_outcome(), db=self._outcomes)
+            # Never re-sign what is there unless it is authentic: this kernel's own record otherwise.
+            ahead = self._get(txn, _AS_CELL, self._cells, key, f"cell record #{record.seq}") or record.encode_ahead()
+        self._put(txn, _AS_CELL, self._cells, key, ahead)
+        self._put(txn, _AS_OUTCOME, self._outcomes, key, record.encode_outcome())
         return True
 
     def _stored_next_seq(self, txn: Any) -> int:
-        raw = txn.get(b"next_seq", db=self._meta)
-        return json.loads(bytes(raw)) if raw is not None else 1
+        raw = self._get(txn, _AS_META, self._meta, b"next_seq", "metadata 'next_seq'")
+        return json.loads(raw) if raw is not None else 1
 
     def _next_seq_in(self, txn: Any) -> int:
         """The next sequence number: past the last record, and past ``next_seq`` in meta.
@@ -446,33 +666,42 @@ class Store:
             if record.seq < self._floor:
                 return False
             for blob_digest, data in blobs.items():
-                if txn.get(blob_digest + _chunk_key(0), db=self._blobs) is not None:
+                if self._stored_blob_is_authentic(txn, blob_digest):
                     continue  # content-addressed: already stored by some earlier version
                 view = memoryview(data).cast("B")
                 chunks = max(1, -(-view.nbytes // BLOB_CHUNK))
                 for index in range(chunks):
-                    txn.put(blob_digest + _chunk_key(index), view[index * BLOB_CHUNK : (index + 1) * BLOB_CHUNK], db=self._blobs)
+                    self._put(txn, _AS_BLOB, self._blobs, blob_digest + _chunk_key(index), view[index * BLOB_CHUNK : (index + 1) * BLOB_CHUNK])
             for version_key, version in versions.items():
-                txn.put(version_key, _json(version), db=self._versions)
+                self._put(txn, _AS_VERSION, self._versions, version_key, _json(version))
             for name, pointer in pointers.items():
-                txn.put(_name_key(name, record.seq), _json(pointer), db=self._names)
+                self._put(txn, _AS_NAME, self._names, _name_key(name, record.seq), _json(pointer))
             self._put_record(txn, record)
             if context is not None:
-                txn.put(b"context", _json(context), db=self._meta)
+                self._put(txn, _AS_META, self._meta, b"context", _json(context))
             return True
 
         return self._commit_outcome(record, body)
+
+    def _stored_blob_is_authentic(self, txn: Any, blob_digest: bytes) -> bool:
+        """Whether a blob is stored, whole and authentic (else it is written again, over what is there)."""
+        index = 0
+        while (part := txn.get(blob_digest + _chunk_key(index), db=self._blobs)) is not None:
+            if not self._authentic(txn, _AS_BLOB, blob_digest + _chunk_key(index), part):
+                return False
+            index += 1
+        return index > 0
 
     def mark_landed(self, key: bytes) -> bool:
         """A version's large blobs are durable: from now on it is restorable as stored."""
 
         def body(txn):
-            raw = txn.get(key, db=self._versions)
+            raw = self._get(txn, _AS_VERSION, self._versions, key, f"version {key.hex()}")
             if raw is None:
-                return False  # the session was forgotten meanwhile
-            version = json.loads(bytes(raw))
+                return False  # the session was forgotten meanwhile (or the record is not ours: never re-signed)
+            version = json.loads(raw)
             version["landed"] = True
-            txn.put(key, _json(version), db=self._versions)
+            self._put(txn, _AS_VERSION, self._versions, key, _json(version))
             return True
 
         return self._write(body)
@@ -481,13 +710,13 @@ class Store:
         """A version whose large blobs will never land: say why, for "state as of cell N"."""
 
         def body(txn):
-            raw = txn.get(key, db=self._versions)
+            raw = self._get(txn, _AS_VERSION, self._versions, key, f"version {key.hex()}")
             if raw is None:
                 return
-            version = json.loads(bytes(raw))
+            version = json.loads(raw)
             if not version.get("landed", True):
                 version["dropped"] = reason[:200]
-                txn.put(key, _json(version), db=self._versions)
+                self._put(txn, _AS_VERSION, self._versions, key, _json(version))
 
         self._write(body)
 
@@ -501,8 +730,7 @@ class Store:
         Returns the bytes freed.
         """
         with self._lock:
-            with self._env.begin() as txn:
-                versions = {bytes(k): json.loads(bytes(v)) for k, v in txn.cursor(db=self._versions)}
+            versions = dict(self._authentic_versions())
             pointers = self.pointers_as_of()
             protected: set[bytes] = set()
             for name, pointer in pointers.items():
@@ -542,7 +770,7 @@ class Store:
                 for key in pruned:
                     version = versions[key]
                     version["pruned"] = True
-                    txn.put(key, _json(version), db=self._versions)
+                    self._put(txn, _AS_VERSION, self._versions, key, _json(version))
 
             self._write(body)  # marked first: a crash before the unlink leaves a file, never a dangling version
             return sum(self.files.remove(bytes.fromhex(blob)) for blob in drop)
@@ -551,21 +779,37 @@ class Store:
         """Drop every cell record and the session's history; returns how many were dropped.
 
         ``next_seq`` and the format version stay, so sequence numbers never repeat.
+        The store gets a new id, so forgotten records put back by someone cannot verify.
         """
+        new_auth = Authenticator(self._key, secrets.token_bytes(16)) if self._auth is not None else None
 
         def body(txn):
             count = txn.stat(self._cells)["entries"] + (self._running is not None)
-            txn.drop(self._cells, delete=False)
-            txn.drop(self._outcomes, delete=False)
-            for db in (self._versions, self._names, self._blobs):
+            for db in (self._cells, self._outcomes, self._versions, self._names, self._blobs):
                 txn.drop(db, delete=False)
             for key in (b"last_restore", b"replaying", b"context", b"loading", b"load_crashes"):
                 txn.delete(key, db=self._meta)
             txn.put(b"next_seq", json.dumps(self._next_seq).encode(), db=self._meta)
+            if new_auth is not None:
+                kept, dropped = [], []
+                for key, value in txn.cursor(db=self._meta):
+                    key = bytes(key)
+                    if key in _UNTAGGED_META:
+                        continue
+                    authentic = key == b"next_seq" or self._authentic(txn, _AS_META, key, value)
+                    (kept if authentic else dropped).append((key, bytes(value)))
+                txn.drop(self._tags, delete=False)
+                for key, value in kept:
+                    txn.put(_AS_META + key, new_auth.tag(_AS_META, key, value), db=self._tags)
+                for key, _ in dropped:
+                    txn.delete(key, db=self._meta)
+                txn.put(b"store_id", json.dumps(new_auth.store_id.hex()).encode(), db=self._meta)
             return count
 
         with self._lock:
             count = self._write(body)
+            if new_auth is not None:
+                self._auth = new_auth
             self._floor = self._next_seq  # a cell running now is forgotten too
             self._running = None
             self.slot.clear()
@@ -577,22 +821,48 @@ class Store:
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         with self._env.begin(db=self._meta) as txn:
-            raw = txn.get(key.encode())
-        return default if raw is None else json.loads(bytes(raw))
+            if key.encode() in _UNTAGGED_META:
+                raw = txn.get(key.encode())
+                raw = None if raw is None else bytes(raw)
+            else:
+                raw = self._get(txn, _AS_META, self._meta, key.encode(), f"metadata {key!r}")
+        return default if raw is None else json.loads(raw)
 
     def meta(self) -> dict[str, Any]:
+        """Every metadata key that is authentic (and the untagged format version and id)."""
+        found = {}
         with self._env.begin(db=self._meta) as txn:
-            return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor()}
+            for key, value in txn.cursor():
+                key = bytes(key)
+                if key in _UNTAGGED_META or self._authentic(txn, _AS_META, key, value):
+                    found[key.decode()] = json.loads(bytes(value))
+                else:
+                    self._refuse(f"metadata {key.decode(errors='replace')!r}")
+        return found
 
     def records(self) -> Iterator[CellRecord]:
-        """All cell records with their outcomes, in sequence order (one consistent snapshot)."""
+        """All cell records with their outcomes, in sequence order (one consistent snapshot).
+
+        A record whose code or outcome fails authentication is a ``REFUSED``
+        placeholder: no code, never replayed.
+        """
+        items: list[tuple[bytes, bytes | None, bytes | None]] = []
         with self._env.begin() as txn:
-            outcomes = {bytes(k): bytes(v) for k, v in txn.cursor(db=self._outcomes)}
-            items = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self._cells)]
-        running = self._running_record(items)
+            for key, ahead in txn.cursor(db=self._cells):
+                key = bytes(key)
+                outcome = txn.get(key, db=self._outcomes)
+                if self._authentic(txn, _AS_CELL, key, ahead) and (outcome is None or self._authentic(txn, _AS_OUTCOME, key, outcome)):
+                    items.append((key, bytes(ahead), None if outcome is None else bytes(outcome)))
+                else:
+                    self._refuse(f"cell record #{int.from_bytes(key, 'big')}")
+                    items.append((key, None, None))
+        running = self._running_record([(key, b"") for key, _, _ in items])
         if running is not None:
-            items.append(running)
-        return (CellRecord.decode(ahead, outcomes.get(key)) for key, ahead in items)
+            items.append((running[0], running[1], None))
+        return (
+            CellRecord.decode(ahead, outcome) if ahead is not None else CellRecord.refused(int.from_bytes(key, "big"))
+            for key, ahead, outcome in items
+        )
 
     def _running_record(self, items: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
         """The record in the slot (a cell running now), unless it is already in LMDB or forgotten."""
@@ -604,19 +874,30 @@ class Store:
             return None
         return key, running[1]
 
+    def _pointer(self, txn: Any, key: bytes, value: Any) -> dict[str, Any]:
+        name, seq = _split_name_key(key)
+        if self._authentic(txn, _AS_NAME, key, value):
+            pointer = json.loads(bytes(value))
+        else:
+            self._refuse(f"where {name!r} stood after cell #{seq}")
+            pointer = _refused_pointer(seq)
+            self._refused_versions.add(bytes.fromhex(pointer["version"]))
+        pointer["seq"] = seq
+        return pointer
+
     def pointers_as_of(self, seq: int | None = None) -> dict[str, dict[str, Any]]:
         """Where every name stood after cell ``seq`` (default: the latest), deleted names included.
 
-        Every version is kept, so this is the namespace "as of cell N".
+        Every version is kept, so this is the namespace "as of cell N". A pointer
+        that fails authentication points at a version that does not exist: the
+        name is rebuilt from its cells, or named as lost.
         """
         latest: dict[str, dict[str, Any]] = {}
         with self._env.begin(db=self._names) as txn:
             for key, value in txn.cursor():
                 name, at = _split_name_key(bytes(key))
                 if seq is None or at <= seq:
-                    pointer = json.loads(bytes(value))
-                    pointer["seq"] = at
-                    latest[name] = pointer
+                    latest[name] = self._pointer(txn, bytes(key), value)
         return latest
 
     def name_history(self, name: str) -> list[dict[str, Any]]:
@@ -629,65 +910,87 @@ class Store:
                 for key, value in cursor:
                     if not bytes(key).startswith(prefix):
                         break
-                    pointer = json.loads(bytes(value))
-                    pointer["seq"] = _split_name_key(bytes(key))[1]
-                    history.append(pointer)
+                    history.append(self._pointer(txn, bytes(key), value))
         return history
 
     def version(self, key: bytes) -> dict[str, Any] | None:
+        """A group version, or None when it is not there or fails authentication (``missing_reason`` says which)."""
         with self._env.begin(db=self._versions) as txn:
-            raw = txn.get(key)
-        return None if raw is None else json.loads(bytes(raw))
+            raw = self._get(txn, _AS_VERSION, self._versions, key, f"version {key.hex()}")
+        if raw is None and key not in self._refused_versions and f"version {key.hex()}" in self.refusals:
+            self._refused_versions.add(key)
+        return None if raw is None else json.loads(raw)
+
+    def _authentic_versions(self, first: int = 0) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """(key, version) of every authentic version from cell ``first`` on, in order; the others are refused."""
+        with self._env.begin(db=self._versions) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_seq_key(first)):
+                return
+            for key, value in cursor:
+                key = bytes(key)
+                if self._authentic(txn, _AS_VERSION, key, value):
+                    yield key, json.loads(bytes(value))
+                else:
+                    self._refuse(f"version {key.hex()}")
+                    self._refused_versions.add(key)
 
     def versions_between(self, first: int, last: int) -> dict[int, list[dict[str, Any]]]:
         """The versions cells ``first`` … ``last`` created, by cell (for ``%persist history``)."""
         found: dict[int, list[dict[str, Any]]] = {}
-        with self._env.begin(db=self._versions) as txn:
-            cursor = txn.cursor()
-            if cursor.set_range(_seq_key(first)):
-                for key, value in cursor:
-                    seq = int.from_bytes(bytes(key)[:8], "big")
-                    if seq > last:
-                        break
-                    found.setdefault(seq, []).append(json.loads(bytes(value)))
+        for key, version in self._authentic_versions(first):
+            seq = int.from_bytes(key[:8], "big")
+            if seq > last:
+                break
+            found.setdefault(seq, []).append(version)
         return found
 
     def versions_with_files(self, blobs: set[str], before: int) -> list[tuple[bytes, dict[str, Any], int]]:
         """Versions of cells before ``before`` that name any of these large blobs, newest first."""
         found = []
-        with self._env.begin(db=self._versions) as txn:
-            for key, value in txn.cursor():
-                seq = int.from_bytes(bytes(key)[:8], "big")
-                if seq >= before:
-                    break
-                version = json.loads(bytes(value))
-                if blobs & set(version.get("files", {})):
-                    found.append((bytes(key), version, seq))
+        for key, version in self._authentic_versions():
+            seq = int.from_bytes(key[:8], "big")
+            if seq >= before:
+                break
+            if blobs & set(version.get("files", {})):
+                found.append((key, version, seq))
         return found[::-1]
 
     def read_blob(self, blob_digest: bytes) -> bytearray | Any:
         """A blob's bytes, in one writable buffer (arrays loaded from it are writable).
 
-        A large blob is a file, returned as a private mapping: nothing is read
-        until it is used, and changes to it never reach the file.
+        A large blob is a file, returned as a private mapping: its bytes are read
+        once to check its tag (on every core), then stay in the page cache;
+        changes to the mapping never reach the file. Raises ``Unauthentic`` when
+        the blob fails authentication, KeyError when it is not stored.
         """
         with self._env.begin(db=self._blobs, buffers=True) as txn:
             parts = []
             index = 0
             while (part := txn.get(blob_digest + _chunk_key(index))) is not None:
-                parts.append(part)
+                parts.append((blob_digest + _chunk_key(index), part, txn.get(_AS_BLOB + blob_digest + _chunk_key(index), db=self._tags)))
                 index += 1
-            if not parts:
-                try:
-                    return self.files.map(blob_digest)
-                except FileNotFoundError:
-                    raise KeyError(f"blob {blob_digest.hex()} is missing from {self.path}") from None
-            data = bytearray(sum(len(p) for p in parts))
-            offset = 0
-            for part in parts:
-                data[offset : offset + len(part)] = part
-                offset += len(part)
-        return data
+            if parts:
+                # Copied out of the map first, then the copy is verified: what is checked is what is used.
+                data = bytearray(sum(len(p) for _, p, _ in parts))
+                offset = 0
+                for key, part, tag in parts:
+                    end = offset + len(part)
+                    data[offset:end] = part
+                    if self._auth is not None and not self._auth.is_authentic(_AS_BLOB, key, memoryview(data)[offset:end], tag):
+                        self._refuse(f"blob {blob_digest.hex()}")
+                        raise Unauthentic(f"blob {blob_digest.hex()} in {self.path} failed authentication")
+                    offset = end
+                return data
+        try:
+            mapping = self.files.map(blob_digest)
+        except FileNotFoundError:
+            raise KeyError(f"blob {blob_digest.hex()} is missing from {self.path}") from None
+        except NotPrivate as exc:
+            self._refuse(f"large value file {blob_digest.hex()}")
+            raise Unauthentic(str(exc)) from None
+        self._check_file(blob_digest, mapping)
+        return mapping
 
     def blob_bytes(self) -> int:
         """Bytes held by blobs (content-addressed, so shared data counts once)."""
@@ -710,10 +1013,11 @@ class Store:
         files = sum(f.stat().st_size for f in self.files.directory.iterdir() if f.is_file()) if self.files.directory.is_dir() else 0
         return files + sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
-    def check(self) -> list[str]:
+    def check(self, *, authentication: bool = True) -> list[str]:
         """Verify the store's invariants; returns the problems found (empty when sound).
 
         Tests call this after each scenario, like python-diskcache's ``Cache.check``.
+        ``authentication``: also verify every tag (``authentication_problems``).
         """
         problems: list[str] = []
         with self._env.begin() as txn:
@@ -743,7 +1047,10 @@ class Store:
                 seq_key = bytes(key)[:8]
                 if txn.get(seq_key, db=self._outcomes) is None:
                     problems.append(f"version {bytes(key).hex()} has no outcome for its cell")
-                version = json.loads(bytes(value))
+                version = _json_object(value)
+                if version is None:
+                    problems.append(f"version {bytes(key).hex()} does not decode")
+                    continue
                 files = version.get("files", {})
                 payload = None if "inline" in version else version.get("payload")
                 for blob in [payload, *version.get("buffers", [])]:
@@ -755,9 +1062,58 @@ class Store:
                         if self.files.size(bytes.fromhex(blob)) != size:
                             problems.append(f"landed version {bytes(key).hex()} lacks a complete file for blob {blob}")
             for key, value in txn.cursor(db=self._names):
-                pointer = json.loads(bytes(value))
+                pointer = _json_object(value)
+                if pointer is None:
+                    problems.append(f"name {_split_name_key(bytes(key))} has a pointer that does not decode")
+                    continue
                 if pointer.get("version") and txn.get(bytes.fromhex(pointer["version"]), db=self._versions) is None:
                     problems.append(f"name {_split_name_key(bytes(key))} points to a missing version")
+            if authentication:
+                problems += self._authentication_problems(txn)
+        return problems
+
+    def authentication_problems(self) -> list[str]:
+        """What in the store fails authentication (empty when everything verifies under this user's key)."""
+        with self._env.begin() as txn:
+            return self._authentication_problems(txn)
+
+    def _authentication_problems(self, txn: Any) -> list[str]:
+        """Every tagged value and every large file a landed version names must verify."""
+        if self._auth is None:
+            return ["the store is from before authentication (not signed)"]
+        problems = []
+        for kind, db, what in (
+            (_AS_CELL, self._cells, "cell record"),
+            (_AS_OUTCOME, self._outcomes, "outcome"),
+            (_AS_VERSION, self._versions, "version"),
+            (_AS_NAME, self._names, "pointer"),
+            (_AS_BLOB, self._blobs, "blob chunk"),
+            (_AS_META, self._meta, "metadata"),
+        ):
+            for key, value in txn.cursor(db=db):
+                if kind == _AS_META and bytes(key) in _UNTAGGED_META:
+                    continue
+                if not self._authentic(txn, kind, bytes(key), value):
+                    problems.append(f"{what} {bytes(key).hex()} fails authentication")
+        landed_files = {
+            blob
+            for _, value in txn.cursor(db=self._versions)
+            for version in [_json_object(value) or {"landed": False}]
+            if version.get("landed", True) and not version.get("pruned")
+            for blob in version.get("files", {})
+        }
+        for blob in sorted(landed_files):
+            try:
+                mapping = self.files.map(bytes.fromhex(blob))
+            except FileNotFoundError:
+                continue  # reported above as an incomplete file
+            try:
+                self._check_file(bytes.fromhex(blob), mapping)
+            except Unauthentic:
+                problems.append(f"large value file {blob} fails authentication")
+            finally:
+                if hasattr(mapping, "close"):
+                    mapping.close()
         return problems
 
     # -- maintenance: the command line, on a session no kernel holds ---------------

@@ -170,8 +170,16 @@ class BackgroundWriter:
             throttle = self._throttle(started)
             chunk_size = THROTTLED_CHUNK if throttle is not None else COPY_CHUNK
             for blob_digest, buffer in job.buffers.items():
+                if not self.store.has_file_tag(blob_digest):
+                    # A file left without its tag (a kill during a forget): written again, and tagged.
+                    self.store.files.remove(blob_digest)
                 self.bytes_written += self.store.files.write(
-                    blob_digest, buffer, throttle=throttle, chunk_size=chunk_size, cancelled=self._cancel.is_set
+                    blob_digest,
+                    buffer,
+                    throttle=throttle,
+                    chunk_size=chunk_size,
+                    cancelled=self._cancel.is_set,
+                    seal=lambda hashes, blob_digest=blob_digest: self.store.put_file_tag(blob_digest, hashes),
                 )
         except WriteCancelled:
             self.dropped += 1

@@ -9,9 +9,23 @@ from pathlib import Path
 
 import pytest
 
+from persistent_kernel.authentication import KEY_ENV
 from persistent_kernel.driver import KernelDriver
 from persistent_kernel.session import resolve_session
 from persistent_kernel.store import Store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The key that authenticates stores: one for the test run, never the user's own (kernels inherit it)."""
+    path = tmp_path_factory.mktemp("user-key") / "key"
+    before = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(KEY_ENV, None)
+    else:
+        os.environ[KEY_ENV] = before
 
 
 @pytest.fixture

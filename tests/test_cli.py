@@ -24,7 +24,7 @@ from persistent_kernel import archive
 from persistent_kernel.catalog import CommandError, live_pid
 from persistent_kernel.lock import SessionLock
 from persistent_kernel.session import session_id_for
-from persistent_kernel.store import Store
+from persistent_kernel.store import FORMAT_VERSION, Store
 
 from .conftest import run
 
@@ -148,7 +148,7 @@ def test_list_show_history_gc_attach_and_rm_a_notebook_session(
     )
     assert facts["notebook_path"] == str(old) and facts["store_path"] == str(store_path)
     assert (
-        facts["format_version"] == 3 and facts["live"] is False and facts["pid"] is None
+        facts["format_version"] == FORMAT_VERSION and facts["live"] is False and facts["pid"] is None
     )
     assert facts["cells"] == 6 and facts["cells_by_status"] == {"ok": 5, "error": 1}
     kinds = {v["name"]: (v["kind"], v["cell"]) for v in facts["variables"]}
@@ -283,7 +283,7 @@ def test_export_then_import_under_a_new_name_restores_and_damage_is_refused(
         blob = next(m for m in tar.getmembers() if m.name.startswith("blobs/"))
     assert names[0] == "data.mdb" and names[-1] == "manifest.json" and len(names) == 3
     assert (
-        manifest["format_version"] == 3
+        manifest["format_version"] == FORMAT_VERSION
         and manifest["session"]["session_name"] == "source"
     )
     assert manifest["files"][blob.name] == {
