@@ -365,6 +365,8 @@ def history(path: Path, last: int | None = 10) -> list[dict[str, Any]]:
                     "stored_bytes": nbytes,
                     "recompute": sorted(recompute),
                     "code": record.code,
+                    "trigger": record.trigger,  # an event's: what set it off (a widget callback's message)
+                    "handled_during": record.handled_during or [],  # comm messages whose changes went with the cell
                 }
             )
     return entries

@@ -20,7 +20,7 @@ import base64
 import fnmatch
 import re
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -139,12 +139,16 @@ class Checkpointer:
         for name in self.scan:
             self.groups.update(name, ns[name], ns)
 
-    def prepare(self, seq: int, source: str) -> Checkpoint:
+    def prepare(self, seq: int, source: str, ran: Iterable[types.CodeType] = ()) -> Checkpoint:
+        """What the cell ``source`` (and the notebook code ``ran`` outside it: widget callbacks) changed."""
         ns = self.namespace
         scan = user_names(ns, self.shell.user_ns_hidden)
         written, deleted = rebound(self.scan, scan)
         deleted |= {name for name in self.dirty if name not in scan and name in self.names}
-        read = {name for name in self.reads.reads(source, ns, self.shell.transform_cell) if name in scan}
+        read = self.reads.reads(source, ns, self.shell.transform_cell) if source else set()
+        if ran:
+            read |= self.reads.code_reads(ran, ns)
+        read = {name for name in read if name in scan}
         touched = written | read | (self.dirty & set(scan))
         retried = set(self.unlanded)  # a snapshot: the writer thread adds to the set
         if retried:

@@ -251,9 +251,12 @@ def _history(args: argparse.Namespace) -> int:
             f" ({_bytes(e['stored_bytes'])})" if e["stored"] else ""
         )
         status = e["status"] + (f" ({e['error']})" if e["error"] else "")
+        label = e["label"] + (f": {_names([e['trigger']], 40)}" if e.get("trigger") else "")
+        if e.get("handled_during"):
+            label += f" (+{len(e['handled_during'])} comm)"
         rows.append(
             [
-                e["label"],
+                label,
                 _when(e["started_at"]),
                 _took(e["duration"]),
                 _names([status], 40),

@@ -275,13 +275,32 @@ class Journal:
             )
         )
 
-    def begin_event(self, kind: str, execution_count: int) -> CellRecord | None:
-        """A journal entry for a change no cell made (an idle check); it has no code to replay."""
-        if self.store is None or self.paused is not None:
+    def begin_event(self, kind: str, execution_count: int, trigger: str | None = None) -> CellRecord | None:
+        """A journal entry for a change no cell's code made (an idle check, a widget callback); never replayed."""
+        if not self.journals_events:
             return None
         return self._append(
-            CellRecord(seq=0, code="", execution_count=execution_count, silent=True, store_history=False, started_at=time.time(), kind=kind)
+            CellRecord(
+                seq=0,
+                code="",
+                execution_count=execution_count,
+                silent=True,
+                store_history=False,
+                started_at=time.time(),
+                kind=kind,
+                trigger=trigger,
+            )
         )
+
+    @property
+    def journals_events(self) -> bool:
+        """Whether ``begin_event`` will record an event (persistence on and not paused)."""
+        return self.store is not None and self.paused is None
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next record will get (stable while the caller holds the kernel's turn)."""
+        return self.store.next_seq if self.store is not None else 0
 
     def _append(self, record: CellRecord) -> CellRecord | None:
         try:

@@ -6,9 +6,13 @@ from ``journal``, the restore from ``restore``, the magic from ``magics``.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import random
 import sys
+import threading
 import time
+import types
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
@@ -16,8 +20,9 @@ from traitlets import Bool, Float, Int, List, Unicode
 
 from . import __version__
 from . import records as rec
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpoint, Checkpointer
 from .context import ProcessContextTracker, RandomStateTracker
+from .events import COMM_MESSAGES, NotebookCodeRecorder, describe_comm_message
 from .journal import Journal
 from .magics import PersistMagics
 from .restore import RestoreProgress, RestoreReport, restore_session
@@ -103,6 +108,14 @@ class PersistentKernel(IPythonKernel):
         help="Seconds of recorded cell time a restart may spend replaying cells to recompute an excluded name.",
     ).tag(config=True)
     lock_timeout = Float(5.0, help="Seconds to wait for a session held by another kernel (a restart in progress) before running without persistence.").tag(config=True)
+    advertise_subshells = Bool(
+        False,
+        help=(
+            "Tell frontends this kernel has subshells (JupyterLab then routes widget comm messages to one). "
+            "Subshells work either way when a client creates one; executions on them take turns with the main "
+            "shell (the journal has one order), and a comm message handled while a cell runs commits with that cell."
+        ),
+    ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -125,6 +138,21 @@ class PersistentKernel(IPythonKernel):
         self._idle_check: Any = None
         self._last_activity = time.monotonic()
         self._executing = 0  # cells in progress (a top-level await leaves the event loop free)
+        # One execution or event at a time, whatever shell or thread it comes from: the journal has
+        # one order, and a checkpoint's identity scan never sees half of another execution's changes.
+        self._turn = threading.Lock()
+        self._turn_owner: int | None = None
+        # A comm handler running user code and a checkpoint scanning the namespace never overlap.
+        self._namespace_lock = threading.RLock()
+        # Comm messages handled while the turn was held (an awaiting cell, a cell on another shell):
+        # (what set it off, the notebook code it ran, whether that record is complete). The next
+        # checkpoint takes them: the cell's own, or an event when the turn is given back.
+        self._folded: list[tuple[str, set[types.CodeType], bool]] = []
+        if self.persist:
+            for msg_type in COMM_MESSAGES:
+                handler = self.shell_handlers.get(msg_type)
+                if handler is not None:
+                    self.shell_handlers[msg_type] = functools.partial(self._handle_comm, handler)
         if self.shell is not None:
             self.shell.register_magics(
                 PersistMagics(
@@ -150,10 +178,11 @@ class PersistentKernel(IPythonKernel):
     @property
     def kernel_info(self) -> dict[str, Any]:
         info = super().kernel_info
-        # Cells on subshells would run concurrently with the main shell, and the
-        # journal replays cells in one order: until that is handled, advertise
-        # none, so JupyterLab keeps everything on the main shell.
-        info["supported_features"] = [f for f in info.get("supported_features", []) if f != "kernel subshells"]
+        # Executions on a subshell wait for the main shell's cell (one journal order), which
+        # would make a frontend's subshell no faster than the main shell: by default advertise
+        # none, so JupyterLab keeps everything on the main shell, as with a kernel without them.
+        if not self.advertise_subshells:
+            info["supported_features"] = [f for f in info.get("supported_features", []) if f != "kernel subshells"]
         return info
 
     def restore(self) -> None:
@@ -212,6 +241,32 @@ class PersistentKernel(IPythonKernel):
         cell_meta: dict | None = None,
         cell_id: str | None = None,
     ) -> dict[str, Any]:
+        if self._turn_owner == threading.get_ident():
+            # Run from inside a running cell (a UI-polling loop processing requests): part of that cell.
+            return await self._execute_within_turn(code, silent, store_history, user_expressions, allow_stdin, cell_meta, cell_id)
+        took_turn = self.persist
+        if took_turn:
+            try:
+                while not self._take_turn():  # another shell's cell or event: wait without blocking this event loop
+                    await asyncio.sleep(0.005)
+            except (KeyboardInterrupt, asyncio.CancelledError):  # interrupted before it started: nothing ran
+                return {"status": "aborted", "execution_count": self.shell.execution_count}
+        try:
+            return await self._journaled_execute(code, silent, store_history, user_expressions, allow_stdin, cell_meta, cell_id)
+        finally:
+            if took_turn:
+                self._release_turn()
+
+    async def _journaled_execute(
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool,
+        user_expressions: dict | None,
+        allow_stdin: bool,
+        cell_meta: dict | None,
+        cell_id: str | None,
+    ) -> dict[str, Any]:
         if not silent:
             self._show_notices()
         record = self.journal.begin(
@@ -238,6 +293,68 @@ class PersistentKernel(IPythonKernel):
             if not silent:
                 self._show_notices()
 
+    async def _execute_within_turn(
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool,
+        user_expressions: dict | None,
+        allow_stdin: bool,
+        cell_meta: dict | None,
+        cell_id: str | None,
+    ) -> dict[str, Any]:
+        """An execution nested in the running one: its changes go with the running cell's checkpoint."""
+        with NotebookCodeRecorder(self.shell.user_ns) as recorder:
+            try:
+                return await super().do_execute(
+                    code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
+                )
+            finally:
+                with self._namespace_lock:
+                    self._folded.append(("execution inside a running cell", recorder.codes, recorder.complete))
+
+    # -- turns: one execution or event at a time -----------------------------------------
+
+    def _take_turn(self) -> bool:
+        if not self._turn.acquire(blocking=False):
+            return False
+        self._turn_owner = threading.get_ident()
+        return True
+
+    def _release_turn(self) -> None:
+        """Give the turn back, first committing comm messages handled while it was held."""
+        while True:
+            with self._namespace_lock:
+                if not self._folded:
+                    self._turn_owner = None
+                    self._turn.release()
+                    return
+            try:
+                self._checkpoint_event("comm", only_if_changed=True)
+            except Exception:  # noqa: BLE001 - a failed event must not keep the turn
+                self.log.exception("persistent_kernel: journaling comm messages failed")
+                with self._namespace_lock:
+                    self._folded.clear()
+                self.checkpointer.recover()
+
+    def _handle_comm(self, handler: Any, stream: Any, idents: Any, msg: dict[str, Any]) -> Any:
+        """A comm message from the frontend: run its handler, then journal what it changed.
+
+        With the turn free, its changes commit as an event of their own. With the turn
+        held (a cell awaiting on this shell, a cell on another shell), they are left to
+        that cell's checkpoint: committing them apart would store half of the cell.
+        """
+        trigger = describe_comm_message(msg, getattr(self, "comm_manager", None))  # before a comm_close removes it
+        try:
+            with self._namespace_lock, NotebookCodeRecorder(self.shell.user_ns) as recorder:
+                try:
+                    return handler(stream, idents, msg)
+                finally:
+                    self._folded.append((trigger, recorder.codes, recorder.complete))
+        finally:
+            if self._take_turn():
+                self._release_turn()
+
     def _schedule_idle_check(self) -> None:
         # One timer at a time; when it fires early (cells ran since) it sets itself again for
         # the rest of the delay. Re-arming a tornado timeout after every cell costs more.
@@ -258,33 +375,85 @@ class PersistentKernel(IPythonKernel):
             return
         if not self.journal.active or self.checkpointer.stored_bytes() > self.idle_verify_max_bytes:
             return
+        if not self._take_turn():  # a cell or event on another shell: check after it
+            self._idle_check = self.io_loop.call_later(self.idle_verify_delay, self._idle_verify)
+            return
         try:
-            findings = self.checkpointer.verify()
+            with self._namespace_lock:
+                findings = self.checkpointer.verify()
+            if not findings["changed"] and not findings["unstored"]:
+                self.checkpointer.full_pass = False
+                return
+            self.log.info("persistent_kernel: idle check stores %s", ", ".join(findings["changed"] + findings["unstored"]))
+            self._checkpoint_event("verify")
         except Exception:  # noqa: BLE001 - a background check must never disturb the session
             self.log.exception("persistent_kernel: idle check failed")
-            return
-        if not findings["changed"] and not findings["unstored"]:
-            self.checkpointer.full_pass = False
-            return
-        self.log.info("persistent_kernel: idle check stores %s", ", ".join(findings["changed"] + findings["unstored"]))
-        self._checkpoint_event("verify")
+        finally:
+            self._release_turn()
 
-    def _checkpoint_event(self, kind: str) -> None:
-        """Journal a change no cell's code made (an idle check, %persist on) and store it."""
-        record = self.journal.begin_event(kind, self.shell.execution_count)
-        if record is not None:
-            self._checkpoint(record, "", {"status": "ok"}, 0.0)
+    def _checkpoint_event(self, kind: str, *, only_if_changed: bool = False) -> None:
+        """Journal a change no cell's code made (an idle check, %persist on, widget callbacks) and store it.
+
+        The caller holds the turn. Comm messages handled meanwhile are part of the event
+        (their notebook code widens its reads). With ``only_if_changed`` an event that
+        changed nothing leaves no journal entry: most comm messages (a widget asking for
+        its state, an echo of a value) run no user code.
+        """
+        if not self.journal.journals_events:
+            with self._namespace_lock:
+                self._folded.clear()
+            return
+        seq = self.journal.next_seq
+        checkpoint, handled = self._prepare(seq, "")
+        random_state_after = self.random_states.changed_state()
+        context = self.process_context.changed()
+        unchanged = checkpoint is not None and not (checkpoint.pointers or checkpoint.versions) and random_state_after is None and context is None
+        if only_if_changed and unchanged:
+            self.checkpointer.applied(checkpoint)
+            return
+        record = self.journal.begin_event(kind, self.shell.execution_count, trigger="; ".join(handled) or None)
+        if record is None or record.seq != seq:  # not journaled (a full disk): the next checkpoint stores it
+            if checkpoint is not None:
+                self.checkpointer.not_committed(checkpoint)
+            if record is not None:
+                self.journal.finish(record, rec.OK, 0.0)
+            return
+        self._commit(record, {"status": "ok"}, 0.0, checkpoint, random_state_after, context)
 
     def _checkpoint(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
         """Commit the cell's outcome and namespace changes in one transaction."""
+        checkpoint, handled = self._prepare(record.seq, code)
+        if handled:
+            record.handled_during = handled
+        self._commit(record, reply, duration, checkpoint, self.random_states.changed_state(), self.process_context.changed())
+
+    def _prepare(self, seq: int, code: str) -> tuple[Checkpoint | None, list[str]]:
+        """The namespace changes of ``code`` and of the comm messages handled since the last checkpoint."""
+        with self._namespace_lock:
+            folded, self._folded = self._folded, []
+            ran: set[types.CodeType] = set().union(*(codes for _trigger, codes, _complete in folded))
+            if not all(complete for _trigger, _codes, complete in folded):
+                self.checkpointer.full_pass = True  # another profiler hid what ran: look at every name
+            try:
+                checkpoint = self.checkpointer.prepare(seq, code, ran)
+            except BaseException as exc:  # noqa: BLE001 - incl. an interrupt while serializing: never the kernel's problem
+                self.log.exception("persistent_kernel: checkpoint failed")
+                again = "a restore will replay it" if code else "the next checkpoint stores it again"
+                self.journal.notify(f"Could not snapshot the changes ({type(exc).__name__}: {exc}); {again}.")
+                self.checkpointer.recover()
+                checkpoint = None
+        return checkpoint, [trigger for trigger, _codes, _complete in folded]
+
+    def _commit(
+        self,
+        record: rec.CellRecord,
+        reply: dict[str, Any] | None,
+        duration: float,
+        checkpoint: Checkpoint | None,
+        random_state_after: dict[str, Any] | None,
+        context: dict[str, Any] | None,
+    ) -> None:
         status, ename, evalue = outcome_of(reply)
-        try:
-            checkpoint = self.checkpointer.prepare(record.seq, code)
-        except BaseException as exc:  # noqa: BLE001 - incl. an interrupt while serializing: never the kernel's problem
-            self.log.exception("persistent_kernel: checkpoint failed")
-            self.journal.notify(f"Could not snapshot this cell's changes ({type(exc).__name__}: {exc}); a restore will replay it.")
-            self.checkpointer.recover()
-            checkpoint = None
         try:
             committed = self.journal.finish(
                 record,
@@ -292,9 +461,9 @@ class PersistentKernel(IPythonKernel):
                 duration,
                 ename,
                 evalue,
-                random_state_after=self.random_states.changed_state(),
+                random_state_after=random_state_after,
                 checkpoint=checkpoint,
-                context=self.process_context.changed(),
+                context=context,
             )
         except BaseException:  # noqa: BLE001 - e.g. an interrupt mid-commit: the transaction was aborted whole
             self.log.exception("persistent_kernel: committing the cell failed")

@@ -19,6 +19,7 @@ from . import timetravel, views
 from .checkpoint import MODULE, RECOMPUTE, STORED, Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
+from .records import CellRecord
 from .restore import is_replaying, replayable
 from .tracking import user_names
 
@@ -94,6 +95,16 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
 def format_status(facts: dict[str, Any]) -> str:
     """Plain-text ``%persist status`` (without the variables table)."""
     return views.facts_text(status_lines(facts))
+
+
+def _what_ran(record: CellRecord) -> str:
+    """A cell's first line (and the comm messages handled while it ran), or what set an event off."""
+    if record.kind != "cell":
+        return record.trigger or f"({record.kind})"
+    text = record.code.strip().splitlines()[0] if record.code.strip() else ""
+    if record.handled_during:  # first: the line is shortened to the column
+        text = f"(+{len(record.handled_during)} comm) {text}"
+    return text
 
 
 def _show_table(caption: str, headers: tuple[str, ...], rows: list[list[str]]) -> None:
@@ -238,7 +249,7 @@ class PersistMagics(Magics):
                     views.shorten(", ".join(f"-{n}" if n in deleted else n for n in changed), 40),
                     views.shorten(", ".join(stored), 30),
                     views.shorten(", ".join(recompute), 30),
-                    views.shorten(record.code.strip().splitlines()[0] if record.code.strip() else f"({record.kind})", 40),
+                    views.shorten(_what_ran(record), 40),
                 ]
             )
         total = len(self.journal.records())

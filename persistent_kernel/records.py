@@ -21,16 +21,16 @@ UNRECORDED = "unrecorded"  # ran, but its outcome could not be committed (a full
 REFUSED = "refused"  # its stored record failed authentication: its code is never read, never replayed
 
 # Journal entries that are not cells: changes stored outside a cell's code (never replayed).
-EVENT_NAMES = {"verify": "idle check", "resume": "resume", "refused": "refused record"}
+EVENT_NAMES = {"verify": "idle check", "resume": "resume", "refused": "refused record", "comm": "comm message"}
 
 # The outcomes whose effects are part of the session and are rebuilt by replay.
 REPLAYED_STATUSES = frozenset({OK, ERROR})
 
 
 # Written ahead, before the cell runs, and never rewritten.
-_AHEAD_FIELDS = ("seq", "code", "execution_count", "silent", "store_history", "cell_id", "started_at", "kind", "random_state_before")
+_AHEAD_FIELDS = ("seq", "code", "execution_count", "silent", "store_history", "cell_id", "started_at", "kind", "random_state_before", "trigger")
 # Written after it runs, in a small record of its own: finishing a cell never rewrites its code.
-_OUTCOME_FIELDS = ("status", "duration", "ename", "evalue", "random_state_after", "reads", "writes", "deletes", "checkpointed")
+_OUTCOME_FIELDS = ("status", "duration", "ename", "evalue", "random_state_after", "reads", "writes", "deletes", "checkpointed", "handled_during")
 
 
 @dataclass
@@ -44,8 +44,10 @@ class CellRecord:
     store_history: bool = True
     cell_id: str | None = None
     started_at: float = 0.0  # unix time, written ahead
-    kind: str = "cell"  # "cell"; "verify": an idle full check that stored what cells did not show; "resume": %persist on
+    kind: str = "cell"  # "cell"; "verify": an idle full check that stored what cells did not show; "resume": %persist on;
+    # "comm": comm messages from the frontend whose handlers (widget callbacks) changed the namespace
     random_state_before: dict | None = None  # the global generators as the cell found them (when changed)
+    trigger: str | None = None  # for an event: what set it off (``IntSlider update value=42``)
     status: str = STARTED
     duration: float | None = None  # seconds, with the outcome
     ename: str | None = None
@@ -55,6 +57,9 @@ class CellRecord:
     writes: list[str] | None = None  # names it bound (identity changed or new)
     deletes: list[str] | None = None
     checkpointed: bool = False  # its namespace changes were committed with this outcome
+    # Comm messages handled while the cell ran (an awaiting cell, a subshell): their changes are part of
+    # this cell's transaction, so the journal keeps one order and never half of either.
+    handled_during: list[str] | None = None
 
     @property
     def label(self) -> str:

@@ -539,6 +539,12 @@ class Store:
         self._write(lambda txn: self._put_ahead(txn, seq, payload))
         return seq + 1
 
+    @property
+    def next_seq(self) -> int:
+        """The sequence number ``append`` gives next."""
+        with self._lock:
+            return self._next_seq
+
     def append(self, record: CellRecord) -> CellRecord:
         """Give ``record`` the next sequence number and write it ahead (to the slot); returns it.
 

@@ -195,7 +195,18 @@ class ReadTracker:
                 # A cell magic's body is usually Python run in the namespace (%%time, %%capture).
                 body = source.lstrip().partition("\n")[2]
                 loaded = (loaded or set()) | (names_loaded(body) or set())
-        pending = [name for name in loaded or () if name in namespace]
+        return self._widen(loaded or (), namespace)
+
+    def code_reads(self, codes: Iterable[types.CodeType], namespace: Mapping[str, Any]) -> set[str]:
+        """Names that notebook code objects which ran (a widget callback) may read."""
+        loaded: set[str] = set()
+        for code in codes:
+            loaded |= _code_names(code, self._code_cache)
+        return self._widen(loaded, namespace)
+
+    def _widen(self, loaded: Iterable[str], namespace: Mapping[str, Any]) -> set[str]:
+        """``loaded`` and the names the notebook code they hold uses, transitively."""
+        pending = [name for name in loaded if name in namespace]
         seen: set[str] = set()
         while pending:
             name = pending.pop()
