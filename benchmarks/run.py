@@ -11,6 +11,8 @@
 4. Store growth: 100 small cells beside 1 GB; 50 cells changing all of the 1 GB
    under the history budget.
 5. Restore with a slow cell (against re-running the notebook) and store size with aliasing.
+6. A widget callback: a slider drag sent as JupyterLab sends it (comm_msg → idle), stock
+   against persistent-python3, which commits the callback's changes before it reports idle.
 
 Prints the tables and writes them, with the machine and the command, into BENCHMARKS.md.
 """
@@ -18,6 +20,7 @@ Prints the tables and writes them, with the machine and the command, into BENCHM
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import shutil
 import platform
@@ -31,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bigdata  # noqa: E402
-from contenders import Contender, all_contenders, alternate, fresh_workdir, wait_durable  # noqa: E402
+from contenders import Contender, Persistent, Stock, all_contenders, alternate, fresh_workdir, wait_durable  # noqa: E402
 
 from persistent_kernel import KERNEL_NAME, __version__  # noqa: E402
 from persistent_kernel.driver import KernelDriver  # noqa: E402
@@ -133,6 +136,78 @@ def measure_restore(array_mb: int, root: Path) -> str:
             "",
             f"The restored kernel said: `{summary}`",
         ]
+    )
+
+
+WIDGET_SETUP = """
+import ipywidgets as widgets
+value = 0
+dragged = []
+slider = widgets.IntSlider(value=0, max=10**9)
+def on_change(change):
+    global value
+    value = change["new"]
+    dragged.append(value)
+slider.observe(on_change, names="value")
+"""
+
+
+def drag(driver: KernelDriver, comm_id: str, value: int, timeout: float = 60) -> float:
+    """Seconds from a slider's comm_msg sent to the kernel idle after it (what the widget waits for)."""
+    msg = driver.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value}, "buffer_paths": []}})
+    started = time.perf_counter()
+    driver.kc.shell_channel.send(msg)
+    deadline = started + timeout
+    while time.perf_counter() < deadline:
+        reply = driver.kc.get_iopub_msg(timeout=timeout)
+        if (
+            reply["msg_type"] == "status"
+            and reply["content"]["execution_state"] == "idle"
+            and reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]
+        ):
+            return time.perf_counter() - started
+    raise TimeoutError("the kernel never went idle after a slider drag")
+
+
+def measure_widget(root: Path, drags: int) -> str:
+    """Slider drags on stock and persistent kernels, taking turns; then a SIGKILL and the value after it."""
+    try:
+        import ipywidgets  # noqa: F401 - only asking whether kernels here can make a widget
+    except ImportError:
+        return "Not measured: ipywidgets is not installed (pip install '.[test]')."
+    running = [kind(fresh_workdir(root, f"widget-{kind.name}")).start() for kind in (Stock, Persistent)]
+    times: dict[str, list[float]] = {c.name: [] for c in running}
+    try:
+        comms = {}
+        for contender in running:
+            contender.execute(WIDGET_SETUP)
+            comms[contender.name] = ast.literal_eval(contender.evaluate("slider.model_id"))
+            for i in range(20):  # warm up
+                drag(contender.driver, comms[contender.name], i + 1)
+        for i in range(drags):
+            shift = i % len(running)
+            for contender in running[shift:] + running[:shift]:
+                times[contender.name].append(drag(contender.driver, comms[contender.name], 1000 + i))
+        persistent = running[1]
+        last = persistent.evaluate("value, len(dragged)")
+        persistent.kill()
+        persistent.start()
+        restored = persistent.evaluate("value, len(dragged)")
+    finally:
+        for contender in running:
+            contender.stop()
+    stock = statistics.median(times["stock"])
+    lines = ["| widget callback | kernel | median (p90) | ratio to stock |", "|---|---|---|---|"]
+    for contender in running:
+        median = statistics.median(times[contender.name])
+        p90 = statistics.quantiles(times[contender.name], n=10)[-1]
+        lines.append(f"| slider drag → idle | {contender.label} | {median * 1000:.2f} ms ({p90 * 1000:.2f}) | {median / stock:.3f} |")
+    return "\n".join(lines) + (
+        f"\n\n{drags} drags per kernel, taking turns, after 20 warm-up drags. Each is the `comm_msg` JupyterLab's widget "
+        "manager sends (`{\"method\": \"update\", \"state\": {\"value\": …}}`) and its callback sets a global and appends "
+        "to a list; persistent-python3 commits both as a journal event before it reports idle. After the last drag the "
+        f"persistent kernel was killed with SIGKILL: `(value, len(dragged))` was {last} before and {restored} after "
+        f"the restore ({'the same' if last == restored else 'DIFFERENT'})."
     )
 
 
@@ -359,6 +434,8 @@ def main() -> int:
     print("\n" + slow, flush=True)
     size = "## Store size with aliasing\n\n" + measure_store_size(root)
     print("\n" + size, flush=True)
+    widget = "## Widget callbacks\n\n" + measure_widget(root, cells)
+    print("\n" + widget, flush=True)
     shutil.rmtree(root, ignore_errors=True)
     contenders = "\n".join(f"- {kind.label}" for kind in kinds)
     if kishu_problem:
@@ -372,7 +449,7 @@ def main() -> int:
         f"Machine: {machine()}  \n"
         f"Date: {time.strftime('%Y-%m-%d')}\n\n"
         f"Kernels compared:\n{contenders}\n\n"
-        + "\n\n".join([targets, *sections, slow, size])
+        + "\n\n".join([targets, *sections, slow, size, widget])
         + "\n\nPer cell, the persistent kernel commits the record before the cell runs and, after it, one "
         "transaction with the outcome and the versions of the groups the cell changed (`sync=False`, fsynced "
         "in the background once a second). Buffers of 16 MiB or more are written to files by a background thread "

@@ -241,9 +241,18 @@ class PersistentKernel(IPythonKernel):
         cell_meta: dict | None = None,
         cell_id: str | None = None,
     ) -> dict[str, Any]:
+        request = {
+            "code": code,
+            "silent": silent,
+            "store_history": store_history,
+            "user_expressions": user_expressions,
+            "allow_stdin": allow_stdin,
+            "cell_meta": cell_meta,
+            "cell_id": cell_id,
+        }
         if self._turn_owner == threading.get_ident():
             # Run from inside a running cell (a UI-polling loop processing requests): part of that cell.
-            return await self._execute_within_turn(code, silent, store_history, user_expressions, allow_stdin, cell_meta, cell_id)
+            return await self._execute_within_turn(request)
         took_turn = self.persist
         if took_turn:
             try:
@@ -252,38 +261,28 @@ class PersistentKernel(IPythonKernel):
             except (KeyboardInterrupt, asyncio.CancelledError):  # interrupted before it started: nothing ran
                 return {"status": "aborted", "execution_count": self.shell.execution_count}
         try:
-            return await self._journaled_execute(code, silent, store_history, user_expressions, allow_stdin, cell_meta, cell_id)
+            return await self._journaled_execute(request)
         finally:
             if took_turn:
                 self._release_turn()
 
-    async def _journaled_execute(
-        self,
-        code: str,
-        silent: bool,
-        store_history: bool,
-        user_expressions: dict | None,
-        allow_stdin: bool,
-        cell_meta: dict | None,
-        cell_id: str | None,
-    ) -> dict[str, Any]:
+    async def _journaled_execute(self, request: dict[str, Any]) -> dict[str, Any]:
+        code, silent = request["code"], request["silent"]
         if not silent:
             self._show_notices()
         record = self.journal.begin(
             code,
             execution_count=self.shell.execution_count,
             silent=silent,
-            store_history=store_history,
-            cell_id=cell_id,
+            store_history=request["store_history"],
+            cell_id=request["cell_id"],
             random_state_before=self.random_states.changed_state() if self.journal.journals(code) else None,
         )
         started = time.monotonic()
         reply = None
         self._executing += 1
         try:
-            reply = await super().do_execute(
-                code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
-            )
+            reply = await super().do_execute(**request)
             return reply
         finally:
             self._executing -= 1
@@ -293,22 +292,11 @@ class PersistentKernel(IPythonKernel):
             if not silent:
                 self._show_notices()
 
-    async def _execute_within_turn(
-        self,
-        code: str,
-        silent: bool,
-        store_history: bool,
-        user_expressions: dict | None,
-        allow_stdin: bool,
-        cell_meta: dict | None,
-        cell_id: str | None,
-    ) -> dict[str, Any]:
+    async def _execute_within_turn(self, request: dict[str, Any]) -> dict[str, Any]:
         """An execution nested in the running one: its changes go with the running cell's checkpoint."""
         with NotebookCodeRecorder(self.shell.user_ns) as recorder:
             try:
-                return await super().do_execute(
-                    code, silent, store_history, user_expressions, allow_stdin, cell_meta=cell_meta, cell_id=cell_id
-                )
+                return await super().do_execute(**request)
             finally:
                 with self._namespace_lock:
                     self._folded.append(("execution inside a running cell", recorder.codes, recorder.complete))
