@@ -82,6 +82,28 @@ def reply_to(k: KernelDriver, msg_id: str, timeout: float = 60) -> dict[str, Any
     raise AssertionError(f"no reply to {msg_id}")
 
 
+def replies_to(k: KernelDriver, msg_ids: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+    """The shell replies to several requests, in whatever order they come."""
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(msg_ids) and time.monotonic() < deadline:
+        msg = k.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") in msg_ids:
+            found[msg["parent_header"]["msg_id"]] = msg
+    assert len(found) == len(msg_ids), f"replies to {set(msg_ids) - set(found)} never came"
+    return found
+
+
+def wait_for_output(k: KernelDriver, msg_id: str, text: str, timeout: float = 30) -> None:
+    """Until the request ``msg_id`` has printed ``text`` (so its cell is running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = k.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["msg_type"] == "stream" and msg["parent_header"].get("msg_id") == msg_id and text in msg["content"]["text"]:
+            return
+    raise AssertionError(f"{msg_id} never printed {text!r}")
+
+
 def test_a_slider_callback_survives_a_kill_and_history_names_it(kernel, pk_home: Path) -> None:
     k = kernel()
     run(k, SLIDER)
@@ -139,10 +161,13 @@ def test_a_comm_message_while_an_async_cell_awaits_commits_with_that_cell(kernel
     run(k, SLIDER)
     slider = model_id(k, "slider")
     drag(k, slider, 10)
-    cell = k.kc.execute("import asyncio\nstage = 'before the await'\nawait asyncio.sleep(1.5)\nafter = best")
-    time.sleep(0.5)
-    # Handled at once (a cell awaiting may be waiting for the widget), as a concurrent
-    # message: ipykernel publishes no busy/idle for it.
+    cell = k.kc.execute(
+        "import asyncio\nstage = 'before the await'\nprint('awaiting', flush=True)\n"
+        "while best != 20:\n    await asyncio.sleep(0.01)\nafter = best"
+    )
+    wait_for_output(k, cell, "awaiting")
+    # Handled at once (the cell is waiting for the widget), as a concurrent message:
+    # ipykernel publishes no busy/idle for it; the cell's end shows it ran.
     drag(k, slider, 20, wait=False)
     assert reply_to(k, cell)["content"]["status"] == "ok"
     assert k.evaluate("(best, after, stage)") == "(20, 20, 'before the await')"
@@ -151,10 +176,13 @@ def test_a_comm_message_while_an_async_cell_awaits_commits_with_that_cell(kernel
 
     # Killed while a cell awaits, after a comm message it absorbed: the state is that of
     # before the cell, both the cell's changes and the message's undone together.
-    k.kc.execute("stage = 'second cell'\nawait asyncio.sleep(30)")
-    time.sleep(0.5)
+    second = k.kc.execute(
+        "stage = 'second cell'\nprint('awaiting', flush=True)\nwhile best != 30:\n    await asyncio.sleep(0.01)\n"
+        "print('saw it', flush=True)\nawait asyncio.sleep(60)"
+    )
+    wait_for_output(k, second, "awaiting")
     drag(k, slider, 30, wait=False)
-    time.sleep(0.5)
+    wait_for_output(k, second, "saw it")  # the callback ran; the cell still holds the turn
     summary = crash_and_restart(k)
     assert "was running when the kernel died" in summary, summary
     assert k.evaluate("(best, tuned, stage)") == "(20, [10, 20], 'before the await')"
@@ -172,11 +200,11 @@ def test_a_subshell_execution_during_a_main_cell_takes_its_turn_and_both_are_res
     assert created["content"]["status"] == "ok", created["content"]
     subshell = created["content"]["subshell_id"]
 
-    main = k.kc.execute("import time\nlog.append('main starts')\ntime.sleep(1.5)\nlog.append('main ends')\nfrom_main = 1")
-    time.sleep(0.5)  # the main cell is running
+    main = k.kc.execute("import time\nlog.append('main starts')\nprint('running', flush=True)\ntime.sleep(1.5)\nlog.append('main ends')\nfrom_main = 1")
+    wait_for_output(k, main, "running")  # the main cell holds the turn now
     side = execute_on_subshell(k, subshell, "log.append('subshell')\nfrom_subshell = 2")
-    replies = {reply_to(k, main)["content"]["status"], reply_to(k, side)["content"]["status"]}
-    assert replies == {"ok"}
+    replies = replies_to(k, [main, side])
+    assert [replies[main]["content"]["status"], replies[side]["content"]["status"]] == ["ok", "ok"]
     # The subshell's cell waited for the main cell's turn: one order, in the namespace and the journal.
     expected = "(['main starts', 'main ends', 'subshell'], 1, 2)"
     assert k.evaluate("(log, from_main, from_subshell)") == expected
@@ -208,8 +236,8 @@ def test_a_comm_message_on_a_subshell_while_a_cell_runs_commits_with_that_cell(k
     assert reply_to(k, execute_on_subshell(k, subshell, SLIDER))["content"]["status"] == "ok"
     slider = model_id(k, "slider")
 
-    cell = k.kc.execute("import time\nstage = 'running'\ntime.sleep(1.5)\nstage = 'done'")
-    time.sleep(0.5)
+    cell = k.kc.execute("import time\nstage = 'running'\nprint('running', flush=True)\ntime.sleep(1.5)\nstage = 'done'")
+    wait_for_output(k, cell, "running")
     msg = k.kc.session.msg("comm_msg", {"comm_id": slider, "data": {"method": "update", "state": {"value": 33}, "buffer_paths": []}})
     k.kc.shell_channel.send(msg)
     wait_for_idle(k, msg["header"]["msg_id"])  # handled on the subshell's thread while the cell sleeps
