@@ -221,7 +221,7 @@ class Journal:
 
     def journals(self, code: str) -> bool:
         """Whether ``begin`` will record this code (persistence on and not paused, code not blank)."""
-        return self.store is not None and self.paused is None and bool(code.strip())
+        return self.journals_events and bool(code.strip())
 
     def pause(self, after: str) -> None:
         """``%persist off``: journal nothing until ``resume``; a restore meanwhile says where it stopped."""

@@ -137,7 +137,6 @@ class PersistentKernel(IPythonKernel):
         self._told_unstorable: set[str] = set()
         self._idle_check: Any = None
         self._last_activity = time.monotonic()
-        self._executing = 0  # cells in progress (a top-level await leaves the event loop free)
         # One execution or event at a time, whatever shell or thread it comes from: the journal has
         # one order, and a checkpoint's identity scan never sees half of another execution's changes.
         self._turn = threading.Lock()
@@ -280,12 +279,10 @@ class PersistentKernel(IPythonKernel):
         )
         started = time.monotonic()
         reply = None
-        self._executing += 1
         try:
             reply = await super().do_execute(**request)
             return reply
         finally:
-            self._executing -= 1
             if record is not None:
                 self._checkpoint(record, code, reply, time.monotonic() - started)
                 self._schedule_idle_check()
@@ -356,14 +353,12 @@ class PersistentKernel(IPythonKernel):
         """When the kernel has been idle a while and the namespace is small, store what cells did not show."""
         self._idle_check = None
         idle_for = time.monotonic() - self._last_activity
-        if self._executing or idle_for < self.idle_verify_delay:
-            # A cell is awaiting (its own checkpoint comes first), or cells ran since the timer was set.
-            loop = self.io_loop
-            self._idle_check = loop.call_later(max(self.idle_verify_delay - idle_for, 0.05), self._idle_verify)
+        if idle_for < self.idle_verify_delay:  # cells ran since the timer was set
+            self._idle_check = self.io_loop.call_later(max(self.idle_verify_delay - idle_for, 0.05), self._idle_verify)
             return
         if not self.journal.active or self.checkpointer.stored_bytes() > self.idle_verify_max_bytes:
             return
-        if not self._take_turn():  # a cell or event on another shell: check after it
+        if not self._take_turn():  # a cell is running or awaiting (its own checkpoint comes first): check after it
             self._idle_check = self.io_loop.call_later(self.idle_verify_delay, self._idle_verify)
             return
         try:

@@ -181,8 +181,17 @@ BIG = "big = np.arange(3_000_000, dtype=np.float64) * {factor}"  # 24 MB: two fi
 LONG_CELL = "n_long = 1\n" + "# a long cell: its record is larger than any before it\n" * 2000  # ~110 KB
 
 
-def _fill_the_disk_with_work(s: Session, home: Path, filler: Path) -> None:
-    """Cells that run while the disk is full: a large value, many small ones, a long cell."""
+def _start_then_fill_the_disk_with_work(session: Session, small_disk: Path) -> tuple[Session, Path, Path]:
+    """A kernel whose large value landed while there was room, then cells run on a full disk:
+    a large value, many small ones, a long cell. Returns (session, home, filler)."""
+    home = small_disk / "home"
+    filler = small_disk / "filler"
+    s = session.start()
+    s.run("import numpy as np\na = 1\nkept = 'before'")
+    s.run(BIG.format(factor=1))
+    s.settle()
+    assert list(_large_files(home).values()) == [24_000_000]  # landed while there was room
+
     _fill(filler)
     assert _free(filler) == 0
     s.run("a = 2")
@@ -193,19 +202,12 @@ def _fill_the_disk_with_work(s: Session, home: Path, filler: Path) -> None:
         s.run(f"a = {10 + i}")
     s.settle()
     assert s.value("a, len(many), int(many[2999][-4:]), float(big[-1]), n_long") == "(14, 3000, 2999, 5999998.0, 1)"
+    assert s.notices("Could not write to the session journal") == 1, s.stderr
+    return s, home, filler
 
 
 def test_a_full_disk_is_told_once_leaves_no_half_record_and_persistence_resumes(session: Session, small_disk: Path) -> None:
-    home = small_disk / "home"
-    filler = small_disk / "filler"
-    s = session.start()
-    s.run("import numpy as np\na = 1\nkept = 'before'")
-    s.run(BIG.format(factor=1))
-    s.settle()
-    assert list(_large_files(home).values()) == [24_000_000]  # landed while there was room
-
-    _fill_the_disk_with_work(s, home, filler)
-    assert s.notices("Could not write to the session journal") == 1, s.stderr
+    s, home, filler = _start_then_fill_the_disk_with_work(session, small_disk)
     assert s.notices(FULL) == 1, s.stderr
     status = s.status()
     assert "DEGRADED" in status and "disk" in status and "full" in status, status
@@ -242,15 +244,7 @@ def test_a_full_disk_is_told_once_leaves_no_half_record_and_persistence_resumes(
 
 
 def test_a_kernel_killed_while_the_disk_is_full_leaves_a_sound_store(session: Session, small_disk: Path) -> None:
-    home = small_disk / "home"
-    filler = small_disk / "filler"
-    s = session.start()
-    s.run("import numpy as np\na = 1\nkept = 'before'")
-    s.run(BIG.format(factor=1))
-    s.settle()
-
-    _fill_the_disk_with_work(s, home, filler)
-    assert s.notices("Could not write to the session journal") == 1, s.stderr
+    s, home, filler = _start_then_fill_the_disk_with_work(session, small_disk)
     s.kill()
     assert _check_store(home) == []  # no half record, no version claiming a file that is not whole
 
