@@ -21,6 +21,7 @@ Frame: ``MAGIC (4) | length (4, little-endian) | xxh3_64 of the payload (8) | pa
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -37,15 +38,18 @@ INITIAL_SIZE = 64 * 1024
 class AheadSlot:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # never through a symlink: every cell's code goes here
+        # Never through a symlink: every cell's code goes here. Kept open to reserve blocks (``_reserve``).
+        self._fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
-            size = os.fstat(fd).st_size
+            size = os.fstat(self._fd).st_size
             if size < INITIAL_SIZE:
-                os.ftruncate(fd, INITIAL_SIZE)
+                os.ftruncate(self._fd, INITIAL_SIZE)
                 size = INITIAL_SIZE
-            self._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+            self._map = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._reserved = 0  # bytes at the start of the file known to have disk blocks
 
     def read(self) -> bytes | None:
         """The payload in the slot, or None when it is empty or incomplete."""
@@ -61,8 +65,9 @@ class AheadSlot:
         return payload
 
     def write(self, payload: bytes) -> None:
-        """Put ``payload`` in the slot (replacing what was there)."""
+        """Put ``payload`` in the slot (replacing what was there); OSError (ENOSPC) when the disk is full."""
         needed = HEADER + len(payload)
+        self._reserve(needed)
         if needed > len(self._map):
             self._grow(needed)
         self._map[:4] = b"\0\0\0\0"  # invalid while the payload is copied
@@ -72,6 +77,25 @@ class AheadSlot:
 
     def clear(self) -> None:
         self._map[:4] = b"\0\0\0\0"
+
+    def _reserve(self, needed: int) -> None:
+        """Give the file disk blocks for its first ``needed`` bytes before they are copied in.
+
+        The slot is a shared mapping of a sparse file: the first write to a page
+        with no block behind it allocates one, and on a full disk that is a SIGBUS,
+        the kernel's death, not an error. ``posix_fallocate`` says ENOSPC instead
+        (the cell then runs unjournaled). Done once per size the slot reaches.
+        """
+        if needed <= self._reserved:
+            return
+        target = max(needed, INITIAL_SIZE)
+        try:
+            os.posix_fallocate(self._fd, 0, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            # A file system that cannot reserve blocks: write as before (a full disk can still SIGBUS there).
+        self._reserved = target
 
     def _grow(self, needed: int) -> None:
         size = max(needed, 2 * len(self._map))
@@ -84,3 +108,4 @@ class AheadSlot:
     def close(self) -> None:
         if not self._map.closed:
             self._map.close()
+            os.close(self._fd)

@@ -460,14 +460,15 @@ def import_archive(
                 raise CommandError(
                     f"{file}: the archived store fails its check, nothing imported: {'; '.join(problems[:5])}"
                 )
-            unauthentic = store.authentication_problems()
-        if unauthentic and not trust:
+            # With --trust everything is signed below (one pass over the files); without it, checked once.
+            unauthentic = [] if trust else store.authentication_problems()
+        if unauthentic:
             raise CommandError(
                 f"{file} was not written by a persistent-kernel holding your key ({len(unauthentic)} "
                 f"record(s) fail authentication, e.g. {unauthentic[0]}). A kernel that loads its values runs "
                 "code from it, so it is imported only with --trust, if you trust where it came from; nothing imported"
             )
-        with open_store(staging, trust=bool(unauthentic)) as store:
+        with open_store(staging, trust=trust) as store:
             if name is not None:
                 store.set_meta(
                     session_id=session_id,

@@ -34,7 +34,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 
-from .errors import KeyUnusable, Unauthentic
+from .errors import KeyUnusable
 
 KEY_ENV = "PERSISTENT_KERNEL_KEY_FILE"
 KEY_BYTES = 32
@@ -135,10 +135,6 @@ class Authenticator:
 
     def is_authentic(self, kind: bytes, key: bytes, value: Any, tag: Any) -> bool:
         return tag is not None and hmac.compare_digest(self.tag(kind, key, value), bytes(tag))
-
-    def check(self, kind: bytes, key: bytes, value: Any, tag: Any, what: str) -> None:
-        if not self.is_authentic(kind, key, value, tag):
-            raise Unauthentic(f"{what} failed authentication (it was not written by a persistent_kernel holding your key)")
 
     def file_tag(self, blob_digest: bytes, segment_hashes: Iterable[bytes]) -> bytes:
         """The tag of a large-blob file, from its segments' SHA-256 digests (``segment_hashes``)."""

@@ -204,7 +204,7 @@ class PersistMagics(Magics):
             elif self.checkpointer.is_excluded(name):
                 how = "excluded: recomputed if quick, else absent"
             elif state is None:
-                how = "not stored yet (stored when this cell ends)" if self.journal.active and self.journal.paused is None else "not stored"
+                how = "not stored yet (stored when this cell ends)" if self.journal.journals_events else "not stored"
             elif state.kind == STORED:
                 how = "stored" + (f" with {', '.join(sorted(state.group - {name}))}" if len(state.group) > 1 else "")
                 size = state.nbytes

@@ -30,7 +30,6 @@ HOME_ENV = "PERSISTENT_KERNEL_HOME"
 
 # A name used as a session directory as it is.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SAFE_ID = SAFE_ID
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 

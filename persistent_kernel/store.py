@@ -31,7 +31,6 @@ decoded, and reads as missing, so a restore rebuilds it by replay or names it lo
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -44,8 +43,6 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from .ahead import HEADER as SLOT_HEADER
-from .ahead import INITIAL_SIZE as SLOT_INITIAL_SIZE
 from .ahead import AheadSlot
 from .authentication import TAG_BYTES, Authenticator, load_key, segment_hashes
 from .blobfiles import BlobFiles, write_failure
@@ -218,6 +215,8 @@ class Store:
         self._auth: Authenticator | None = None  # None: an unauthenticated (older) store, read as it is
         self.authenticated = True
         self.refusals: dict[str, None] = {}  # what failed authentication, in the order found (told by the restore)
+        # Blobs this process wrote or found authentic: a later version reusing one is not hashed again.
+        self._authentic_blobs: set[bytes] = set()
         self._refused_versions: set[bytes] = set()
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -264,7 +263,6 @@ class Store:
             self.files.remove_leftovers()  # a killed writer's temporary files
         self._floor = 0  # records below this were cleared while they ran (%persist forget)
         self._running: tuple[int, bytes] | None = None  # the record this store wrote to the slot
-        self._slot_reserved = 0  # bytes at the start of the slot's file known to have disk blocks
         self._seen_running: tuple[int, bytes] | None = None  # a non-owner's view of the kernel's slot
         try:
             self.slot = AheadSlot(self.path / "ahead")
@@ -369,24 +367,12 @@ class Store:
             finally:
                 if hasattr(mapping, "close"):
                     mapping.close()
-        tagged = (
-            (_AS_CELL, self._cells),
-            (_AS_OUTCOME, self._outcomes),
-            (_AS_VERSION, self._versions),
-            (_AS_NAME, self._names),
-            (_AS_BLOB, self._blobs),
-            (_AS_META, self._meta),
-        )
-
         def body(txn):
             txn.drop(self._tags, delete=False)
             count = 0
-            for kind, db in tagged:
-                for key, value in txn.cursor(db=db):
-                    if kind == _AS_META and bytes(key) in _UNTAGGED_META:
-                        continue
-                    txn.put(kind + bytes(key), auth.tag(kind, bytes(key), value), db=self._tags)
-                    count += 1
+            for kind, key, value, _what in self._tagged_values(txn):
+                txn.put(kind + key, auth.tag(kind, key, value), db=self._tags)
+                count += 1
             for blob_digest, tag in file_tags.items():
                 txn.put(_AS_FILE + blob_digest, tag, db=self._tags)
             txn.put(b"store_id", json.dumps(store_id.hex()).encode(), db=self._meta)
@@ -412,6 +398,22 @@ class Store:
     def _delete(self, txn: Any, kind: bytes, db: Any, key: bytes) -> None:
         txn.delete(key, db=db)
         txn.delete(kind + key, db=self._tags)
+
+    def _tagged_values(self, txn: Any) -> Iterator[tuple[bytes, bytes, Any, str]]:
+        """(kind, key, value, what) of every LMDB value that carries a tag."""
+        for kind, db, what in (
+            (_AS_CELL, self._cells, "cell record"),
+            (_AS_OUTCOME, self._outcomes, "outcome"),
+            (_AS_VERSION, self._versions, "version"),
+            (_AS_NAME, self._names, "pointer"),
+            (_AS_BLOB, self._blobs, "blob chunk"),
+            (_AS_META, self._meta, "metadata"),
+        ):
+            for key, value in txn.cursor(db=db):
+                key = bytes(key)
+                if kind == _AS_META and key in _UNTAGGED_META:
+                    continue
+                yield kind, key, value, what
 
     def _authentic(self, txn: Any, kind: bytes, key: bytes, value: Any) -> bool:
         if self._auth is None:
@@ -461,9 +463,7 @@ class Store:
 
     @property
     def format_version(self) -> int:
-        with self._env.begin(db=self._meta) as txn:
-            raw = txn.get(b"format_version")
-        return FORMAT_VERSION if raw is None else int(bytes(raw))
+        return int(self.get_meta("format_version", FORMAT_VERSION))
 
     # -- writing ------------------------------------------------------------------
 
@@ -563,36 +563,13 @@ class Store:
             ahead = record.encode_ahead()
             try:
                 framed = ahead if self._auth is None else self._auth.tag(_AS_SLOT, _seq_key(record.seq), ahead) + ahead
-                self._reserve_slot(SLOT_HEADER + len(framed))
                 self.slot.write(framed)
-            except (OSError, ValueError) as exc:  # growing the slot for a very large cell can fail
+            except (OSError, ValueError) as exc:  # a full disk; growing the slot for a very large cell can fail
                 raise StoreWriteError(write_failure(f"writing the cell ahead to {self.slot.path}", exc)) from exc
             self._next_seq += 1
             self._running = (record.seq, ahead)
             self._dirty.set()  # the flusher msyncs the slot too
             return record
-
-    def _reserve_slot(self, needed: int) -> None:
-        """Give the slot's file disk blocks for its first ``needed`` bytes before they are copied in.
-
-        The slot is a shared mapping of a sparse file: the first write to a page
-        with no block behind it allocates one, and on a full disk that is a SIGBUS,
-        the kernel's death, not an error. ``posix_fallocate`` says ENOSPC instead
-        (the cell then runs unjournaled). Done once per size the slot reaches.
-        """
-        if needed <= self._slot_reserved:
-            return
-        target = max(needed, SLOT_INITIAL_SIZE)  # never past the mapping's size: the file is not made longer than it
-        fd = os.open(self.slot.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-        try:
-            os.posix_fallocate(fd, 0, target)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-            # A file system that cannot reserve blocks: write as before (a full disk can still SIGBUS there).
-        finally:
-            os.close(fd)
-        self._slot_reserved = target
 
     def _put_ahead(self, txn: Any, seq: int, ahead: bytes) -> None:
         """A record with no outcome (it was running when the kernel died, or its commit failed)."""
@@ -664,7 +641,8 @@ class Store:
 
         ``versions``: version key -> group version; ``pointers``: name -> where it
         now stands; ``blobs``: digest -> bytes-like (stored once; a digest already
-        present costs nothing). Returns False, storing nothing, when the cell's
+        stored and authentic is not written again; its tag is checked once per process).
+        Returns False, storing nothing, when the cell's
         record is gone (the session was forgotten while it ran).
         """
 
@@ -678,6 +656,7 @@ class Store:
                 chunks = max(1, -(-view.nbytes // BLOB_CHUNK))
                 for index in range(chunks):
                     self._put(txn, _AS_BLOB, self._blobs, blob_digest + _chunk_key(index), view[index * BLOB_CHUNK : (index + 1) * BLOB_CHUNK])
+                self._authentic_blobs.add(blob_digest)  # if the transaction aborts, the blob's absence says so
             for version_key, version in versions.items():
                 self._put(txn, _AS_VERSION, self._versions, version_key, _json(version))
             for name, pointer in pointers.items():
@@ -690,13 +669,25 @@ class Store:
         return self._commit_outcome(record, body)
 
     def _stored_blob_is_authentic(self, txn: Any, blob_digest: bytes) -> bool:
-        """Whether a blob is stored, whole and authentic (else it is written again, over what is there)."""
+        """Whether a blob is stored, whole and authentic (else it is written again, over what is there).
+
+        Checked once per process: a reused buffer (an unchanged DataFrame block beside a
+        changed column) must not cost an HMAC over it with every cell. Later tampering is
+        still refused when the blob is read.
+        """
+        if blob_digest in self._authentic_blobs:
+            if txn.get(blob_digest + _chunk_key(0), db=self._blobs) is not None:
+                return True
+            self._authentic_blobs.discard(blob_digest)  # removed since (a forget)
         index = 0
         while (part := txn.get(blob_digest + _chunk_key(index), db=self._blobs)) is not None:
             if not self._authentic(txn, _AS_BLOB, blob_digest + _chunk_key(index), part):
                 return False
             index += 1
-        return index > 0
+        if index == 0:
+            return False
+        self._authentic_blobs.add(blob_digest)
+        return True
 
     def mark_landed(self, key: bytes) -> bool:
         """A version's large blobs are durable: from now on it is restorable as stored."""
@@ -1088,19 +1079,9 @@ class Store:
         if self._auth is None:
             return ["the store is from before authentication (not signed)"]
         problems = []
-        for kind, db, what in (
-            (_AS_CELL, self._cells, "cell record"),
-            (_AS_OUTCOME, self._outcomes, "outcome"),
-            (_AS_VERSION, self._versions, "version"),
-            (_AS_NAME, self._names, "pointer"),
-            (_AS_BLOB, self._blobs, "blob chunk"),
-            (_AS_META, self._meta, "metadata"),
-        ):
-            for key, value in txn.cursor(db=db):
-                if kind == _AS_META and bytes(key) in _UNTAGGED_META:
-                    continue
-                if not self._authentic(txn, kind, bytes(key), value):
-                    problems.append(f"{what} {bytes(key).hex()} fails authentication")
+        for kind, key, value, what in self._tagged_values(txn):
+            if not self._authentic(txn, kind, key, value):
+                problems.append(f"{what} {key.hex()} fails authentication")
         landed_files = {
             blob
             for _, value in txn.cursor(db=self._versions)
