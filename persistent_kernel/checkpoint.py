@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .definitions import DefinitionIndex
 from .serialize import Unserializable, dumps
 from .store import version_key
 from .tracking import Groups, ReadTracker, components, rebound, user_names
@@ -115,6 +116,8 @@ class Checkpointer:
         # the checkout cell's own checkpoint instead of storing the old values a second time.
         self.checked_out: dict[str, tuple[Any, dict[str, Any], NameState]] = {}
         self._excluded: re.Pattern[str] | None = None  # %persist exclude: never stored, see set_excluded
+        # Notebook functions and classes a `def`/`class` bound: stored by reference (see definitions).
+        self.definitions = DefinitionIndex(shell.user_ns)
 
     def set_excluded(self, patterns: list[str]) -> None:
         """Names (or shell-style patterns) never stored: each becomes a recompute version."""
@@ -149,6 +152,8 @@ class Checkpointer:
         if ran:
             read |= self.reads.code_reads(ran, ns)
         read = {name for name in read if name in scan}
+        if written or deleted:
+            self.definitions.note_cell(seq, self._definition_source(source), written, deleted)
         touched = written | read | (self.dirty & set(scan))
         retried = set(self.unlanded)  # a snapshot: the writer thread adds to the set
         if retried:
@@ -186,6 +191,15 @@ class Checkpointer:
                 created = self._recompute(checkpoint, members, frozenset(members), key, f"could not be checked: {type(exc).__name__}: {exc}")
             ordinal += created
         return checkpoint
+
+    def _definition_source(self, source: str) -> str:
+        """The cell as IPython ran it, when it may hold a ``def`` or ``class`` (else nothing to parse)."""
+        if not source or ("def" not in source and "class" not in source):
+            return ""
+        try:
+            return self.shell.transform_cell(source)
+        except Exception:  # noqa: BLE001 - an untransformable cell defines nothing we can replay
+            return ""
 
     def _record_checkout(self, checkpoint: Checkpoint) -> set[str]:
         """Point the names a checkout bound at their old versions; returns the names recorded.
@@ -261,7 +275,7 @@ class Checkpointer:
         group = frozenset(members)
         key = version_key(checkpoint.seq, ordinal)
         try:
-            serialized = dumps({name: ns[name] for name in members})
+            serialized = dumps({name: ns[name] for name in members}, self.definitions.key_of)
         except Unserializable as exc:
             if len(members) > 1:
                 return self._split(checkpoint, members, ordinal, str(exc))
@@ -319,7 +333,7 @@ class Checkpointer:
         unstorable = []
         for name in members:
             try:
-                dumps({name: ns[name]})
+                dumps({name: ns[name]}, self.definitions.key_of)
             except Unserializable:
                 unstorable.append(name)
         if not unstorable or len(unstorable) == len(members):
@@ -411,7 +425,7 @@ class Checkpointer:
             if not members:
                 continue
             try:
-                digest = dumps({name: ns[name] for name in members}).group_digest
+                digest = dumps({name: ns[name] for name in members}, self.definitions.key_of).group_digest
             except Unserializable:
                 findings["unstorable"].extend(members)
                 continue
@@ -431,6 +445,7 @@ class Checkpointer:
         self.names.clear()
         self.atomics.clear()
         self.dirty.clear()
+        self.definitions.forget()
 
     def applied(self, checkpoint: Checkpoint) -> None:
         """The checkpoint committed: it is now what the store holds."""

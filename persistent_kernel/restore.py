@@ -46,6 +46,7 @@ from typing import Any
 from . import records as rec
 from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
 from .context import apply_process_context, apply_random_state
+from .definitions import DefinitionIndex, DefinitionReplayer, key_in_scope, old_versions, resolving, settle
 from .journal import Journal
 from .records import CellRecord
 from .serialize import dumps, loads
@@ -139,6 +140,7 @@ class RestoreReport:
     excluded: dict[str, str] = field(default_factory=dict)  # excluded name -> "recomputed" or why it is absent
     paused_after: str | None = None  # persistence was paused (%persist off) after this cell when the kernel died
     refused: list[str] = field(default_factory=list)  # stored records that failed authentication (never used)
+    inexact: dict[str, str] = field(default_factory=dict)  # name -> what of it could not come back exactly
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for a long restore
     next_execution_count: int = 1
     finished_at: float = 0.0
@@ -190,6 +192,9 @@ class RestoreReport:
         if rebuilt_partly:
             shown = [f"{name} (cell {', '.join(labels)} is never replayed)" for name, labels in sorted(rebuilt_partly.items())]
             parts.append(f"May differ from before the crash: {_join(shown)}.")
+        if self.inexact:
+            shown = [f"{name} ({why})" for name, why in sorted(self.inexact.items())]
+            parts.append(f"Not exact: {_join(shown)}.")
         if self.died:
             which = _join(self.died)
             verb = "was" if len(self.died) == 1 else "were"
@@ -242,14 +247,21 @@ def is_persist_command(code: str) -> bool:
 
 
 def restore_session(
-    shell: Any, journal: Journal, *, progress: RestoreProgress | None = None, excluded_replay_limit: float = 2.0
+    shell: Any,
+    journal: Journal,
+    *,
+    progress: RestoreProgress | None = None,
+    excluded_replay_limit: float = 2.0,
+    definitions: DefinitionIndex | None = None,
 ) -> tuple[RestoreReport, dict[str, NameState]] | None:
     """Rebuild the namespace: stored versions, then the fewest cells for the rest, then process state.
 
     Returns the report and what the store holds per name (for the checkpointer),
     or None when the session has no history. A name excluded from persistence is
     rebuilt only if the cells that make it took at most ``excluded_replay_limit``
-    seconds when they ran.
+    seconds when they ran. Notebook functions and classes stored by reference are
+    re-created by replaying their definitions (see ``definitions``); those bound
+    under their own name are then told to ``definitions``, the checkpointer's index.
     """
     records = journal.records()
     if not records:
@@ -278,13 +290,75 @@ def restore_session(
             journal.mark(record, rec.DIED)
             report.died.append(record.label)
 
-    ns = shell.user_ns
     context = journal.get_meta("context")
     if context:
         # Paths first: stored objects and modules may need the user's sys.path and working directory.
         report.context_problems = apply_process_context(shell, context)
     progress.phase("loading")
-    plan = _load_stored(shell, journal, report, progress)
+    as_of_cache: dict[str, dict[str, Any] | Exception] = {}
+    plan = _Plan()
+    replayer = definition_replayer(shell, journal.store, by_seq, plan, as_of_cache)
+    with resolving(replayer):
+        _restore_namespace(shell, journal, report, progress, plan, records, by_seq, as_of_cache, excluded_replay_limit)
+    report.inexact.update({name: why for name, why in replayer.notes.items() if name in shell.user_ns})
+    if definitions is not None:
+        definitions.adopt(replayer.resolved)
+
+    if context and records and report.replayed:
+        apply_process_context(shell, context)  # a replayed `%cd` or `sys.path` edit is not the session's last word
+    # The state after the last cell: what a cell after it would have found.
+    random_state = _random_state_at(records, records[-1].seq + 1)
+    if random_state:
+        apply_random_state(random_state)
+    _restore_input_history(shell, records)
+
+    counted = [r.execution_count for r in records if r.store_history]
+    report.next_execution_count = max(counted, default=0) + 1
+    shell.execution_count = report.next_execution_count
+    report.refused = _refusals_in_words(journal.store, by_seq)
+    report.seconds = time.monotonic() - started
+    report.phases = progress.finish()
+    report.finished_at = time.time()
+    journal.set_meta(last_restore=report.to_dict())
+    return report, plan.states
+
+
+def definition_replayer(shell: Any, store: Any, by_seq: dict[int, CellRecord], plan: _Plan | None = None, cache: dict | None = None) -> DefinitionReplayer:
+    """Re-creates notebook definitions stored by reference, from their cells' definition statements.
+
+    What a definition's cell read is bound as it stood before that cell, unless the
+    name is loaded already (``plan``) from a version older than the cell.
+    """
+    plan = plan or _Plan()
+    cache = {} if cache is None else cache
+
+    def value_before(name: str, seq: int) -> tuple[bool, Any]:
+        if name in shell.user_ns and name in plan.stored_at and plan.stored_at[name] < seq:
+            return False, None  # bound already, and unchanged since before that cell
+        value = _value_before(shell.user_module, store, name, seq, cache)
+        return value is not _MISSING, value
+
+    def guard() -> Any:
+        return contextlib.nullcontext() if is_replaying() else quiet_output(shell)
+
+    return DefinitionReplayer(shell, by_seq.get, value_before, guard)
+
+
+def _restore_namespace(
+    shell: Any,
+    journal: Journal,
+    report: RestoreReport,
+    progress: RestoreProgress,
+    plan: _Plan,
+    records: list[CellRecord],
+    by_seq: dict[int, CellRecord],
+    as_of_cache: dict,
+    excluded_replay_limit: float,
+) -> None:
+    """Load what is stored, then replay the fewest cells for the rest (steps 1 and 2 of the plan)."""
+    ns = shell.user_ns
+    _load_stored(shell, journal, report, progress, plan)
+    settle()  # definitions' data states, now that every definition the loads needed is made
     _leave_out_costly_excluded(plan, report, by_seq, excluded_replay_limit)
     # Cells whose changes were never checkpointed (an older store, a failed checkpoint) are replayed whole.
     needed = {r.seq for r in records if r.status in rec.REPLAYED_STATUSES and not r.checkpointed}
@@ -299,7 +373,6 @@ def restore_session(
             report.incomplete[name] = missing
 
     before = set(ns)
-    as_of_cache: dict[str, dict[str, Any] | Exception] = {}
     progress.phase("replaying")
     with quiet_output(shell) as tracebacks:
         for done, record in enumerate(to_replay):
@@ -337,24 +410,6 @@ def restore_session(
             report.lost[name] = reason
         if name in plan.excluded:
             report.excluded[name] = "recomputed" if name in ns else "not restored: replaying its cells did not rebuild it"
-
-    if context and to_replay:
-        apply_process_context(shell, context)  # a replayed `%cd` or `sys.path` edit is not the session's last word
-    # The state after the last cell: what a cell after it would have found.
-    random_state = _random_state_at(records, records[-1].seq + 1)
-    if random_state:
-        apply_random_state(random_state)
-    _restore_input_history(shell, records)
-
-    counted = [r.execution_count for r in records if r.store_history]
-    report.next_execution_count = max(counted, default=0) + 1
-    shell.execution_count = report.next_execution_count
-    report.refused = _refusals_in_words(journal.store, by_seq)
-    report.seconds = time.monotonic() - started
-    report.phases = progress.finish()
-    report.finished_at = time.time()
-    journal.set_meta(last_restore=report.to_dict())
-    return report, plan.states
 
 
 _MISSING = object()
@@ -402,7 +457,7 @@ def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[C
             continue
         if len(names) == len(version["names"]):
             try:
-                unchanged = dumps({n: ns[n] for n in names}).group_digest == version.get("digest")
+                unchanged = dumps({n: ns[n] for n in names}, key_in_scope).group_digest == version.get("digest")
             except Exception:  # noqa: BLE001 - cannot tell: reload to be safe
                 unchanged = False
             if unchanged:
@@ -536,7 +591,8 @@ def _value_before(main: Any, store: Any, name: str, seq: int, cache: dict) -> An
     key = earlier[-1]["version"]
     if key not in cache:
         version = store.version(bytes.fromhex(key))
-        cache[key] = _load_version(main, store, version) if _loadable(store, version) else LookupError(key)
+        with old_versions():  # definitions in it are the live ones: their latest state stays
+            cache[key] = _load_version(main, store, version) if _loadable(store, version) else LookupError(key)
     values = cache[key]
     return values[name] if isinstance(values, dict) and name in values else _MISSING
 
@@ -588,14 +644,13 @@ def _leave_out_costly_excluded(plan: _Plan, report: RestoreReport, by_seq: dict[
         del plan.rebuild[name]
 
 
-def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: RestoreProgress) -> _Plan:
+def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: RestoreProgress, plan: _Plan) -> None:
     """Load the latest version of every live group; list what must be recomputed.
 
     Modules are imported first (unpickling may need them). A load that killed two
     earlier restores (marker ``loading`` left behind) is not tried again.
     """
     store = journal.store
-    plan = _Plan()
     pointers = store.pointers_as_of()
     plan.deleted = {name for name, p in pointers.items() if p["state"] == "deleted"}
     plan.live = set(pointers) - plan.deleted
@@ -686,7 +741,6 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
         bound_at = pointers[name].get("bound_at", pointers[name]["seq"])
         history = {p["seq"] for p in store.name_history(name) if p["seq"] >= bound_at and p["state"] == "live"}
         plan.cells[name] = plan.cells.get(name, set()) | history | {bound_at}
-    return plan
 
 
 def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any], dict[str, str]]:

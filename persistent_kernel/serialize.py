@@ -24,10 +24,12 @@ import pickle
 import sys
 import types
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import xxhash
 
+from .definitions import is_definition_object, reduce_definition
 from .tracking import is_notebook_defined
 
 PROTOCOL = 5
@@ -150,22 +152,42 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
     return NotImplemented
 
 
+ByReference = Callable[[Any], "str | None"]
+
+
+def _by_reference(obj: Any, by_reference: ByReference | None) -> Any:
+    """A notebook definition the kernel can re-create from its cell: a reference (see ``definitions``)."""
+    if by_reference is None or not is_definition_object(obj):
+        return NotImplemented
+    key = by_reference(obj)
+    return NotImplemented if key is None else reduce_definition(obj, key)
+
+
 class _StdPickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, bases: dict[int, Any], **kwargs: Any) -> None:
+    def __init__(self, file: io.BytesIO, bases: dict[int, Any], by_reference: ByReference | None, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self.bases = bases
+        self.by_reference = by_reference
 
     def reducer_override(self, obj: Any) -> Any:
+        reduced = _by_reference(obj, self.by_reference)
+        if reduced is not NotImplemented:
+            return reduced
         if is_notebook_defined(obj):
             raise _NeedsDill
         return _refuse_or_reduce(obj, self.bases)
 
 
-def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType, bases: dict[int, Any]) -> Any:
+def _dill_pickler(
+    file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType, bases: dict[int, Any], by_reference: ByReference | None
+) -> Any:
     import dill
 
     class DillPickler(dill.Pickler):
         def reducer_override(self, obj: Any) -> Any:
+            reduced = _by_reference(obj, by_reference)
+            if reduced is not NotImplemented:
+                return reduced
             return _refuse_or_reduce(obj, bases)
 
     pickler = DillPickler(file, protocol=PROTOCOL, buffer_callback=buffers.append, recurse=False, byref=False)
@@ -213,14 +235,19 @@ def _main_module() -> types.ModuleType:
     return sys.modules["__main__"]
 
 
-def dumps(values: dict[str, Any]) -> Serialized:
-    """Serialize a group; raises Unserializable."""
+def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Serialized:
+    """Serialize a group; raises Unserializable.
+
+    ``by_reference(obj)`` names the notebook functions and classes to store as
+    references to their definitions (``definitions.DefinitionIndex.key_of``); the
+    others are stored by value.
+    """
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
     method = "pickle"
     bases = _array_bases(values)
     try:
-        _StdPickler(stream, bases, protocol=PROTOCOL, buffer_callback=buffers.append).dump(values)
+        _StdPickler(stream, bases, by_reference, protocol=PROTOCOL, buffer_callback=buffers.append).dump(values)
     except Unserializable:
         raise
     except RecursionError as exc:
@@ -230,7 +257,7 @@ def dumps(values: dict[str, Any]) -> Serialized:
         buffers.clear()
         stream = io.BytesIO()
         try:
-            _dill_pickler(stream, buffers, _main_module(), bases).dump(values)
+            _dill_pickler(stream, buffers, _main_module(), bases, by_reference).dump(values)
         except Unserializable:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -240,23 +267,23 @@ def dumps(values: dict[str, Any]) -> Serialized:
     except BufferError as exc:
         raise Unserializable(f"a buffer is not contiguous: {exc}") from None
     payload = stream.getvalue()
-    if method == "dill" and _has_unusual_notebook_class(values):
-        # dill saves classes with a custom metaclass (an Enum) in a form that may not
-        # load back; find out now, not at the restore. Only then: loading runs user
-        # __setstate__ code, which must not run on every checkpoint.
-        try:
-            loads(method, payload, raws)
-        except Exception as exc:  # noqa: BLE001
-            raise Unserializable(f"its stored form does not load back ({type(exc).__name__}: {exc})") from None
+    if method == "dill" and _has_unusual_notebook_class(values, by_reference):
+        # dill saves a class with a custom metaclass (an Enum, a registry) in a form that
+        # may not load back, and loading it runs the metaclass. Finding out by loading it
+        # here would run user code in the live kernel (invariant: a checkpoint has no
+        # observable effect), so such a class stored by value is rebuilt by replay instead.
+        raise Unserializable("a notebook class with a custom metaclass that is not defined at the top of a cell")
     return Serialized(method, payload, raws, digest(payload), [digest(raw) for raw in raws])
 
 
-def _has_unusual_notebook_class(values: dict[str, Any]) -> bool:
-    """A notebook class with a metaclass other than ``type``, among the values or one level inside."""
+def _has_unusual_notebook_class(values: dict[str, Any], by_reference: ByReference | None) -> bool:
+    """A notebook class with a metaclass other than ``type`` stored by value, among the values or one level inside."""
 
     def unusual(obj: Any) -> bool:
         cls = obj if issubclass(type(obj), type) else type(obj)
-        return getattr(cls, "__module__", None) == "__main__" and type(cls) is not type
+        if getattr(cls, "__module__", None) != "__main__" or type(cls) is type:
+            return False
+        return by_reference is None or by_reference(cls) is None
 
     for value in values.values():
         if unusual(value):

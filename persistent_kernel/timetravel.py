@@ -19,6 +19,7 @@ from typing import Any
 
 from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
 from .context import apply_random_state
+from .definitions import key_in_scope, resolving
 from .records import CellRecord
 from .restore import (
     _bind_reads_as_of,
@@ -28,6 +29,7 @@ from .restore import (
     _loadable,
     _Plan,
     _random_state_at,
+    definition_replayer,
     quiet_output,
     replayable,
 )
@@ -93,8 +95,18 @@ def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellReco
 
     ``checkpointer`` says what the store holds now and what the namespace held at
     the last checkpoint; a live value is kept only if it is provably the value after
-    ``target`` (same version, same object, same bytes).
+    ``target`` (same version, same object, same bytes). Notebook functions and
+    classes stored by reference resolve to the live ones when those are the same
+    definition, and are re-created from their cells otherwise.
     """
+    replayer = definition_replayer(shell, store, {r.seq: r for r in records})
+    with resolving(replayer, live=checkpointer.definitions):
+        result = _checkout(shell, store, records, target, checkpointer)
+    checkpointer.definitions.adopt(replayer.resolved)
+    return result
+
+
+def _checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRecord, checkpointer: Any) -> Checkout:
     result = Checkout(label=target.label)
     ns = shell.user_ns
     as_of = {name: p for name, p in store.pointers_as_of(target.seq).items() if p["state"] != "deleted"}
@@ -215,7 +227,7 @@ def _still_live(ns: dict[str, Any], checkpointer: Any, key: str, names: list[str
     if version is None or version["kind"] != STORED:
         return version is not None
     try:
-        return dumps({name: ns[name] for name in names}).group_digest == version.get("digest")
+        return dumps({name: ns[name] for name in names}, key_in_scope).group_digest == version.get("digest")
     except Exception:  # noqa: BLE001 - cannot tell: load it
         return False
 

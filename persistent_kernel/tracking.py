@@ -242,7 +242,9 @@ def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
     if issubclass(kind, types.FunctionType):
         if obj.__module__ != MAIN:
             return ()
-        held = [cell.cell_contents for cell in (obj.__closure__ or ()) if _cell_has_contents(cell)]
+        # The cells themselves: two closures sharing a `nonlocal` share the cell, whatever it holds.
+        held = list(obj.__closure__ or ())
+        held.extend(cell.cell_contents for cell in (obj.__closure__ or ()) if _cell_has_contents(cell))
         held.extend(obj.__defaults__ or ())
         held.extend((obj.__kwdefaults__ or {}).values())
         held.extend(vars(obj).values())
