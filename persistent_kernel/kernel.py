@@ -198,13 +198,17 @@ class PersistentKernel(IPythonKernel):
         self.checkpointer.set_excluded(sorted(set(self.exclude) | set(self.journal.get_meta("excluded") or [])))
         progress = RestoreProgress.to_kernel_log()
         try:
-            restored = restore_session(
-                self.shell,
-                self.journal,
-                progress=progress,
-                excluded_replay_limit=self.excluded_replay_limit,
-                definitions=self.checkpointer.definitions,
-            )
+            # Inside the builtin trap, as a cell runs: a library first imported while a value is
+            # loaded (pandas, tqdm.auto, plotly) looks for `get_ipython` among the builtins to
+            # tell a kernel from a terminal, and would otherwise decide it runs in a terminal.
+            with self.shell.builtin_trap:
+                restored = restore_session(
+                    self.shell,
+                    self.journal,
+                    progress=progress,
+                    excluded_replay_limit=self.excluded_replay_limit,
+                    definitions=self.checkpointer.definitions,
+                )
         except Exception as exc:  # noqa: BLE001 - a restore must never stop the kernel from starting
             self.log.exception("persistent_kernel: the restore failed")
             self.journal.notify(

@@ -51,6 +51,7 @@ from .journal import Journal
 from .records import CellRecord
 from .serialize import dumps, loads
 from .store import is_landed
+from .tracking import reachable_ids
 
 _PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
 _LIST_AT_MOST = 5
@@ -373,8 +374,9 @@ def _restore_namespace(
             report.incomplete[name] = missing
 
     before = set(ns)
+    as_loaded = _digests_as_loaded(ns, plan, to_replay) if to_replay else {}
     progress.phase("replaying")
-    with quiet_output(shell) as tracebacks:
+    with quiet_output(shell) as tracebacks, threads_started() as threads:
         for done, record in enumerate(to_replay):
             progress.step(done, len(to_replay), f"cell {record.label}")
             # Written before the cell runs: if it kills this process, the next start skips it.
@@ -387,10 +389,22 @@ def _restore_namespace(
                 ename, evalue = error
                 report.failures.append({"label": record.label, "ename": ename, "evalue": evalue[:200]})
             tracebacks.clear()
+            _forward_rewound(ns, plan, report.inexact)
+            _share_with_rebuilt(ns, plan, record, report.inexact)
             _keep_newest(ns, plan, record)
             _keep_bases(shell.user_module, ns, journal.store, plan, record)
+        # Threads the replayed cells started run on after them: let them finish (quietly), then
+        # stored values win again, so nothing a replay started changes the restored namespace.
+        for thread in _still_running(threads, REPLAYED_THREADS_WAIT):
+            report.inexact[f"thread {thread.name}"] = (
+                f"started again by a replayed cell and still running after {REPLAYED_THREADS_WAIT:.0f} s; "
+                "what it changes from now on is not what the session had"
+            )
+        for name, value in plan.stored.items():
+            if ns.get(name, _MISSING) is not value:
+                ns[name] = value
     journal.set_meta(replaying=None)
-    _undo_replay_mutations(shell, journal.store, plan, to_replay)
+    _undo_replay_mutations(shell, journal.store, plan, to_replay, as_loaded)
     report.replayed = len(to_replay)
     replayed_labels = {r.seq: r.label for r in to_replay}
     created = set(ns) - before
@@ -436,18 +450,40 @@ def _refusals_in_words(store: Any, by_seq: dict[int, CellRecord]) -> list[str]:
     return said
 
 
-def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[CellRecord]) -> None:
-    """Stored values win in place too: a group a replayed cell mutated is loaded again from its blob.
-
-    (``a.append(3); g = (x for x in a)`` replayed to rebuild ``g`` appends to the
-    stored ``a`` a second time.) Only cells whose changes were checkpointed count:
-    what a never-checkpointed cell does is the newer state.
-    """
+def _touched_by(replayed: list[CellRecord]) -> set[str]:
     touched: set[str] = set()
     for record in replayed:
         if record.checkpointed:
             touched.update(record.reads or ())
             touched.update(record.writes or ())
+    return touched
+
+
+def _digests_as_loaded(ns: dict[str, Any], plan: _Plan, replayed: list[CellRecord]) -> dict[str, str]:
+    """Before replaying: the digest of each loaded group the replayed cells touch, as loaded.
+
+    A loaded group need not hash to its stored digest (a dict's key iterator comes back
+    as a list iterator): what a replay changed is what differs from this.
+    """
+    touched = _touched_by(replayed)
+    digests = {}
+    for key, version in plan.versions.items():
+        names = version["names"]
+        if touched.intersection(names) and all(n in plan.stored and ns.get(n, _MISSING) is plan.stored[n] for n in names):
+            with contextlib.suppress(Exception):
+                digests[key] = dumps({n: ns[n] for n in names}, key_in_scope).group_digest
+    return digests
+
+
+def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[CellRecord], as_loaded: dict[str, str]) -> None:
+    """Stored values win in place too: a group a replayed cell mutated is loaded again from its blob.
+
+    (``a.append(3); g = (x for x in a)`` replayed to rebuild ``g`` appends to the
+    stored ``a`` a second time.) Only cells whose changes were checkpointed count:
+    what a never-checkpointed cell does is the newer state. ``as_loaded``: the
+    groups' digests before the replay (``_digests_as_loaded``).
+    """
+    touched = _touched_by(replayed)
     ns = shell.user_ns
     for key, version in plan.versions.items():
         # Only the names whose latest value this version is: a name rebound since
@@ -457,7 +493,7 @@ def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[C
             continue
         if len(names) == len(version["names"]):
             try:
-                unchanged = dumps({n: ns[n] for n in names}, key_in_scope).group_digest == version.get("digest")
+                unchanged = dumps({n: ns[n] for n in names}, key_in_scope).group_digest in (as_loaded.get(key), version.get("digest"))
             except Exception:  # noqa: BLE001 - cannot tell: reload to be safe
                 unchanged = False
             if unchanged:
@@ -466,6 +502,59 @@ def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[C
         if isinstance(values, dict):
             for name in names:
                 ns[name] = plan.stored[name] = values[name]
+
+
+def _share_with_rebuilt(ns: dict[str, Any], plan: _Plan, replayed: CellRecord, inexact: dict[str, str]) -> None:
+    """After a cell replayed to rebuild something: the stored values it also made, made to share with it.
+
+    ``data = [1, 2]; g = (x for x in data)`` replayed for ``g`` makes a new ``data``;
+    binding the stored ``data`` again would leave ``g`` iterating the replay's copy.
+    A container whose stored version holds it alone keeps the replay's object,
+    given the stored contents (``g`` then iterates the restored ``data``). Where that
+    cannot be exact (aliases, or contents that are objects of their own), the
+    rebuilt names are said to possibly refer to copies.
+    """
+    if not replayed.checkpointed:
+        return
+    rebuilt = [n for n in plan.rebuild if replayed.seq in plan.cells.get(n, ()) and n in ns]
+    if not rebuilt:
+        return
+    copies: dict[str, Any] = {}  # stored name -> the replay's object it replaces
+    for name in replayed.writes or ():
+        stored = plan.stored.get(name, _MISSING)
+        made = ns.get(name, _MISSING)
+        if stored is _MISSING or made is _MISSING or made is stored or plan.stored_at.get(name, 0) < replayed.seq:
+            continue
+        version = plan.versions.get(plan.states[name].version) if name in plan.states else None
+        contents = _contents(stored)
+        alone = version is not None and version.get("names") == [name]
+        if alone and type(made) is type(stored) and contents is not _MISSING and _all_atomic(contents):
+            try:
+                _fill(made, contents)
+            except Exception:  # noqa: BLE001
+                copies[name] = made
+                continue
+            plan.stored[name] = made
+            continue
+        copies[name] = made
+    if not copies:
+        return
+    replaced = {id(obj) for obj in copies.values()}
+    for name in rebuilt:
+        value = ns[name]
+        # Weak references are not followed by the walk: a weak container is named whenever it may hold copies.
+        if type(value).__module__ == "weakref" or replaced & reachable_ids(value, ns):
+            inexact.setdefault(
+                name, f"rebuilt by replaying cell {replayed.label}, which also made {_join(sorted(copies))}: it may refer to copies of them"
+            )
+
+
+def _all_atomic(contents: Any) -> bool:
+    items = contents.items() if isinstance(contents, dict) else ((c, None) for c in contents) if not isinstance(contents, bytes) else ()
+    return all(type(k) in _SHALLOW and type(v) in _SHALLOW for k, v in items)
+
+
+_SHALLOW = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 
 def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed: CellRecord) -> None:
@@ -512,6 +601,8 @@ class _Plan:
     # cell (for another name) must neither see nor change it
     bases: dict[str, tuple[Any, int, dict[str, Any]]] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)  # never stored (%persist exclude): rebuilt if cheap
+    # name -> the restored objects given their contents from before a replayed cell, with their latest contents
+    rewound: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
 
 
 def _start_from_earlier(
@@ -578,9 +669,106 @@ def _bind_reads_as_of(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, re
             continue
         value = _value_before(main, store, name, record.seq, cache)
         if value is not _MISSING:
+            current = ns.get(name, _MISSING)
+            if current is not _MISSING and name in plan.stored and current is plan.stored[name] and _rewind(plan, name, current, value):
+                continue  # the restored object itself, as it was before the cell: what the cell builds shares it
             ns[name] = value
         elif absent and name in deletes:
             ns[name] = None  # the cell deletes it; what it was does not matter
+
+
+def _contents(obj: Any) -> Any:
+    """A shallow copy of what a mutable container (or a plain instance) holds, or _MISSING."""
+    kind = type(obj)
+    if kind is list:
+        return obj[:]
+    if kind is dict:
+        return dict(obj)
+    if kind is set:
+        return set(obj)
+    if kind is bytearray:
+        return bytes(obj)
+    if kind.__module__ == "__main__" and isinstance(vars(obj) if hasattr(obj, "__dict__") else None, dict) and not hasattr(kind, "__slots__"):
+        return dict(vars(obj))
+    return _MISSING
+
+
+def _fill(obj: Any, contents: Any) -> None:
+    """Make ``obj`` hold ``contents`` (from ``_contents``), in place: its identity is kept."""
+    kind = type(obj)
+    if kind is list or kind is bytearray:
+        obj[:] = contents
+    elif kind is dict or kind is set:
+        obj.clear()
+        obj.update(contents)
+    else:
+        state = vars(obj)
+        state.clear()
+        state.update(contents)
+
+
+REWIND_DEPTH = 4  # levels of containers and instances a rewind walks into
+
+
+def _rewind(plan: _Plan, name: str, obj: Any, before: Any) -> bool:
+    """Give the restored ``obj`` the contents it had before a replayed cell, to be put forward after it.
+
+    ``g = (x for x in data)`` replayed after ``data.append(4)`` must iterate the
+    restored ``data`` itself, as it did before the crash, not an older copy. The
+    rewind is structural: an element that is itself a container or a plain instance
+    (matched by key, position or attribute) is the restored object rewound too, so a
+    ``WeakValueDictionary(items)`` replayed holds the restored items.
+    """
+    if type(before) is not type(obj) or name in plan.rewound or _contents(obj) is _MISSING:
+        return False
+    saved: list[tuple[Any, Any]] = []
+    try:
+        _rewind_object(obj, before, saved, set(), REWIND_DEPTH)
+    except Exception:  # noqa: BLE001 - a bytearray with an exported buffer cannot change size
+        for changed, latest in reversed(saved):
+            with contextlib.suppress(Exception):
+                _fill(changed, latest)
+        return False
+    plan.rewound[name] = saved
+    return True
+
+
+def _rewind_object(current: Any, before: Any, saved: list[tuple[Any, Any]], seen: set[int], depth: int) -> Any:
+    """``current`` holding what ``before`` held, its elements matched to the current ones; returns the object to hold."""
+    if depth <= 0 or type(before) is not type(current) or id(current) in seen:
+        return current if id(current) in seen else before
+    latest = _contents(current)
+    earlier = _contents(before)
+    if latest is _MISSING or earlier is _MISSING:
+        return before
+    seen.add(id(current))
+
+    def match(now: Any, then: Any) -> Any:
+        if now is _MISSING or type(now) is not type(then) or _contents(now) is _MISSING:
+            return then
+        return _rewind_object(now, then, saved, seen, depth - 1)
+
+    if type(earlier) is dict:
+        earlier = {key: match(latest.get(key, _MISSING), value) for key, value in earlier.items()}
+    elif type(earlier) is list:
+        earlier = [match(latest[i] if i < len(latest) else _MISSING, value) for i, value in enumerate(earlier)]
+    _fill(current, earlier)
+    saved.append((current, latest))
+    return current
+
+
+def _forward_rewound(ns: dict[str, Any], plan: _Plan, inexact: dict[str, str]) -> None:
+    """After a replayed cell: the rewound objects hold their latest contents again."""
+    for name, saved in plan.rewound.items():
+        for obj, latest in reversed(saved):
+            try:
+                _fill(obj, latest)
+            except Exception as exc:  # noqa: BLE001 - e.g. a memoryview the cell made pins the bytearray's size
+                if obj is plan.stored.get(name):
+                    # The value is right, under a new object: what the cell made shares the old one.
+                    ns[name] = plan.stored[name] = type(obj)(latest) if type(obj) in (list, dict, set, bytearray) else obj
+                inexact[name] = f"restored as a new object: what a replayed cell built on it cannot share it ({type(exc).__name__})"
+    plan.rewound.clear()
 
 
 def _value_before(main: Any, store: Any, name: str, seq: int, cache: dict) -> Any:
@@ -905,6 +1093,35 @@ def _replay_cell(shell: Any, record: CellRecord, random_state: dict[str, Any] | 
     if error is None:
         return None
     return type(error).__name__, str(error)
+
+
+REPLAYED_THREADS_WAIT = 2.0  # seconds a restore waits for threads replayed cells started
+
+
+@contextlib.contextmanager
+def threads_started() -> Iterator[list[threading.Thread]]:
+    """Within: the threads this thread starts (a replayed ``Thread(...).start()``) are listed."""
+    started: list[threading.Thread] = []
+    original = threading.Thread.start
+    restoring = threading.get_ident()
+
+    def start(thread: threading.Thread) -> None:
+        if threading.get_ident() == restoring:
+            started.append(thread)
+        original(thread)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+    try:
+        yield started
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
+
+
+def _still_running(threads: list[threading.Thread], wait: float) -> list[threading.Thread]:
+    deadline = time.monotonic() + wait
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [thread for thread in threads if thread.is_alive()]
 
 
 def _no_input(*_args: Any, **_kwargs: Any) -> str:

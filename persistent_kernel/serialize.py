@@ -155,9 +155,38 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
 ByReference = Callable[[Any], "str | None"]
 
 
+def reopen_memmap(path: str, dtype: Any, mode: str, offset: int, shape: tuple, order: str) -> Any:
+    """A ``numpy.memmap`` mapped again onto its file: never created or truncated (``w+`` reopens as ``r+``)."""
+    import numpy
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the file behind a numpy.memmap is gone: {path}")
+    return numpy.memmap(path, dtype=dtype, mode="r+" if mode == "w+" else mode, offset=offset, shape=shape, order=order)
+
+
+def _reduce_memmap(obj: Any) -> Any:
+    """A memmap over a whole mapping, shared with its file: saved as the mapping (path, mode, offset, shape).
+
+    Its contents are the file's, so they are not stored (a copy-on-write ``c`` map
+    keeps changes in memory only: it is stored as an array, like any other).
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is None or type(obj) is not numpy.memmap or obj.mode not in ("r", "r+", "w+") or not obj.filename:
+        return NotImplemented
+    import mmap
+
+    if not isinstance(obj.base, mmap.mmap):
+        return NotImplemented  # a view of a memmap: stored as an array
+    order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
+    return (reopen_memmap, (os.path.abspath(obj.filename), obj.dtype, obj.mode, obj.offset, obj.shape, order))
+
+
 def _by_reference(obj: Any, by_reference: ByReference | None) -> Any:
-    """A notebook definition the kernel can re-create from its cell: a reference (see ``definitions``)."""
-    if by_reference is None or not is_definition_object(obj):
+    """A notebook definition the kernel can re-create from its cell: a reference (see ``definitions``);
+    a memory-mapped array: its mapping."""
+    if not is_definition_object(obj):
+        return _reduce_memmap(obj)
+    if by_reference is None:
         return NotImplemented
     key = by_reference(obj)
     return NotImplemented if key is None else reduce_definition(obj, key)

@@ -24,6 +24,7 @@ from .records import CellRecord
 from .restore import (
     _bind_reads_as_of,
     _cells_for,
+    _forward_rewound,
     _label_order,
     _load_version,
     _loadable,
@@ -293,6 +294,8 @@ def _rebuild(
             # Never stored in history: this runs inside the user's %persist cell.
             outcome = shell.run_cell(record.code, store_history=False, silent=True)
             tracebacks.clear()
+            _forward_rewound(ns, plan, {})  # objects given their earlier contents for the cell get theirs back
+            stored.update((name, plan.stored[name]) for name in stored if name in plan.stored)
             for name, value in stored.items():
                 if ns.get(name, _MISSING) is not value:
                     ns[name] = value  # the values after the target win over what a replayed cell made
