@@ -2,8 +2,9 @@
 
 The global random number generators (``random`` and, once the user imported it,
 numpy's legacy global ``RandomState``), the working directory, ``sys.path``, the
-environment variables cells changed, loaded IPython extensions and the matplotlib
-backend. Each cell's journal
+environment variables cells changed, loaded IPython extensions, the matplotlib
+backend, and process-wide settings (settings.py: one provider per library or
+facility, applied last). Each cell's journal
 record carries the generator state it started from whenever that state differs
 from the last one recorded, and a replay sets it back before running the cell,
 so ``random.shuffle(deck)`` deals the same deck again.
@@ -21,6 +22,9 @@ import random
 import sys
 from array import array
 from typing import Any
+
+from .settings import SettingsRegistry
+from .settings import registry as default_settings
 
 
 def _decode_words(text: str, typecode: str) -> array:
@@ -217,11 +221,14 @@ class ProcessContextTracker:
 
     Environment variables are kept as the changes cells made against the
     environment the kernel started with, so a restored kernel applies exactly
-    those changes on top of its own environment.
+    those changes on top of its own environment. Process-wide settings (pandas
+    options, warnings filters, ``%xmode`` … see settings.py) are the ``settings``
+    entry: what the registry's providers find different from the defaults.
     """
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: Any, settings: SettingsRegistry | None = None) -> None:
         self.shell = shell
+        self.settings = settings or default_settings
         self.rebase()
         self._last: dict[str, Any] | None = None
 
@@ -229,6 +236,7 @@ class ProcessContextTracker:
         """Take the environment as it is now as the kernel's own (call once start-up is done)."""
         self.baseline_env = dict(os.environ)
         self._baseline_raw = dict(getattr(os.environ, "_data", {}))
+        self.settings.rebase(self.shell)  # the start-up warnings filters, logger levels, aliases …
 
     def _env_changes(self) -> dict[str, str | None]:
         raw = getattr(os.environ, "_data", None)  # CPython's encoded dict: comparing it is cheap
@@ -250,6 +258,7 @@ class ProcessContextTracker:
             "env": env,
             "extensions": sorted(self.shell.extension_manager.loaded),
             "matplotlib_backend": _matplotlib_backend(),
+            "settings": self.settings.capture(self.shell),
         }
 
     def changed(self) -> dict[str, Any] | None:
@@ -263,8 +272,11 @@ class ProcessContextTracker:
         self._last = context
 
 
-def apply_process_context(shell: Any, context: dict[str, Any]) -> list[str]:
-    """Put the process back as a cell left it; returns what could not be restored."""
+def apply_process_context(shell: Any, context: dict[str, Any], settings: SettingsRegistry | None = None) -> list[str]:
+    """Put the process back as a cell left it; returns what could not be restored.
+
+    The settings come last: the autoreload mode needs its extension loaded, rcParams the backend.
+    """
     problems: list[str] = []
     cwd = context.get("cwd")
     if cwd:
@@ -297,4 +309,5 @@ def apply_process_context(shell: Any, context: dict[str, Any]) -> list[str]:
                 matplotlib.use(backend)
         except Exception as exc:  # noqa: BLE001
             problems.append(f"matplotlib backend {backend}: {type(exc).__name__}: {exc}")
+    problems += (settings or default_settings).apply(shell, context.get("settings"))
     return problems
