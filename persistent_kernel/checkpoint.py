@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .definitions import DefinitionIndex
+from .localmodules import local_file
 from .serialize import Unserializable, dumps
 from .store import version_key
 from .tracking import Groups, ReadTracker, components, rebound, user_names
@@ -80,6 +81,33 @@ def is_atomic(value: Any) -> bool:
     """A small immutable value with nothing inside it (exact built-in types only)."""
     kind = type(value)
     return kind in _ATOMIC_TYPES or (kind in _ATOMIC_SIZED and len(value) <= 4096)
+
+
+MODULE_STATE_BYTES = 64 * 1024  # a local module's variables are stored with its pointer up to this size
+
+
+def module_state(module: types.ModuleType) -> dict[str, Any] | None:
+    """The data variables of one of the user's own modules (``helpers.SCALE = 3``), for its pointer.
+
+    Returns ``{"digest", "method", "payload"}`` (base64), or only the digest when they
+    cannot be stored small; None for library modules (their state is theirs).
+    """
+    if local_file(module.__name__, module) is None:
+        return None
+    data = {
+        k: v
+        for k, v in vars(module).items()
+        if not k.startswith("__") and not issubclass(type(v), (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType))
+    }
+    if not data:
+        return None
+    try:
+        serialized = dumps(data)
+    except Unserializable as exc:
+        return {"digest": None, "unstored": str(exc)[:200]}
+    if serialized.buffers or len(serialized.payload) > MODULE_STATE_BYTES:
+        return {"digest": serialized.group_digest, "unstored": "too large to keep with the module"}
+    return {"digest": serialized.group_digest, "method": serialized.method, "payload": base64.b64encode(serialized.payload).decode("ascii")}
 
 
 def advances_when_used(value: Any) -> bool:
@@ -244,10 +272,15 @@ class Checkpointer:
 
     def _module(self, checkpoint: Checkpoint, name: str, module: types.ModuleType, bound: bool) -> None:
         previous = self._previous(checkpoint, name)
-        if previous is not None and previous.kind == MODULE and previous.version == module.__name__ and not bound:
+        state = module_state(module)  # the user's own module: the variables cells set in it
+        digest = state["digest"] if state else None
+        if previous is not None and previous.kind == MODULE and previous.version == module.__name__ and not bound and previous.digest == digest:
             return
-        checkpoint.pointers[name] = {"state": "module", "module": module.__name__, "bound_at": checkpoint.seq}
-        checkpoint.states[name] = NameState(MODULE, checkpoint.seq, version=module.__name__)
+        bound_at = checkpoint.seq if bound or previous is None or previous.kind != MODULE else previous.bound_at
+        checkpoint.pointers[name] = {"state": "module", "module": module.__name__, "bound_at": bound_at}
+        if state:
+            checkpoint.pointers[name]["module_state"] = state
+        checkpoint.states[name] = NameState(MODULE, bound_at, version=module.__name__, digest=digest)
 
     def _bound_at(self, name: str, checkpoint: Checkpoint) -> int:
         previous = self._previous(checkpoint, name)

@@ -23,6 +23,7 @@ import sys
 from array import array
 from typing import Any
 
+from .localmodules import LocalModuleTracker
 from .settings import SettingsRegistry
 from .settings import registry as default_settings
 
@@ -229,6 +230,7 @@ class ProcessContextTracker:
     def __init__(self, shell: Any, settings: SettingsRegistry | None = None) -> None:
         self.shell = shell
         self.settings = settings or default_settings
+        self.local_modules = LocalModuleTracker()
         self.rebase()
         self._last: dict[str, Any] | None = None
 
@@ -259,6 +261,7 @@ class ProcessContextTracker:
             "extensions": sorted(self.shell.extension_manager.loaded),
             "matplotlib_backend": _matplotlib_backend(),
             "settings": self.settings.capture(self.shell),
+            "local_modules": self.local_modules.capture(),
         }
 
     def changed(self) -> dict[str, Any] | None:

@@ -48,6 +48,7 @@ from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
 from .context import apply_process_context, apply_random_state
 from .definitions import DefinitionIndex, DefinitionReplayer, key_in_scope, old_versions, resolving, settle
 from .journal import Journal
+from .localmodules import restore_local_modules
 from .records import CellRecord
 from .serialize import dumps, loads
 from .store import is_landed
@@ -142,6 +143,7 @@ class RestoreReport:
     paused_after: str | None = None  # persistence was paused (%persist off) after this cell when the kernel died
     refused: list[str] = field(default_factory=list)  # stored records that failed authentication (never used)
     inexact: dict[str, str] = field(default_factory=dict)  # name -> what of it could not come back exactly
+    modules: dict[str, str] = field(default_factory=dict)  # the user's module files changed since: what was done
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for a long restore
     next_execution_count: int = 1
     finished_at: float = 0.0
@@ -193,6 +195,8 @@ class RestoreReport:
         if rebuilt_partly:
             shown = [f"{name} (cell {', '.join(labels)} is never replayed)" for name, labels in sorted(rebuilt_partly.items())]
             parts.append(f"May differ from before the crash: {_join(shown)}.")
+        if self.modules:
+            parts.append(" ".join(f"{name} {what}." for name, what in sorted(self.modules.items())))
         if self.inexact:
             shown = [f"{name} ({why})" for name, why in sorted(self.inexact.items())]
             parts.append(f"Not exact: {_join(shown)}.")
@@ -295,6 +299,8 @@ def restore_session(
     if context:
         # Paths first: stored objects and modules may need the user's sys.path and working directory.
         report.context_problems = apply_process_context(shell, context)
+        # Before any value refers to them: the user's modules as the session ran them.
+        report.modules = restore_local_modules(context.get("local_modules"))
     progress.phase("loading")
     as_of_cache: dict[str, dict[str, Any] | Exception] = {}
     plan = _Plan()
@@ -861,9 +867,12 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
             continue
         journal.set_meta(loading=marker)
         try:
-            ns[name] = plan.stored[name] = importlib.import_module(pointer["module"])
+            ns[name] = plan.stored[name] = module = importlib.import_module(pointer["module"])
             plan.stored_at[name] = pointer["seq"]
-            plan.states[name] = NameState(MODULE, bound_at, version=pointer["module"])
+            state = pointer.get("module_state")
+            plan.states[name] = NameState(MODULE, bound_at, version=pointer["module"], digest=state and state.get("digest"))
+            if state:
+                _set_module_state(module, state, name, report)
         except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
             report.lost[name] = f"module {pointer['module']}: {type(exc).__name__}"
 
@@ -929,6 +938,20 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
         bound_at = pointers[name].get("bound_at", pointers[name]["seq"])
         history = {p["seq"] for p in store.name_history(name) if p["seq"] >= bound_at and p["state"] == "live"}
         plan.cells[name] = plan.cells.get(name, set()) | history | {bound_at}
+
+
+def _set_module_state(module: Any, state: dict[str, Any], name: str, report: RestoreReport) -> None:
+    """The variables the session set in one of its own modules (``helpers.SCALE = 3``)."""
+    if "payload" in state:
+        try:
+            values = loads(state["method"], base64.b64decode(state["payload"]), [])
+        except Exception as exc:  # noqa: BLE001 - the module's variables cost only themselves
+            report.inexact[name] = f"its module variables could not be loaded ({type(exc).__name__})"
+            return
+        for key, value in values.items():
+            setattr(module, key, value)
+    elif state.get("unstored"):
+        report.inexact[name] = f"variables the session set in module {module.__name__} are not restored ({state['unstored']})"
 
 
 def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any], dict[str, str]]:
