@@ -65,6 +65,8 @@ def _write_count(path: Path, count: int) -> None:
         os.close(fd)
 
 
+LAND_BEFORE_REPLY_TIMEOUT = 120.0  # seconds a reply waits for its values to land; then they land in the background
+
 class Journal:
     """The session's journal; inactive (and harmless) when the store could not be opened."""
 
@@ -78,8 +80,10 @@ class Journal:
         lock_timeout: float = 5.0,
         history_budget: int = -1,
         write_throttle: float = 0.0,
+        land_before_reply_bytes: int = 0,
     ) -> None:
         self.session = session
+        self.land_before_reply_bytes = land_before_reply_bytes  # a cell's large values up to this land before it replies
         self.history_budget = history_budget  # bytes of large blobs kept for past versions; -1: all
         self.write_throttle = write_throttle  # bytes/s for the background writer; 0: unlimited
         self.writer: BackgroundWriter | None = None
@@ -350,9 +354,13 @@ class Journal:
             self._write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
             return False
         self._write_worked()  # a whole cell went in: any earlier failure is over
-        if committed and checkpoint is not None and self.writer is not None:
+        if committed and checkpoint is not None and self.writer is not None and checkpoint.jobs:
             for job in checkpoint.jobs:
                 self.writer.submit(job)
+            size = sum(memoryview(data).nbytes for job in checkpoint.jobs for data in job.buffers.values())
+            if size <= self.land_before_reply_bytes:
+                # Durable before it counts: a replay could not be trusted to make the same bytes again.
+                self.writer.drain(timeout=LAND_BEFORE_REPLY_TIMEOUT)
         return committed
 
     def _unlanded(self, job: WriteJob, reason: str, failed: bool) -> None:

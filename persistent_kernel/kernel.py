@@ -77,6 +77,15 @@ class PersistentKernel(IPythonKernel):
             "the value from its previous version and replays the cells since. 0 writes everything before the reply."
         ),
     ).tag(config=True)
+    land_before_reply_bytes = Int(
+        256 * 1024**2,
+        help=(
+            "A cell whose large values add up to at most this many bytes replies only once they are on disk, so a kill "
+            "right after the reply cannot lose them (a replay might not reproduce them: random draws, the clock, a changed "
+            "file). Larger values are written in the background; one lost in its landing window is rebuilt by replay and, "
+            "if the replay gives other bytes, named in the restore summary. 0: always in the background."
+        ),
+    ).tag(config=True)
     history_budget = Int(
         2 * 1024**3,
         help=(
@@ -128,6 +137,7 @@ class PersistentKernel(IPythonKernel):
             lock_timeout=self.lock_timeout,
             history_budget=self.history_budget,
             write_throttle=self.write_throttle * 1e6,
+            land_before_reply_bytes=self.land_before_reply_bytes,
         )
         self.restore_report: RestoreReport | None = None
         self.random_states = RandomStateTracker()

@@ -73,12 +73,15 @@ def test_interrupt_then_restart_keeps_the_interrupted_cells_effects(kernel, pk_h
 
 
 def test_a_variable_whose_module_was_removed_costs_only_itself(kernel, tmp_path: Path) -> None:
-    (tmp_path / "gonelib.py").write_text("class Thing:\n    def __init__(self):\n        self.v = 7\n")
+    """An installed library uninstalled while the kernel was down (its code is not the session's to keep)."""
+    library = tmp_path / "site-packages"
+    library.mkdir()
+    (library / "gonelib.py").write_text("class Thing:\n    def __init__(self):\n        self.v = 7\n")
     k = kernel()
-    run(k, "import sys; sys.path.insert(0, '.')\nfrom gonelib import Thing\nthing = Thing()\nplain = {'kept': True}")
+    run(k, "import sys; sys.path.insert(0, 'site-packages')\nfrom gonelib import Thing\nthing = Thing()\nplain = {'kept': True}")
     k.kill()
-    (tmp_path / "gonelib.py").unlink()  # uninstalled while the kernel was down
-    for cache in tmp_path.glob("__pycache__/gonelib*"):
+    (library / "gonelib.py").unlink()  # uninstalled while the kernel was down
+    for cache in library.glob("__pycache__/gonelib*"):
         cache.unlink()
     k.start()
     summary = k.execute("pass").stderr
@@ -87,4 +90,17 @@ def test_a_variable_whose_module_was_removed_costs_only_itself(kernel, tmp_path:
     run(k, "after = 1")  # the session goes on
     crash_and_restart(k)
     assert k.evaluate("(plain, after)") == "({'kept': True}, 1)"
+
+
+def test_a_variable_whose_own_module_file_was_deleted_comes_back_with_the_session_code(kernel, tmp_path: Path) -> None:
+    """The user's own module (next to the notebook) deleted while the kernel was down: the session's code is kept."""
+    (tmp_path / "gonelib.py").write_text("class Thing:\n    def __init__(self):\n        self.v = 7\n")
+    k = kernel()
+    run(k, "import sys; sys.path.insert(0, '.')\nfrom gonelib import Thing\nthing = Thing()\nplain = {'kept': True}")
+    k.kill()
+    (tmp_path / "gonelib.py").unlink()
+    k.start()
+    summary = k.execute("pass").stderr
+    assert "gonelib.py changed since (the file is gone); the session's code is kept" in summary, summary
+    assert k.evaluate("(plain, thing.v, isinstance(thing, Thing))") == "({'kept': True}, 7, True)"
 

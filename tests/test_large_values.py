@@ -6,6 +6,7 @@ checked after each scenario and the restored array must equal one complete versi
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from .conftest import check_store, crash_and_restart, run
 
 pytestmark = pytest.mark.slow
 
-SMALL_THRESHOLD = ["--PersistentKernel.large_blob_bytes=1048576"]  # 1 MiB: tests stay small
+# 1 MiB: tests stay small; written in the background (not before the reply), so a kill can find a write in flight.
+SMALL_THRESHOLD = ["--PersistentKernel.large_blob_bytes=1048576", "--PersistentKernel.land_before_reply_bytes=0"]
 
 
 def open_store(pk_home: Path, session: str = "test-session") -> Store:
@@ -218,3 +220,46 @@ def test_a_restart_during_a_long_write_leaves_a_consistent_store(kernel, pk_home
         store.close()
     k.start()
     assert k.evaluate("(float(big.min()), float(big.max()))") == "(3.0, 3.0)"
+
+
+NON_REPRODUCIBLE = (
+    "import os, time, numpy as np\n"
+    "from_urandom = np.frombuffer(os.urandom(3 * 1024**2), dtype=np.uint8)\n"
+    "from_fresh_rng = np.random.default_rng().random(400_000)\n"  # seeded from the OS, not the global state
+    "from_clock = np.full(300_000, time.time_ns())\n"
+    "from_file = np.fromfile('input.bin', dtype=np.uint8)\n"
+    "sums = [int(a.sum()) for a in (from_urandom, from_fresh_rng * 1e6, from_clock % 1000, from_file)]"
+)
+PROBE = "print([int(a.sum()) for a in (from_urandom, from_fresh_rng * 1e6, from_clock % 1000, from_file)] == sums)"
+
+
+@pytest.mark.slow
+def test_large_values_no_replay_could_make_again_are_durable_before_the_reply(kernel, tmp_path: Path) -> None:
+    """Random bytes, a generator seeded by the OS, the clock, a file changed afterwards: killed right after
+    the reply, every value comes back exactly (they landed before the reply; none is replayed)."""
+    (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
+    k = kernel(extra_arguments=["--PersistentKernel.large_blob_bytes=1048576"])
+    run(k, NON_REPRODUCIBLE)
+    k.kill()  # at once: nothing is left to land
+    (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
+    k.start()
+    summary = k.execute("pass").stderr
+    assert "replayed" not in summary and "Not exact" not in summary, summary
+    assert k.execute(PROBE).stdout == "True\n"
+
+
+@pytest.mark.slow
+def test_a_value_lost_in_its_landing_window_that_replay_cannot_make_again_is_named(kernel, tmp_path: Path) -> None:
+    """Written in the background (land_before_reply_bytes=0) and killed mid-write: the replay draws other
+    bytes, and the summary says so instead of passing them off as the session's."""
+    (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
+    k = kernel(extra_arguments=[*SMALL_THRESHOLD, "--PersistentKernel.write_throttle=4"])
+    run(k, NON_REPRODUCIBLE)
+    assert k.evaluate("get_ipython().kernel.journal.writer.pending") != "0"  # the kill lands mid-write
+    k.kill()
+    (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
+    k.start()
+    summary = k.execute("pass").stderr
+    for name in ("from_urandom", "from_fresh_rng", "from_clock", "from_file"):
+        assert name in summary.split("Not exact:")[1], summary
+    assert k.execute(PROBE).stdout == "False\n"
