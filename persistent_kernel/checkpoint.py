@@ -70,6 +70,7 @@ class Checkpoint:
     atomics: dict[str, Any] = field(default_factory=dict)  # small immutable values stored by this checkpoint
     retried: set[str] = field(default_factory=set)  # unlanded versions whose names this checkpoint stores again
     checked_out: dict[str, NameState] = field(default_factory=dict)  # what a %persist checkout in this cell bound
+    result: dict[str, Any] | None = None  # the cell's Out[n], for its outcome record (see Checkpointer._result)
 
 
 _MISSING = object()
@@ -83,6 +84,7 @@ def is_atomic(value: Any) -> bool:
     return kind in _ATOMIC_TYPES or (kind in _ATOMIC_SIZED and len(value) <= 4096)
 
 
+MAX_RESULT_BYTES = 1024 * 1024  # a cell's result (Out[n]) not held by a variable is kept up to this size
 MODULE_STATE_BYTES = 64 * 1024  # a local module's variables are stored with its pointer up to this size
 
 
@@ -146,6 +148,7 @@ class Checkpointer:
         self._excluded: re.Pattern[str] | None = None  # %persist exclude: never stored, see set_excluded
         # Notebook functions and classes a `def`/`class` bound: stored by reference (see definitions).
         self.definitions = DefinitionIndex(shell.user_ns)
+        self._last_output = self._newest_output()  # Out[n] already journaled (or from before this kernel)
 
     def set_excluded(self, patterns: list[str]) -> None:
         """Names (or shell-style patterns) never stored: each becomes a recompute version."""
@@ -169,6 +172,7 @@ class Checkpointer:
         self.scan = user_names(ns, self.shell.user_ns_hidden)
         for name in self.scan:
             self.groups.update(name, ns[name], ns)
+        self._last_output = self._newest_output()  # the results a restore put back are journaled already
 
     def prepare(self, seq: int, source: str, ran: Iterable[types.CodeType] = ()) -> Checkpoint:
         """What the cell ``source`` (and the notebook code ``ran`` outside it: widget callbacks) changed."""
@@ -192,6 +196,7 @@ class Checkpointer:
         elif self.atomics:
             touched = {name for name in touched if not self._unchanged_atomic(name, ns[name])}
         checkpoint = Checkpoint(seq, read, written, deleted, scan=scan, retried=retried)
+        checkpoint.result = self._result(scan)
         if self.checked_out:
             # Still hashed below: the same cell may have changed a checked-out value after the checkout.
             touched |= self._record_checkout(checkpoint)
@@ -219,6 +224,35 @@ class Checkpointer:
                 created = self._recompute(checkpoint, members, frozenset(members), key, f"could not be checked: {type(exc).__name__}: {exc}")
             ordinal += created
         return checkpoint
+
+    def _newest_output(self) -> int:
+        out = self.namespace.get("Out")
+        return max(out, default=0) if isinstance(out, dict) else 0
+
+    def _result(self, scan: dict[str, int]) -> dict[str, Any] | None:
+        """The cell's result, if it made one (``Out[n]``): how a restore gets it back.
+
+        A result that is a variable's object is recorded as that name (identity kept,
+        nothing stored twice); another is pickled, up to ``MAX_RESULT_BYTES``.
+        """
+        newest = self._newest_output()
+        if newest <= self._last_output:
+            return None
+        self._last_output = newest
+        value = self.namespace["Out"][newest]
+        for name, ident in scan.items():
+            if ident == id(value):
+                return {"n": newest, "alias": name}
+        try:
+            serialized = dumps({"value": value}, self.definitions.key_of)
+        except Unserializable as exc:
+            return {"n": newest, "dropped": f"cannot be stored ({str(exc)[:100]})"}
+        if serialized.nbytes > MAX_RESULT_BYTES:
+            return {"n": newest, "dropped": f"too large to keep: {serialized.nbytes} bytes"}
+        encoded = {"n": newest, "method": serialized.method, "payload": base64.b64encode(serialized.payload).decode("ascii")}
+        if serialized.buffers:
+            encoded["buffers"] = [base64.b64encode(buffer).decode("ascii") for buffer in serialized.buffers]
+        return encoded
 
     def _definition_source(self, source: str) -> str:
         """The cell as IPython ran it, when it may hold a ``def`` or ``class`` (else nothing to parse)."""

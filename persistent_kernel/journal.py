@@ -345,6 +345,7 @@ class Journal:
                 record.reads = sorted(checkpoint.reads)
                 record.writes = sorted(checkpoint.writes)
                 record.deletes = sorted(checkpoint.deletes)
+                record.result = checkpoint.result
                 record.checkpointed = True
                 committed = self.store.commit_checkpoint(record, checkpoint.versions, checkpoint.pointers, checkpoint.blobs, context)
         except StoreWriteError as exc:

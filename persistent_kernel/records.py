@@ -30,7 +30,9 @@ REPLAYED_STATUSES = frozenset({OK, ERROR})
 # Written ahead, before the cell runs, and never rewritten.
 _AHEAD_FIELDS = ("seq", "code", "execution_count", "silent", "store_history", "cell_id", "started_at", "kind", "random_state_before", "trigger")
 # Written after it runs, in a small record of its own: finishing a cell never rewrites its code.
-_OUTCOME_FIELDS = ("status", "duration", "ename", "evalue", "random_state_after", "reads", "writes", "deletes", "checkpointed", "handled_during")
+_OUTCOME_FIELDS = (
+    "status", "duration", "ename", "evalue", "random_state_after", "reads", "writes", "deletes", "checkpointed", "handled_during", "result",
+)
 
 
 @dataclass
@@ -60,6 +62,9 @@ class CellRecord:
     # Comm messages handled while the cell ran (an awaiting cell, a subshell): their changes are part of
     # this cell's transaction, so the journal keeps one order and never half of either.
     handled_during: list[str] | None = None
+    # Its result (``Out[n]``): {"n", "alias": a variable holding that very object} | {"n", "method", "payload"} |
+    # {"n", "dropped": why it was not kept}
+    result: dict | None = None
 
     @property
     def label(self) -> str:

@@ -144,6 +144,7 @@ class RestoreReport:
     refused: list[str] = field(default_factory=list)  # stored records that failed authentication (never used)
     inexact: dict[str, str] = field(default_factory=dict)  # name -> what of it could not come back exactly
     modules: dict[str, str] = field(default_factory=dict)  # the user's module files changed since: what was done
+    outputs_not_kept: list[str] = field(default_factory=list)  # "Out[5] (too large to keep)"
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for a long restore
     next_execution_count: int = 1
     finished_at: float = 0.0
@@ -197,6 +198,8 @@ class RestoreReport:
             parts.append(f"May differ from before the crash: {_join(shown)}.")
         if self.modules:
             parts.append(" ".join(f"{name} {what}." for name, what in sorted(self.modules.items())))
+        if self.outputs_not_kept:
+            parts.append(f"Not kept: {_join(self.outputs_not_kept)}.")
         if self.inexact:
             shown = [f"{name} ({why})" for name, why in sorted(self.inexact.items())]
             parts.append(f"Not exact: {_join(shown)}.")
@@ -431,6 +434,58 @@ def _restore_namespace(
         if name in plan.excluded:
             report.excluded[name] = "recomputed" if name in ns else "not restored: replaying its cells did not rebuild it"
     _check_rebuilt_values(ns, journal.store, plan, report)
+    _restore_output_history(shell, journal.store, plan, report, records, as_of_cache)
+
+
+def _restore_output_history(
+    shell: Any, store: Any, plan: _Plan, report: RestoreReport, records: list[CellRecord], cache: dict
+) -> None:
+    """``Out[n]``, ``_n`` and ``_``/``__``/``___`` as the user left them (``Out[12]`` after a crash).
+
+    A result that was a variable's object is that variable's value after its cell
+    (the very object when it has not changed since); another was stored with its
+    cell's outcome, or is named as not kept.
+    """
+    ns = shell.user_ns
+    out = ns.get("Out")
+    if not isinstance(out, dict):
+        return
+    results: list[Any] = []
+    for record in records:
+        result = record.result
+        if not result or not record.store_history or record.status not in rec.REPLAYED_STATUSES:
+            continue
+        n = result["n"]
+        value: Any = _MISSING
+        if "alias" in result:
+            name = result["alias"]
+            state = plan.states.get(name)
+            if state is not None and state.bound_at <= record.seq and name in ns:
+                value = ns[name]  # not rebound since (changed in place at most): the very object, as Out[n] was
+            else:
+                value = _value_before(shell.user_module, store, name, record.seq + 1, cache)
+        elif "payload" in result:
+            try:
+                buffers = [bytearray(base64.b64decode(b)) for b in result.get("buffers", ())]
+                value = loads(result["method"], base64.b64decode(result["payload"]), buffers)["value"]
+            except Exception as exc:  # noqa: BLE001 - an output costs only itself
+                report.outputs_not_kept.append(f"Out[{n}] (it failed to load: {type(exc).__name__})")
+                results.append("")
+                continue
+        else:
+            report.outputs_not_kept.append(f"Out[{n}] ({result.get('dropped', 'not stored')})")
+            results.append("")  # _, __ and ___ keep their places: an output not kept leaves its place empty
+            continue
+        if value is _MISSING:
+            report.outputs_not_kept.append(f"Out[{n}] (its value is no longer stored)")
+            results.append("")
+            continue
+        out[n] = ns[f"_{n}"] = value
+        results.append(value)
+    hook = shell.displayhook
+    for name, value in zip(("___", "__", "_"), (["", "", ""] + results)[-3:]):
+        ns[name] = value
+        setattr(hook, name, value)
 
 
 def _check_rebuilt_values(ns: dict[str, Any], store: Any, plan: _Plan, report: RestoreReport) -> None:
@@ -1104,7 +1159,7 @@ def _random_state_at(records: list[CellRecord], seq: int) -> dict[str, Any] | No
 
 
 def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
-    """``In``, ``_i``, ``_ii``, ``_iii`` as the user left them (outputs are not kept)."""
+    """``In``, ``_i``, ``_ii``, ``_iii`` and ``_iN`` as the user left them (outputs: ``_restore_output_history``)."""
     history = shell.history_manager
     inputs = [""]
     for record in records:
@@ -1118,6 +1173,9 @@ def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
     history._iii, history._ii, history._i, history._i00 = recent[-4:]
     for name, code in zip(("_iii", "_ii", "_i"), recent[-3:]):
         shell.user_ns[name] = code
+    for number, code in enumerate(inputs):
+        if code:
+            shell.user_ns[f"_i{number}"] = code  # numbered inputs, as IPython keeps them
 
 
 def _replay_cell(shell: Any, record: CellRecord, random_state: dict[str, Any] | None) -> tuple[str, str] | None:

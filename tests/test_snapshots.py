@@ -166,13 +166,16 @@ def test_closures_lambdas_and_self_references(kernel) -> None:
 
 
 def test_a_variable_whose_class_changed_is_recomputed_or_named(kernel, tmp_path: Path) -> None:
-    (tmp_path / "mylib.py").write_text("class _Impl:\n    def __init__(self, v):\n        self.v = v\ndef make(v):\n    return _Impl(v)\nclass Gone:\n    pass\n")
+    # An installed library (the user's own modules keep the session's code: tests/test_local_modules.py).
+    library = tmp_path / "site-packages"
+    library.mkdir()
+    (library / "mylib.py").write_text("class _Impl:\n    def __init__(self, v):\n        self.v = v\ndef make(v):\n    return _Impl(v)\nclass Gone:\n    pass\n")
     k = kernel()
-    run(k, "import sys; sys.path.insert(0, '.')\nimport mylib\nthing = mylib.make(3)\nghost = mylib.Gone()\nfine = [1, 2]")
+    run(k, "import sys; sys.path.insert(0, 'site-packages')\nimport mylib\nthing = mylib.make(3)\nghost = mylib.Gone()\nfine = [1, 2]")
     k.kill()
     # The library changes incompatibly while the kernel is down.
-    (tmp_path / "mylib.py").write_text("class _Impl2:\n    def __init__(self, v):\n        self.v = v\ndef make(v):\n    return _Impl2(v)\n")
-    for cache in tmp_path.glob("__pycache__/mylib*"):
+    (library / "mylib.py").write_text("class _Impl2:\n    def __init__(self, v):\n        self.v = v\ndef make(v):\n    return _Impl2(v)\n")
+    for cache in library.glob("__pycache__/mylib*"):
         cache.unlink()
     k.start()
     summary = k.execute("pass").stderr
