@@ -156,7 +156,7 @@ def restore_local_modules(recorded: dict[str, dict[str, Any]] | None) -> dict[st
         if parent:
             try:
                 setattr(importlib.import_module(parent), child, sys.modules[name])
-            except Exception:  # noqa: BLE001 - the package itself no longer imports: the names tell
+            except Exception:  # noqa: BLE001, S110 - the package itself no longer imports: its names are lost and said so
                 pass
     return notes
 

@@ -46,7 +46,14 @@ from typing import Any
 from . import records as rec
 from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
 from .context import apply_process_context, apply_random_state
-from .definitions import DefinitionIndex, DefinitionReplayer, key_in_scope, old_versions, resolving, settle
+from .definitions import (
+    DefinitionIndex,
+    DefinitionReplayer,
+    key_in_scope,
+    old_versions,
+    resolving,
+    settle,
+)
 from .journal import Journal
 from .localmodules import restore_local_modules
 from .records import CellRecord

@@ -7,6 +7,10 @@ Each notebook in ``notebooks/`` tags one cell ``kill-kernel``, the point where t
   OOM killer ends, here e.g. a sleep). The harness SIGKILLs the kernel as soon as the cell has
   shown output (or died on its own); the cell must not finish.
 
+Every demo's kill-kernel cell is a code cell that SIGKILLs its own kernel a couple of seconds in, so
+a user's Run All (here: plain nbclient, no harness) crashes there within seconds and the notebook
+says what to do next; ``test_demo_notebook_run_top_to_bottom_crashes_within_seconds`` checks that.
+
 A fresh kernel then starts on the same session, as after a death in a frontend (jupyter_server's
 restarter calls ``restart_kernel(now=True)``; nbclient then needs a new client), and the rest of
 the notebook runs on it. Every cell after the kill must succeed, the first code cell after it
@@ -221,11 +225,9 @@ def check_poker_table(run: Run) -> None:
     assert "'ada': 90" in stream(table_after, "stdout")
     # bet's pot, kept in its default argument, came back and grew by 15.
     assert result(table_after) == "75"  # 10 + 25 + 25 + 15
-    # Everything was loaded from the store: no cell was replayed.
-    assert (
-        "Restored session 'poker_table'" in run.summary
-        and "replayed" not in run.summary
-    )
+    # Everything was loaded from the store: no cell was replayed (the one that killed the kernel is named).
+    assert "Restored session 'poker_table'" in run.summary
+    assert not re.search(r"Recomputed|Could not rebuild|replayed \d+ cell", run.summary), run.summary
 
 
 def check_crash_recovery(run: Run) -> None:
@@ -266,3 +268,38 @@ def test_demo_notebook_survives_a_kill(name: str, session_env, tmp_path: Path) -
     workdir.mkdir()
     run = run_with_kill(name, session_env(name), workdir, tmp_path)
     EXTRA_CHECKS[name](run)
+
+
+CRASH_WITHIN = 20  # seconds from the start of the kill-kernel cell to nbclient seeing the kernel dead
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_demo_notebook_run_top_to_bottom_crashes_within_seconds(name: str, session_env, tmp_path: Path) -> None:
+    """As a user runs it (Run All; here plain nbclient, no harness): the kill-kernel cell ends its own
+    kernel within seconds, nothing after it runs, and the rest runs on the kernel Jupyter starts next."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    kill_index = next(i for i, c in enumerate(nb.cells) if KILL_TAG in tags(c))
+    assert nb.cells[kill_index].cell_type == "code", f"{name}: the crash must be a cell that runs, not a note"
+    started: dict[int, float] = {}
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL_NAME,
+        timeout=CELL_TIMEOUT,
+        resources={"metadata": {"path": str(workdir)}},
+        on_cell_execute=lambda cell, cell_index: started.__setitem__(cell_index, time.monotonic()),
+    )
+    with pytest.raises(DeadKernelError):
+        client.execute(env=session_env(name))
+    died_after = time.monotonic() - started[kill_index]
+    print(f"{name}: the kernel died {died_after:.1f} s into the kill-kernel cell")
+    assert max(started) == kill_index, "cells after the crash ran on the dead kernel"
+    assert died_after < CRASH_WITHIN, f"the crash took {died_after:.0f} s"
+    # What the notebook tells the user to do next: run the cells below on the new kernel.
+    with client.setup_kernel(env=session_env(name)):
+        for index in range(kill_index + 1, len(nb.cells)):
+            client.execute_cell(nb.cells[index], index)
+    after = code_cells(nb.cells[kill_index + 1 :])
+    assert all(not errors(c) for c in after), [errors(c) for c in after]
+    assert "Restored session" in stream(after[0], "stderr")

@@ -418,8 +418,8 @@ def test_settings_survive_sigkill_and_come_before_replay(kernel) -> None:
     k = kernel()
     for cell in SETTING_CELLS:
         run(k, cell)
-    # Unstorable (a lock): rebuilt by replay, which must see the restored precision.
-    run(k, "import threading\nheld = (threading.Lock(), repr(np.array([1 / 3])), f'{decimal.Decimal(1) / 3}')")
+    # Unstorable (a generator; a lock is stored now, released): rebuilt by replay, which must see the restored precision.
+    run(k, "held = ((n for n in ()), repr(np.array([1 / 3])), f'{decimal.Decimal(1) / 3}')")
     summary = crash_and_restart(k)
     assert "Restored session" in summary and "Not restored" not in summary, summary
     assert k.evaluate("held[1:]") == "('array([0.33])', '0.3333333')"
