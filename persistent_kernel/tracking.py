@@ -158,7 +158,7 @@ def _notebook_code(value: Any, seen: set[int] | None = None) -> Iterator[types.C
             if callable(item):
                 yield from _notebook_code(item, seen)
         return
-    wrapped = getattr(value, "__wrapped__", None) if not issubclass(kind, type) else None
+    wrapped = _own_attribute(value, "__wrapped__") if not issubclass(kind, type) else None
     if wrapped is not None:  # functools.wraps, lru_cache, partial-like wrappers
         yield from _notebook_code(wrapped, seen)
     cls = value if issubclass(kind, type) else kind
@@ -175,6 +175,16 @@ def _notebook_code(value: Any, seen: set[int] | None = None) -> Iterator[types.C
                         yield accessor.__code__
             elif issubclass(type(func), types.FunctionType):
                 yield func.__code__
+
+
+def _own_attribute(obj: Any, name: str) -> Any:
+    """``obj.name`` from the object's own ``__dict__`` (where ``functools.wraps`` and ``lru_cache`` put
+    ``__wrapped__``), without running a user ``__getattr__`` or property: a checkpoint runs no user code."""
+    try:
+        state = object.__getattribute__(obj, "__dict__")
+    except Exception:  # noqa: BLE001 - no __dict__ (slots, builtins)
+        return None
+    return state.get(name) if type(state) is dict else None
 
 
 class ReadTracker:
