@@ -185,7 +185,7 @@ class Checkpointer:
             read |= self.reads.code_reads(ran, ns)
         read = {name for name in read if name in scan}
         if written or deleted:
-            self.definitions.note_cell(seq, self._definition_source(source), written, deleted)
+            self.definitions.note_cell(seq, source, written, deleted, self.shell.transform_cell)
         touched = written | read | (self.dirty & set(scan))
         retried = set(self.unlanded)  # a snapshot: the writer thread adds to the set
         if retried:
@@ -253,15 +253,6 @@ class Checkpointer:
         if serialized.buffers:
             encoded["buffers"] = [base64.b64encode(buffer).decode("ascii") for buffer in serialized.buffers]
         return encoded
-
-    def _definition_source(self, source: str) -> str:
-        """The cell as IPython ran it, when it may hold a ``def`` or ``class`` (else nothing to parse)."""
-        if not source or ("def" not in source and "class" not in source):
-            return ""
-        try:
-            return self.shell.transform_cell(source)
-        except Exception:  # noqa: BLE001 - an untransformable cell defines nothing we can replay
-            return ""
 
     def _record_checkout(self, checkpoint: Checkpoint) -> set[str]:
         """Point the names a checkout bound at their old versions; returns the names recorded.

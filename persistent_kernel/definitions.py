@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import re
 import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +67,9 @@ CLASS_FACTORIES = frozenset(
     {"namedtuple", "NamedTuple", "TypedDict", "NewType", "TypeVar", "ParamSpec", "TypeVarTuple", "make_dataclass",
      "Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"}
 )
+
+
+_MAY_DEFINE = re.compile("|".join(("def", "class", *sorted(CLASS_FACTORIES))))  # words a defining cell must hold
 
 
 def _is_simple_argument(node: ast.AST) -> bool:
@@ -140,8 +144,13 @@ def _bound_anywhere(tree: ast.Module) -> dict[str, int]:
     return counts
 
 
-@functools.lru_cache(maxsize=256)
 def defined_names(source: str) -> frozenset[str]:
+    """Names the cell binds by definitions only (see ``_defined_names``); none if it is not Python."""
+    return _defined_names(source) or frozenset()
+
+
+@functools.lru_cache(maxsize=256)
+def _defined_names(source: str) -> frozenset[str] | None:
     """Names the cell binds by ``def``/``class`` statements (or a class factory: ``namedtuple``) only.
 
     ``source`` is the cell as IPython runs it (magics transformed). A name also bound by
@@ -151,7 +160,7 @@ def defined_names(source: str) -> frozenset[str]:
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return frozenset()
+        return None
     counts = _bound_anywhere(tree)
     by_definitions: dict[str, int] = {}
     for stmt in tree.body:
@@ -186,14 +195,26 @@ class DefinitionIndex:
         self.namespace = namespace
         self.names: dict[str, tuple[int, Any]] = {}
 
-    def note_cell(self, seq: int, source: str, written: set[str], deleted: set[str]) -> None:
-        """After cell ``seq`` (``source`` transformed): forget rebound names, remember new definitions."""
+    def note_cell(
+        self, seq: int, source: str, written: set[str], deleted: set[str], transform: Callable[[str], str] | None = None
+    ) -> None:
+        """After cell ``seq``: forget rebound names, remember new definitions.
+
+        ``transform`` turns IPython syntax into Python, called only when ``source`` is not
+        plain Python (as ``tracking.ReadTracker`` does).
+        """
         for name in written | deleted:
             self.names.pop(name, None)
-        if not written or not source:
-            return
+        if not written or not source or not _MAY_DEFINE.search(source):
+            return  # no statement of the cell can define anything (the common cell: no parse)
+        names = _defined_names(source)
+        if names is None and transform is not None:
+            try:
+                names = _defined_names(transform(source))
+            except Exception:  # noqa: BLE001 - a cell IPython cannot transform defines nothing we can replay
+                names = None
         ns = self.namespace
-        for name in defined_names(source) & written:
+        for name in (names or frozenset()) & written:
             value = ns.get(name, _MISSING)
             if value is not _MISSING and is_definition_object(value):
                 self.names[name] = (seq, value)
@@ -437,11 +458,14 @@ def _apply_function_state(func: types.FunctionType, state: dict[str, Any]) -> No
 # -- resolving references: replay of definition statements ---------------------------------
 
 
+@dataclass
 class _Active:
+    """What resolves references now (inside ``resolving``), and the states waiting for ``settle``."""
+
     replayer: DefinitionReplayer | None = None
     live: DefinitionIndex | None = None
-    pending: list[tuple[Any, dict[str, Any]]] = []  # noqa: RUF012 - replaced, never mutated in place by two users
-    old = 0  # depth of old_versions()
+    pending: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    old: int = 0  # depth of old_versions()
 
 
 _active = _Active()
@@ -506,7 +530,7 @@ class DefinitionReplayer:
 
     ``record_of(seq)`` gives a journaled cell (its code and the names it read);
     ``value_before(name, seq)`` the stored value of a name as it stood before that
-    cell, or ``_MISSING``-like ``None`` tuple (see ``_bind_before``);
+    cell, as ``(found, value)``;
     ``guard()`` is entered while statements run (output suppressed, no file changes).
     """
 
@@ -550,11 +574,15 @@ class DefinitionReplayer:
         record = self.record_of(seq)
         cell = None
         if record is not None and record.code:
+            source, tree = record.code, None
             try:
-                source = self.shell.transform_cell(record.code)
-                tree = ast.parse(source)
-            except Exception:  # noqa: BLE001 - a cell that no longer parses defines nothing
-                tree = None
+                tree = ast.parse(source)  # as DefinitionIndex.note_cell read it: IPython's transform only if needed
+            except (SyntaxError, ValueError):
+                try:
+                    source = self.shell.transform_cell(record.code)
+                    tree = ast.parse(source)
+                except Exception:  # noqa: BLE001 - a cell that no longer parses defines nothing
+                    tree = None
             if tree is not None:
                 statements = [(stmt, _bound_by(stmt)) for stmt in tree.body if _is_definition_statement(stmt)]
                 filename = self._filename(source, record)

@@ -19,6 +19,7 @@ session runs.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import site
 import sys
@@ -66,7 +67,7 @@ _ROOTS = _installation_roots()
 def _fingerprint(module: Any) -> tuple[int, ...]:
     """Identities of the module's functions and classes: new objects after a reload."""
     values = getattr(module, "__dict__", {})
-    return tuple(id(v) for v in list(values.values())[:50] if callable(v))
+    return tuple(id(v) for v in itertools.islice(values.values(), 50) if callable(v))  # runs every cell: no copy
 
 
 @dataclass

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import records as rec
-from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
+from .checkpoint import MODULE, RECOMPUTE, STORED, NameState, is_atomic
 from .context import apply_process_context, apply_random_state
 from .definitions import (
     DefinitionIndex,
@@ -59,7 +59,7 @@ from .localmodules import restore_local_modules
 from .records import CellRecord
 from .serialize import dumps, loads
 from .store import is_landed
-from .tracking import reachable_ids
+from .tracking import instance_dict, reachable_ids
 
 _PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
 _LIST_AT_MOST = 5
@@ -623,7 +623,7 @@ def _share_with_rebuilt(ns: dict[str, Any], plan: _Plan, replayed: CellRecord, i
         version = plan.versions.get(plan.states[name].version) if name in plan.states else None
         contents = _contents(stored)
         alone = version is not None and version.get("names") == [name]
-        if alone and type(made) is type(stored) and contents is not _MISSING and _all_atomic(contents):
+        if alone and type(made) is type(stored) and contents is not _MISSING and _holds_only_atomic(contents):
             try:
                 _fill(made, contents)
             except Exception:  # noqa: BLE001
@@ -644,12 +644,12 @@ def _share_with_rebuilt(ns: dict[str, Any], plan: _Plan, replayed: CellRecord, i
             )
 
 
-def _all_atomic(contents: Any) -> bool:
-    items = contents.items() if isinstance(contents, dict) else ((c, None) for c in contents) if not isinstance(contents, bytes) else ()
-    return all(type(k) in _SHALLOW and type(v) in _SHALLOW for k, v in items)
-
-
-_SHALLOW = frozenset({int, float, complex, bool, str, bytes, type(None)})
+def _holds_only_atomic(contents: Any) -> bool:
+    """Contents (from ``_contents``) of small immutable values only: filling them in shares nothing."""
+    if type(contents) is bytes:
+        return True
+    values = [*contents.keys(), *contents.values()] if type(contents) is dict else contents
+    return all(is_atomic(value) for value in values)
 
 
 def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed: CellRecord) -> None:
@@ -783,8 +783,10 @@ def _contents(obj: Any) -> Any:
         return set(obj)
     if kind is bytearray:
         return bytes(obj)
-    if kind.__module__ == "__main__" and isinstance(vars(obj) if hasattr(obj, "__dict__") else None, dict) and not hasattr(kind, "__slots__"):
-        return dict(vars(obj))
+    if kind.__module__ == "__main__" and not any("__slots__" in vars(klass) for klass in kind.__mro__):
+        state = instance_dict(obj)
+        if state is not None:
+            return dict(state)
     return _MISSING
 
 
@@ -797,7 +799,7 @@ def _fill(obj: Any, contents: Any) -> None:
         obj.clear()
         obj.update(contents)
     else:
-        state = vars(obj)
+        state = instance_dict(obj)
         state.clear()
         state.update(contents)
 

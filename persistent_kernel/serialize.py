@@ -404,6 +404,9 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
         raise Unserializable(f"{obj!r} is a thread")
     if issubclass(kind, FUTURE_TYPES) and not obj.done():
         raise Unserializable(f"{obj!r} is not done: nothing would complete it after a restore")
+    mapped = _reduce_memmap(obj)
+    if mapped is not NotImplemented:
+        return mapped
     if bases:
         return _reduce_view(obj, bases)
     return NotImplemented
@@ -439,11 +442,8 @@ def _reduce_memmap(obj: Any) -> Any:
 
 
 def _by_reference(obj: Any, by_reference: ByReference | None) -> Any:
-    """A notebook definition the kernel can re-create from its cell: a reference (see ``definitions``);
-    a memory-mapped array: its mapping."""
-    if not is_definition_object(obj):
-        return _reduce_memmap(obj)
-    if by_reference is None:
+    """A notebook definition the kernel can re-create from its cell: a reference (see ``definitions``)."""
+    if by_reference is None or not is_definition_object(obj):
         return NotImplemented
     key = by_reference(obj)
     return NotImplemented if key is None else reduce_definition(obj, key)

@@ -164,6 +164,22 @@ def new_object(cls: type) -> Any:
     return cls.__new__(cls)
 
 
+def _init_semaphore(obj: Any, data: tuple, plain: type, bounded: type) -> None:
+    """A semaphore (threading or asyncio) with its counter, and its bound when it has one."""
+    value, bound = data
+    if bound is None:
+        plain.__init__(obj, value)
+    else:
+        bounded.__init__(obj, bound)
+        obj._value = value
+
+
+def _init_event(obj: Any, flag: bool, event: type) -> None:
+    event.__init__(obj)
+    if flag:
+        obj.set()
+
+
 def set_state(obj: Any, state: tuple) -> None:
     """Initialize a synchronization object from its stored ``(kind, data, own attributes)``."""
     tag, data, own = state
@@ -175,16 +191,9 @@ def set_state(obj: Any, state: tuple) -> None:
     elif tag == "condition":
         threading.Condition.__init__(obj, data)
     elif tag == "semaphore":
-        value, bound = data
-        if bound is None:
-            threading.Semaphore.__init__(obj, value)
-        else:
-            threading.BoundedSemaphore.__init__(obj, bound)
-            obj._value = value
+        _init_semaphore(obj, data, threading.Semaphore, threading.BoundedSemaphore)
     elif tag == "event":
-        threading.Event.__init__(obj)
-        if data:
-            obj.set()
+        _init_event(obj, data, threading.Event)
     elif tag == "barrier":
         parties, action, timeout, broken = data
         threading.Barrier.__init__(obj, parties, action, timeout)
@@ -198,16 +207,9 @@ def set_state(obj: Any, state: tuple) -> None:
     elif tag == "asyncio-lock":
         asyncio.Lock.__init__(obj)
     elif tag == "asyncio-event":
-        asyncio.Event.__init__(obj)
-        if data:
-            obj.set()
+        _init_event(obj, data, asyncio.Event)
     elif tag == "asyncio-semaphore":
-        value, bound = data
-        if bound is None:
-            asyncio.Semaphore.__init__(obj, value)
-        else:
-            asyncio.BoundedSemaphore.__init__(obj, bound)
-            obj._value = value
+        _init_semaphore(obj, data, asyncio.Semaphore, asyncio.BoundedSemaphore)
     elif tag == "asyncio-condition":
         asyncio.Condition.__init__(obj, data)
     elif tag == "asyncio-queue":

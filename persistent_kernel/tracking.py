@@ -177,14 +177,20 @@ def _notebook_code(value: Any, seen: set[int] | None = None) -> Iterator[types.C
                 yield func.__code__
 
 
-def _own_attribute(obj: Any, name: str) -> Any:
-    """``obj.name`` from the object's own ``__dict__`` (where ``functools.wraps`` and ``lru_cache`` put
-    ``__wrapped__``), without running a user ``__getattr__`` or property: a checkpoint runs no user code."""
+def instance_dict(obj: Any) -> dict[str, Any] | None:
+    """The object's own ``__dict__``, without running a user ``__getattr__`` or property (no user code)."""
     try:
         state = object.__getattribute__(obj, "__dict__")
     except Exception:  # noqa: BLE001 - no __dict__ (slots, builtins)
         return None
-    return state.get(name) if type(state) is dict else None
+    return state if type(state) is dict else None
+
+
+def _own_attribute(obj: Any, name: str) -> Any:
+    """``obj.name`` from the object's own ``__dict__`` (where ``functools.wraps`` and ``lru_cache`` put
+    ``__wrapped__``): a checkpoint runs no user code."""
+    state = instance_dict(obj)
+    return None if state is None else state.get(name)
 
 
 class ReadTracker:
