@@ -50,3 +50,7 @@ class Unauthentic(PersistenceError):
 
 class NotPrivate(StoreUnavailable):
     """A file of a store that someone else could change: a symlink, not a regular file, another user's, or writable by others."""
+
+
+class Unserializable(Exception):
+    """A value cannot be stored; the message says which object and why. The caller recomputes it (replay)."""

@@ -474,7 +474,8 @@ def _restore_output_history(
         elif "payload" in result:
             try:
                 buffers = [bytearray(base64.b64decode(b)) for b in result.get("buffers", ())]
-                value = loads(result["method"], base64.b64decode(result["payload"]), buffers)["value"]
+                with old_versions():  # a definition in it is the live one: its latest state stays
+                    value = loads(result["method"], base64.b64decode(result["payload"]), buffers)["value"]
             except Exception as exc:  # noqa: BLE001 - an output costs only itself
                 report.outputs_not_kept.append(f"Out[{n}] (it failed to load: {type(exc).__name__})")
                 results.append("")

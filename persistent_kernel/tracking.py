@@ -28,7 +28,7 @@ import gc
 import re
 import sys
 import types
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -151,7 +151,7 @@ def _notebook_code(value: Any, seen: set[int] | None = None) -> Iterator[types.C
         yield from _notebook_code(value.__func__, seen)
         return
     if issubclass(kind, (dict, list, tuple, set, frozenset)):
-        items = value.values() if issubclass(kind, dict) else value
+        items = dict.values(value) if issubclass(kind, dict) else contents(value, kind)
         for index, item in enumerate(items):
             if index >= _CONTAINER_SCAN:
                 break
@@ -242,19 +242,32 @@ class ReadTracker:
 _OPAQUE_MODULES = frozenset({"builtins", "itertools", "functools", "collections", "operator"})
 
 
+_SEQUENCES = (list, tuple, set, frozenset, deque)
+
+
+def contents(obj: Any, kind: type) -> Iterator[Any]:
+    """The items of a list, tuple, set, frozenset or deque (or a subclass's), through the built-in
+    type's own ``__iter__``: a subclass's ``__iter__`` is user code, and a checkpoint runs none."""
+    base = next(base for base in _SEQUENCES if issubclass(kind, base))
+    return base.__iter__(obj)
+
+
 def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
     """The objects an object holds that matter for identity between variables."""
     kind = type(obj)
     if issubclass(kind, dict):
         if obj is namespace:
             return ()
-        held: list[Any] = [*obj.keys(), *obj.values()]
-        factory = getattr(obj, "default_factory", None)  # defaultdict
+        # dict's own methods, never a subclass's keys() or __iter__ (user code)
+        held: list[Any] = [*dict.keys(obj), *dict.values(obj)]
+        factory = defaultdict.default_factory.__get__(obj) if issubclass(kind, defaultdict) else None
         if factory is not None:
             held.append(factory)
         return held + _instance_state(obj, kind) if kind is not dict else held
-    if issubclass(kind, (list, tuple, set, frozenset, deque)):
-        return list(obj) + _instance_state(obj, kind) if kind not in (list, tuple, set, frozenset) else obj
+    if issubclass(kind, _SEQUENCES):
+        if kind in (list, tuple, set, frozenset):
+            return obj
+        return list(contents(obj, kind)) + _instance_state(obj, kind)
     if issubclass(kind, types.FunctionType):
         if obj.__module__ != MAIN:
             return ()
@@ -282,6 +295,8 @@ def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
         if obj.dtype.hasobject:
             held.extend(obj.ravel().tolist())
         return held
+    if issubclass(kind, functools.partial):  # C fields and a __dict__: the generic walk would miss .func
+        return [obj.func, *obj.args, *obj.keywords.values(), *(instance_dict(obj) or {}).values()]
     if kind.__module__ in _OPAQUE_MODULES and not hasattr(obj, "__dict__"):
         return [r for r in gc.get_referents(obj) if not issubclass(type(r), (type, types.ModuleType))]
     held = [kind] if kind.__module__ == MAIN else []  # instances of one notebook class share that class
@@ -289,20 +304,30 @@ def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
 
 
 def _instance_state(obj: Any, kind: type) -> list[Any]:
-    """Attribute values: ``__dict__`` and the ``__slots__`` of every class in the MRO."""
-    held: list[Any] = []
-    state = getattr(obj, "__dict__", None)
-    if isinstance(state, dict):
-        held.extend(state.values())
+    """Attribute values: ``__dict__`` and the ``__slots__`` of every class in the MRO (no user code)."""
+    held = list((instance_dict(obj) or {}).values())
+    held.extend(slot_values(obj, kind).values())
+    return held
+
+
+def slot_values(obj: Any, kind: type) -> dict[str, Any]:
+    """The object's set ``__slots__`` by name, read through their descriptors (no user ``__getattribute__``)."""
+    values: dict[str, Any] = {}
     for klass in kind.__mro__:
         slots = vars(klass).get("__slots__", ())
         for slot in (slots,) if isinstance(slots, str) else slots:
-            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
-                try:
-                    held.append(getattr(obj, slot))
-                except AttributeError:
-                    pass
-    return held
+            if not isinstance(slot, str) or slot in ("__dict__", "__weakref__"):
+                continue
+            # a private name is mangled with the class that declares it (__x -> _Klass__x)
+            name = f"_{klass.__name__.lstrip('_')}{slot}" if slot.startswith("__") and not slot.endswith("__") else slot
+            descriptor = vars(klass).get(name)
+            if descriptor is None or name in values:
+                continue
+            try:
+                values[name] = descriptor.__get__(obj, kind)
+            except AttributeError:
+                continue  # an unset slot
+    return values
 
 
 def _cell_has_contents(cell: types.CellType) -> bool:
