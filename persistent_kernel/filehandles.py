@@ -49,9 +49,11 @@ def reduce_file(handle: Any) -> tuple:
             return (reopen_file, (path, mode, 0, encoding, errors, True, options))
         options = _file_options(handle)
         path = _file_path(handle, raw)
-        position = _file_position(handle, path, mode)  # first: a text file's flush() would re-enable a wrong tell()
+        position, after_next = _file_position(handle, path, mode)  # first: a text file's flush() would re-enable a wrong tell()
         if handle.writable():
             handle.flush()
+        if after_next and position is not None:
+            options["after_next"] = as_next_left_it(handle, position)
     except (OSError, ValueError) as exc:  # a detached wrapper, a failing flush, ...
         raise Unserializable(f"{handle!r} cannot be stored: {type(exc).__name__}: {exc}") from None
     return (reopen_file, (path, mode, position, encoding, errors, False, options))
@@ -138,18 +140,19 @@ def _translates(decoder: Any, encoding: str) -> bool:
         decoder.setstate(state)
 
 
-def _file_position(handle: Any, path: str, mode: str) -> Any:
+def _file_position(handle: Any, path: str, mode: str) -> tuple[Any, bool]:
+    """The position to reopen at, and whether ``next()`` had disabled ``tell()`` (see ``as_next_left_it``)."""
     appending = "a" in mode
     if appending and not handle.readable():
-        return None  # writes go to the end (O_APPEND) wherever the handle is
+        return None, False  # writes go to the end (O_APPEND) wherever the handle is
     try:
-        return handle.tell()
+        return handle.tell(), False
     except OSError as exc:
         if not issubclass(type(handle), io.TextIOWrapper) or "disabled by next()" not in str(exc):
             if appending:
-                return None
+                return None, False
             raise Unserializable(f"the position of {path} cannot be read: {exc}") from None
-    return _untellable_text_position(handle, path, appending)
+    return _untellable_text_position(handle, path, appending), True
 
 
 def _stateless_encoding(encoding: str) -> bool:
@@ -208,6 +211,38 @@ def _untellable_text_position(handle: Any, path: str, appending: bool) -> Any:
         position = max(0, end - len(text.encode(handle.encoding, handle.errors or "strict")))
     handle.seek(position)
     return position
+
+
+def as_next_left_it(handle: Any, position: int) -> bool:
+    """Put a text handle at ``position`` as ``next()`` leaves it: ``tell()`` refused, as before it was stored.
+
+    ``seek`` (how the position was found) makes ``tell()`` work again; a program
+    that relies on the refusal would see the checkpoint. The line that ends at
+    ``position`` is read again with ``next()``, which leaves the handle right there
+    with ``tell()`` disabled. False (the handle left at ``position``, ``tell()``
+    working) when the position is not at the end of a line that reads back the same.
+    """
+    if position <= 0 or not handle.readable():
+        return False
+    low = max(0, position - 65536)
+    data = os.pread(handle.fileno(), position - low, low)
+    if not data.endswith((b"\n", b"\r")):
+        return False
+    body = data[:-2] if data.endswith(b"\r\n") else data[:-1]
+    cut = max(body.rfind(b"\n"), body.rfind(b"\r"))
+    if cut < 0 and low > 0:
+        return False  # a line longer than the window: not worth a guess
+    try:
+        expected = data[cut + 1 :].decode(handle.encoding, handle.errors or "strict")
+    except UnicodeDecodeError:
+        return False
+    if _text_newline(handle) is None:  # universal newlines, translated
+        expected = expected.replace("\r\n", "\n").replace("\r", "\n")
+    handle.seek(low + cut + 1)
+    if next(handle, None) == expected:
+        return True
+    handle.seek(position)
+    return False
 
 
 def _find_text_start(handle: Any, end: int, text: str, at_eof: bool) -> int | None:
@@ -279,6 +314,8 @@ def reopen_file(
         handle.close()
     elif position is not None and (not appending or "+" in mode):
         handle.seek(position)
+        if options.get("after_next"):
+            as_next_left_it(handle, position)
     return handle
 
 

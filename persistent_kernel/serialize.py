@@ -43,6 +43,7 @@ from .definitions import is_definition_object, reduce_definition
 from .errors import Unserializable
 from .filehandles import FILE_TYPES, reduce_file, reopen_file  # noqa: F401 - reopen_file: stores name serialize.reopen_file
 from .instances import reduce_instance
+from .shellrefs import shell_object, shell_objects
 from .syncobjects import FUTURE_TYPES, SYNC_TYPES, THREAD_TYPES, reduce_sync
 from .tracking import is_notebook_defined
 
@@ -168,8 +169,13 @@ class _Reducers:
     bases: dict[int, Any]
     by_reference: ByReference | None
     honour_hooks: bool = False
+    read_from_memory: bool = False  # an instance was stored without its class's own hooks
+    shell_parts: dict[int, str] = field(default_factory=shell_objects)
 
     def reduce(self, obj: Any, dill: bool) -> Any:
+        path = self.shell_parts.get(id(obj))
+        if path is not None:
+            return (shell_object, (path,))
         reduced = _by_reference(obj, self.by_reference)
         if reduced is not NotImplemented:
             return reduced
@@ -178,6 +184,7 @@ class _Reducers:
         if not self.honour_hooks:
             reduced = reduce_instance(obj)
             if reduced is not NotImplemented:
+                self.read_from_memory = True
                 return reduced
         return _refuse_or_reduce(obj, self.bases)
 
@@ -250,12 +257,15 @@ def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Se
     references to their definitions (``definitions.DefinitionIndex.key_of``); the
     others are stored by value.
     """
+    reducers = _Reducers(_array_bases(values), by_reference)
     try:
-        return _dumps(values, _Reducers(_array_bases(values), by_reference))
+        return _dumps(values, reducers)
     except Unserializable:
+        if not reducers.read_from_memory:
+            raise
         # A notebook class's own hooks may leave out what cannot be stored (a
         # connection its __setstate__ opens again): they get a turn, and run.
-        return _dumps(values, _Reducers(_array_bases(values), by_reference, honour_hooks=True))
+        return _dumps(values, _Reducers(reducers.bases, by_reference, honour_hooks=True))
 
 
 def _dumps(values: dict[str, Any], reducers: _Reducers) -> Serialized:

@@ -628,9 +628,17 @@ class IPythonDisplaySettings(Provider):
     @staticmethod
     def _now(shell: Any) -> dict[str, Any]:
         now: dict[str, Any] = {}
-        formatter = shell.display_formatter.formatters.get("text/plain")
-        if formatter is not None:
-            now["precision"] = formatter.float_precision
+        display = shell.display_formatter
+        # IPython makes its formatters at the first display, from the config of that moment
+        # (a `%config PlainTextFormatter...` before it applies, after it not): never make them early.
+        if display.trait_has_value("formatters"):
+            formatter = display.formatters.get("text/plain")
+            if formatter is not None:
+                now["precision"] = formatter.float_precision
+        else:
+            from IPython.core.formatters import PlainTextFormatter
+
+            now["precision"] = PlainTextFormatter.float_precision.default_value
         tb = getattr(shell, "InteractiveTB", None)
         if tb is not None:
             now["xmode"] = tb.mode

@@ -32,6 +32,8 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from .shellrefs import shell_objects
+
 # IPython's own bookkeeping in the user namespace: never persisted as user state.
 _IPYTHON_NAME = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|_ih|_oh|_dh|In|Out|get_ipython|exit|quit)$")
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
@@ -342,6 +344,7 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
     """Identities of the non-atomic objects a variable reaches (itself included)."""
     seen: set[int] = set()
     stack = [value]
+    shell_parts = shell_objects()  # leaves: the shell reaches everything (see shellrefs)
     while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
         obj = stack.pop()
         kind = type(obj)  # type(), not isinstance(): a user __class__ property may lie or raise
@@ -355,6 +358,8 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
         if ident in seen:
             continue
         seen.add(ident)
+        if ident in shell_parts:
+            continue
         if kind.__module__ == MAIN:
             # Record the notebook class at once: even if the walk budget runs out
             # before its turn, its instances stay grouped with it (isinstance holds).

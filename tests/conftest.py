@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from persistent_kernel.authentication import KEY_ENV
-from persistent_kernel.driver import KernelDriver
+from persistent_kernel.driver import Execution, KernelDriver
 from persistent_kernel.session import resolve_session
 from persistent_kernel.store import Store
 
@@ -66,10 +66,11 @@ def kernel(session_env: Callable[..., dict[str, str]], tmp_path: Path) -> Iterat
                 driver.km.shutdown_kernel(now=True)
 
 
-def run(driver: KernelDriver, code: str, **kwargs) -> None:
+def run(driver: KernelDriver, code: str, **kwargs) -> Execution:
     """Execute a cell and insist that it succeeded."""
     result = driver.execute(textwrap.dedent(code), **kwargs)
     assert result.status == "ok", f"{code!r} failed: {result.ename}: {result.evalue}"
+    return result
 
 
 def crash_and_restart(driver: KernelDriver) -> str:

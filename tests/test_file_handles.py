@@ -272,3 +272,31 @@ def test_old_stored_handles_still_load(tmp_path: Path) -> None:
     assert h.read() == "cdef"
     h.close()
     assert reopen_file(str(path), "a", 6, "utf-8", "strict", True).closed
+
+
+@pytest.mark.parametrize("newline", [None, "", "\n"])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+@pytest.mark.parametrize("stop_after", [1, 2, 5])
+def test_a_text_handle_left_by_next_is_left_so_by_storing_and_comes_back_so(
+    tmp_path: Path, newline: str | None, encoding: str, ending: str, stop_after: int
+) -> None:
+    # Stock Python refuses tell() after next() until a seek; storing the handle must not
+    # change that (a checkpoint has no observable effect), and the restored one refuses too.
+    path = tmp_path / "lines.txt"
+    path.write_bytes(ending.join(f"line{i} é" for i in range(8)).encode(encoding) + ending.encode())
+    reference = path.open(encoding=encoding, newline=newline)
+    live = path.open(encoding=encoding, newline=newline)
+    for handle in (reference, live):
+        for count, _line in enumerate(handle, start=1):
+            if count == stop_after:
+                break
+    stored = dumps({"fh": live})
+    back = loads(stored.method, stored.payload, stored.buffers)["fh"]
+    expected = reference.read()
+    for handle in (live, back):
+        with pytest.raises(OSError, match="disabled by next"):
+            handle.tell()
+        assert handle.read() == expected
+    for handle in (reference, live, back):
+        handle.close()
