@@ -564,50 +564,101 @@ class LoggingLevels(Provider):
         return []
 
 
-class InterpreterLimits(Provider):
-    """``sys.setrecursionlimit`` and ``sys.set_int_max_str_digits`` (where it exists)."""
+def _int_max_str_digits() -> Any:
+    digits = getattr(sys, "get_int_max_str_digits", None)
+    return digits() if digits else None
+
+
+def _set_int_max_str_digits(value: Any) -> None:
+    if not hasattr(sys, "set_int_max_str_digits"):
+        raise ValueError("this Python has no such limit")
+    sys.set_int_max_str_digits(int(value))
+
+
+def _socket_timeout() -> Any:
+    import socket
+
+    return socket.getdefaulttimeout()
+
+
+def _set_socket_timeout(value: Any) -> None:
+    import socket
+
+    socket.setdefaulttimeout(value)
+
+
+def _gc_threshold() -> list[int]:
+    import gc
+
+    return list(gc.get_threshold())
+
+
+def _set_gc_threshold(value: Any) -> None:
+    import gc
+
+    gc.set_threshold(*(int(v) for v in value))
+
+
+def _gc_enabled() -> bool:
+    import gc
+
+    return gc.isenabled()
+
+
+def _set_gc_enabled(value: Any) -> None:
+    import gc
+
+    (gc.enable if value else gc.disable)()
+
+
+# name -> (read, write): process-wide interpreter settings a cell can change.
+_INTERPRETER_SETTINGS: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
+    "recursionlimit": (sys.getrecursionlimit, lambda value: sys.setrecursionlimit(int(value))),
+    "int_max_str_digits": (_int_max_str_digits, _set_int_max_str_digits),
+    "switchinterval": (sys.getswitchinterval, lambda value: sys.setswitchinterval(float(value))),
+    "socket_default_timeout": (_socket_timeout, _set_socket_timeout),
+    "gc_threshold": (_gc_threshold, _set_gc_threshold),
+    "gc_enabled": (_gc_enabled, _set_gc_enabled),
+}
+
+
+class InterpreterSettings(Provider):
+    """``sys.setrecursionlimit``, ``sys.set_int_max_str_digits``, ``sys.setswitchinterval``,
+    ``socket.setdefaulttimeout``, ``gc.set_threshold`` and ``gc.disable()``: one table, read and written alike."""
 
     name = "sys"
 
     def __init__(self) -> None:
         self.rebase(None)
-        self._seen: tuple[int, int | None] | None = None
+        self._seen: tuple[Any, ...] | None = None
         self._state: dict[str, Any] | None = None
 
     @staticmethod
-    def _now() -> tuple[int, int | None]:
-        digits = getattr(sys, "get_int_max_str_digits", None)
-        return sys.getrecursionlimit(), digits() if digits else None
+    def _now() -> dict[str, Any]:
+        return {name: read() for name, (read, _) in _INTERPRETER_SETTINGS.items()}
 
     def rebase(self, shell: Any) -> None:
         self._baseline = self._now()
 
     def capture(self, shell: Any) -> dict[str, Any] | None:
         now = self._now()
-        if now != self._seen:
-            recursion, digits = now
-            self._seen = now
-            self._state = _state_of(
-                recursionlimit=recursion if recursion != self._baseline[0] else None,
-                int_max_str_digits=digits if digits != self._baseline[1] else None,
-            )
+        key = tuple(repr(v) for v in now.values())
+        if key != self._seen:
+            self._seen = key
+            self._state = _state_of(**{name: value for name, value in now.items() if value != self._baseline.get(name)})
         return self._state
 
     def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
-        state = state or {}
+        wanted = {**self._baseline, **(state or {})}
+        now = self._now()
         problems = []
-        limit = state.get("recursionlimit", self._baseline[0])
-        try:
-            if sys.getrecursionlimit() != limit:
-                sys.setrecursionlimit(int(limit))
-        except (RecursionError, ValueError) as exc:
-            problems.append(f"recursion limit {limit} ({exc})")
-        digits = state.get("int_max_str_digits", self._baseline[1])
-        if digits is not None:
-            if hasattr(sys, "set_int_max_str_digits"):
-                sys.set_int_max_str_digits(int(digits))
-            else:
-                problems.append("int_max_str_digits (this Python has no such limit)")
+        for name, value in wanted.items():
+            if name not in _INTERPRETER_SETTINGS or now.get(name) == value:
+                continue
+            try:
+                _INTERPRETER_SETTINGS[name][1](value)
+            except (RecursionError, ValueError, TypeError) as exc:
+                problems.append(f"{name} {value!r} ({exc})")
         self._seen = None
         return problems
 
@@ -919,7 +970,7 @@ def default_providers() -> list[Provider]:
     # IPython's %precision also sets numpy's print precision: it goes first, numpy's own settings after.
     return [
         IPythonDisplaySettings(),
-        InterpreterLimits(),
+        InterpreterSettings(),
         WarningsFilters(),
         LoggingLevels(),
         DecimalContext(),

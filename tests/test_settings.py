@@ -223,17 +223,30 @@ def test_logging_capture_sees_every_setlevel(shell: Any, registry: st.SettingsRe
     assert provider.capture(shell) == {"levels": {"pk.test.c": 30}}
 
 
-def test_interpreter_limits(shell: Any, registry: st.SettingsRegistry) -> None:
+def test_interpreter_settings(shell: Any, registry: st.SettingsRegistry) -> None:
+    import gc
+    import socket
+
     def change() -> None:
         sys.setrecursionlimit(2345)
         if hasattr(sys, "set_int_max_str_digits"):
             sys.set_int_max_str_digits(12345)
+        sys.setswitchinterval(0.002)
+        socket.setdefaulttimeout(7.5)
+        gc.set_threshold(1000, 20, 30)
+        gc.disable()
 
     def read() -> Any:
-        return sys.getrecursionlimit(), getattr(sys, "get_int_max_str_digits", lambda: None)()
+        digits = getattr(sys, "get_int_max_str_digits", lambda: None)()
+        return sys.getrecursionlimit(), digits, sys.getswitchinterval(), socket.getdefaulttimeout(), gc.get_threshold(), gc.isenabled()
 
-    state = roundtrip(shell, st.InterpreterLimits, change, read)
-    assert state["recursionlimit"] == 2345
+    try:
+        state = roundtrip(shell, st.InterpreterSettings, change, read)
+    finally:
+        gc.enable()
+        socket.setdefaulttimeout(None)
+    assert state["recursionlimit"] == 2345 and state["socket_default_timeout"] == 7.5
+    assert state["gc_threshold"] == [1000, 20, 30] and state["gc_enabled"] is False and state["switchinterval"] == 0.002
 
 
 # -- class 9 ----------------------------------------------------------------------------
@@ -339,7 +352,7 @@ class _Broken(st.Provider):
 
 def test_a_failing_provider_is_skipped_and_named(shell: Any, registry: st.SettingsRegistry) -> None:
     sys.setrecursionlimit(1234)
-    broken = st.SettingsRegistry([_Broken("eyes"), _Broken("hands", capture=False), st.InterpreterLimits()])
+    broken = st.SettingsRegistry([_Broken("eyes"), _Broken("hands", capture=False), st.InterpreterSettings()])
     broken.rebase(shell)
     sys.setrecursionlimit(4321)
     captured = json.loads(json.dumps(broken.capture(shell)))
