@@ -46,6 +46,7 @@ from .instances import reduce_instance
 from .shellrefs import shell_object, shell_objects
 from .syncobjects import FUTURE_TYPES, SYNC_TYPES, THREAD_TYPES, reduce_sync
 from .tracking import is_notebook_defined
+from .weakrefs import is_weak, reduce_weak
 
 PROTOCOL = 5
 
@@ -115,6 +116,8 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
         return reduce_sync(obj)
     if issubclass(kind, THREAD_TYPES):
         raise Unserializable(f"{obj!r} is a thread")
+    if is_weak(obj):  # made again around the referents stored with it: see weakrefs
+        return reduce_weak(obj)
     if issubclass(kind, FUTURE_TYPES) and not obj.done():
         raise Unserializable(f"{obj!r} is not done: nothing would complete it after a restore")
     mapped = _reduce_memmap(obj)

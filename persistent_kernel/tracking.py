@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .shellrefs import shell_objects
+from .weakrefs import is_weak, weak_referents
 
 # IPython's own bookkeeping in the user namespace: never persisted as user state.
 _IPYTHON_NAME = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|_ih|_oh|_dh|In|Out|get_ipython|exit|quit)$")
@@ -257,6 +258,8 @@ def contents(obj: Any, kind: type) -> Iterator[Any]:
 def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
     """The objects an object holds that matter for identity between variables."""
     kind = type(obj)
+    if is_weak(obj):  # its referents: stored with it, so it points at them after a restore
+        return weak_referents(obj)
     if issubclass(kind, dict):
         if obj is namespace:
             return ()
