@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tracking import instance_dict
+
 MAIN = "__main__"
 _MISSING = object()
 _LRU_WRAPPER = type(functools.lru_cache(lambda: None))
@@ -275,6 +277,12 @@ def _is_data(value: Any) -> bool:
     return not hasattr(kind, "__get__")  # property, classmethod, staticmethod, slots, tuplegetter …
 
 
+def _member_data(member: Any) -> dict[str, Any]:
+    """An Enum member's own attributes, without the ``_sunder_``/``__dunder__`` ones Enum keeps there."""
+    own = instance_dict(member) or {}
+    return {k: v for k, v in own.items() if not (k.startswith("_") and k.endswith("_")) and _is_data(v)}
+
+
 def _is_enum_class(cls: type) -> bool:
     enum = sys.modules.get("enum")
     return enum is not None and issubclass(type(cls), enum.EnumMeta)
@@ -285,11 +293,20 @@ def definition_state(obj: Any) -> dict[str, Any] | None:
     kind = type(obj)
     state: dict[str, Any] = {}
     if issubclass(kind, type):
-        if _is_enum_class(obj):
-            return None  # members are made by the definition; nothing else may be set on an Enum
-        attrs = {k: v for k, v in vars(obj).items() if not (k.startswith("__") and k.endswith("__")) and k != "_abc_impl" and _is_data(v)}
+        # An Enum's members and its _sunder_ bookkeeping are made by the definition (and
+        # may not be set again); other attributes set on it later are data like any class's.
+        made = set(obj._member_map_) if _is_enum_class(obj) else set()
+        attrs = {
+            k: v
+            for k, v in vars(obj).items()
+            if not (k.startswith("_") and k.endswith("_")) and k != "_abc_impl" and k not in made and _is_data(v)
+        }
         if attrs:
             state["attrs"] = attrs
+        members = {name: _member_data(member) for name, member in obj.__dict__.get("_member_map_", {}).items()} if made else {}
+        members = {name: data for name, data in members.items() if data}
+        if members:
+            state["members"] = members  # `Color.RED.note = ...`: a member is the definition's, its attributes data
         registered = _abc_registry(obj)
         if registered:
             state["abc_registered"] = registered  # `Base.register(list)`: virtual subclasses
@@ -437,6 +454,10 @@ def _set_state(obj: Any, state: dict[str, Any]) -> None:
     if issubclass(kind, type):
         for name, value in state.get("attrs", {}).items():
             setattr(obj, name, value)
+        for name, data in state.get("members", {}).items():
+            member = obj.__dict__.get("_member_map_", {}).get(name)
+            if member is not None:
+                object.__getattribute__(member, "__dict__").update(data)
         for subclass in state.get("abc_registered", ()):
             obj.register(subclass)
         return

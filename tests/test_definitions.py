@@ -12,6 +12,7 @@ import contextlib
 import io
 import itertools
 import pickle
+import enum
 import textwrap
 import types
 from typing import Any
@@ -413,3 +414,23 @@ def test_shared_closure_cells_and_stateful_decorators_survive_sigkill(kernel) ->
     driver.start()
     out = driver.execute("deposit(5); print(get_balance(), square.seen, p(), square.seen, show(1), show('a'))")
     assert out.stdout == "15 2 25 3 int any\n", out.stderr
+
+
+@pytest.mark.parametrize("flavour", ["Enum", "IntEnum", "Flag", "StrEnum"])
+def test_an_enums_later_attributes_and_its_members_attributes_are_data(flavour: str) -> None:
+    if flavour == "StrEnum" and not hasattr(enum, "StrEnum"):
+        pytest.skip("StrEnum is Python 3.11+")
+    value = {"Enum": "1", "IntEnum": "1", "Flag": "1", "StrEnum": "'r'"}[flavour]
+    shell, index, records = _session(
+        [
+            f"import enum\nclass Base(enum.{flavour}):\n    def describe(self):\n        return self.name.lower()\nclass Color(Base):\n    RED = {value}",
+            "Color.RED.note = 'noted'\nColor.RED.seen = [1]\nBase.late = 'late'\nColor.counter = 3",
+        ]
+    )
+    ns = shell.user_ns
+    stored = dumps({"Color": ns["Color"], "Base": ns["Base"], "red": ns["Color"].RED}, index.key_of)
+    restored, _ = _restore(records, stored)
+    color = restored["Color"]
+    assert restored["red"] is color.RED and color.RED.note == "noted" and color.RED.seen == [1]
+    assert restored["Base"].late == "late" and color.late == "late" and color.counter == 3
+    assert color.RED.describe() == "red" and issubclass(color, restored["Base"])
