@@ -165,6 +165,10 @@ def _notebook_code(value: Any, seen: set[int] | None = None) -> Iterator[types.C
     if wrapped is not None:  # functools.wraps, lru_cache, partial-like wrappers
         yield from _notebook_code(wrapped, seen)
     cls = value if issubclass(kind, type) else kind
+    if issubclass(kind, type) and kind.__module__ == MAIN:
+        # A notebook metaclass runs when a class is made from this one (`class Csv(Plugin)`):
+        # its __new__/__init__ filling a registry is code the cell calls.
+        yield from _notebook_code(kind, seen)
     if getattr(cls, "__module__", None) != MAIN:
         return
     for klass in cls.__mro__:

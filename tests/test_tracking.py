@@ -35,6 +35,20 @@ def test_reads_widen_through_notebook_functions_classes_and_instances() -> None:
     assert tracker.reads("%time add(1)", ns, transform=lambda s: "get_ipython().run_line_magic('time', 'add(1)')") == set()
 
 
+def test_a_class_statement_reads_what_its_metaclass_and_bases_hooks_read() -> None:
+    # `class Csv(Plugin)` runs PluginMeta.__new__/__init__ and Plugin.__init_subclass__:
+    # the registries they fill are read (and so checked for changes) by that cell.
+    ns = notebook(
+        "REGISTRY = {}\nORDER = []\nSEEN = []\n"
+        "class Meta(type):\n    def __new__(m, name, bases, body):\n        cls = super().__new__(m, name, bases, body)\n"
+        "        REGISTRY[name] = cls\n        return cls\n    def __init__(cls, *a):\n        ORDER.append(cls)\n"
+        "class Plugin(metaclass=Meta):\n    def __init_subclass__(cls, **kw):\n        SEEN.append(cls)\n"
+    )
+    tracker = ReadTracker()
+    assert tracker.reads("class Csv(Plugin):\n    key = 'csv'", ns) >= {"Plugin", "REGISTRY", "ORDER", "SEEN"}
+    assert tracker.reads("class Other(metaclass=Meta):\n    pass", ns) >= {"Meta", "REGISTRY", "ORDER"}
+
+
 def test_identity_scan_sees_rebinding_and_deletion_but_not_ipython_names() -> None:
     ns = {"a": [1], "b": 2, "_i3": "code", "Out": {}, "__name__": "__main__", "preset": 1}
     hidden = {"preset": ns["preset"]}
