@@ -321,8 +321,10 @@ def restore_session(
     if definitions is not None:
         definitions.adopt(replayer.resolved)
 
-    if context and records and report.replayed:
-        apply_process_context(shell, context)  # a replayed `%cd` or `sys.path` edit is not the session's last word
+    if context and records:
+        # Again, now that the namespace is back: a replayed `%cd` or `sys.path` edit is not the
+        # session's last word, and settings holding code refer to notebook variables (codesettings).
+        report.context_problems = apply_process_context(shell, context)
     # The state after the last cell: what a cell after it would have found.
     random_state = _random_state_at(records, records[-1].seq + 1)
     if random_state:

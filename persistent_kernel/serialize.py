@@ -28,11 +28,13 @@ recomputes them.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,7 +273,28 @@ def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Se
         return _dumps(values, _Reducers(reducers.bases, by_reference, honour_hooks=True))
 
 
+@contextlib.contextmanager
+def _warnings_kept_out() -> Any:
+    """Warnings raised while a checkpoint pickles (dill's PicklingWarning, a reducer's
+    DeprecationWarning) never reach the cell's output: a checkpoint has no observable effect.
+
+    Not ``warnings.catch_warnings()``: changing the filters clears every module's record of
+    warnings already shown, so a warning the user saw once would show again after each cell.
+    """
+    shown = warnings.showwarning
+    warnings.showwarning = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def _dumps(values: dict[str, Any], reducers: _Reducers) -> Serialized:
+    with _warnings_kept_out():
+        return _dumps_quietly(values, reducers)
+
+
+def _dumps_quietly(values: dict[str, Any], reducers: _Reducers) -> Serialized:
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
     method = "pickle"

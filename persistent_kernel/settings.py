@@ -32,6 +32,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .provider import Provider
+
 UNSTORED = "unstored"  # a state's {what: why} for settings that cannot be kept as JSON
 FAILED = "failed"  # in place of a state whose capture raised
 
@@ -81,21 +83,6 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - an array-like comparison: not the same
         return False
-
-
-class Provider:
-    """One library's or facility's settings. Subclasses set ``name`` and override ``capture``/``apply``."""
-
-    name = ""
-
-    def rebase(self, shell: Any) -> None:
-        """Take the settings as they are now as the kernel's own (start-up is done, nothing restored yet)."""
-
-    def capture(self, shell: Any) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
-        raise NotImplementedError
 
 
 def _unstored_problems(state: dict[str, Any] | None) -> list[str]:
@@ -967,6 +954,11 @@ class SettingsRegistry:
 
 
 def default_providers() -> list[Provider]:
+    from .codesettings import (  # settings that hold code (pickled with names)
+        DisplayFormatters,
+        EventCallbacks,
+    )
+
     # IPython's %precision also sets numpy's print precision: it goes first, numpy's own settings after.
     return [
         IPythonDisplaySettings(),
@@ -980,6 +972,8 @@ def default_providers() -> list[Provider]:
         IPythonAliases(),
         AutoreloadMode(),
         DirectoryHistory(),
+        DisplayFormatters(),
+        EventCallbacks(),
     ]
 
 
