@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import sys
+import threading
 from typing import Any
 
 from .provider import Provider
@@ -38,10 +39,20 @@ def dump_with_names(value: Any, namespace: dict[str, Any]) -> dict[str, str]:
 
     names = _notebook_names(namespace)
 
+    streams = {id(sys.stdout): "stdout", id(sys.stderr): "stderr"}
+    lock_types = {type(threading.Lock()): "Lock", type(threading.RLock()): "RLock"}
+
     class NamingPickler(dill.Pickler):
         def persistent_id(self, obj: Any) -> Any:
             name = names.get(id(obj))
-            return None if name is None else ("ns", name)
+            if name is not None:
+                return ("ns", name)
+            stream = streams.get(id(obj))
+            if stream is not None:
+                return ("sys", stream)  # the running kernel's streams, whatever they are then
+            lock = lock_types.get(type(obj))
+            # A handler's lock comes back new and free (dill's RLock comes back held by no one, for ever).
+            return None if lock is None else ("new", lock)
 
     stream = io.BytesIO()
     pickler = NamingPickler(stream, protocol=5, recurse=False, byref=False)
@@ -56,6 +67,10 @@ def load_with_names(state: dict[str, str], namespace: dict[str, Any]) -> Any:
     class NamingUnpickler(dill.Unpickler):
         def persistent_load(self, pid: Any) -> Any:
             kind, name = pid
+            if kind == "sys" and name in ("stdout", "stderr"):
+                return getattr(sys, name)
+            if kind == "new" and name in ("Lock", "RLock"):
+                return getattr(threading, name)()
             if kind != "ns" or name not in namespace:
                 raise _NotBoundYet(name)
             return namespace[name]
@@ -204,3 +219,108 @@ class EventCallbacks(Provider):
         for event, callback in wanted:
             shell.events.register(event, callback)
         return []
+
+
+_LOGGER_DEFAULTS: tuple[list[Any], list[Any], bool, bool] = ([], [], True, False)
+
+
+class LoggerHandlers(Provider):
+    """Handlers and filters the notebook put on its loggers, and their ``propagate`` and ``disabled``.
+
+    Levels are ``settings.LoggingLevels``'. Only the root logger and loggers that are no
+    module's (``getLogger('app')``, not ``getLogger('urllib3')``) are kept: what a library
+    does to its own loggers at import it does again when the restore imports it. Each
+    logger's handlers and filters are pickled on their own, the namespace's objects (the
+    handler ``h``, the ``StringIO`` it writes to) as names, ``sys.stdout``/``sys.stderr``
+    as the running kernel's; one that cannot be is named by the restore, the rest kept.
+    """
+
+    name = "loggers"
+
+    def __init__(self) -> None:
+        self._baseline: dict[str, tuple[list[Any], list[Any], bool, bool]] = {}
+        self._seen: Any = None
+        self._state: dict[str, Any] | None = None
+
+    @staticmethod
+    def _loggers() -> dict[str, Any]:
+        import logging
+
+        found = {"": logging.getLogger()}
+        for name, logger in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger) and not _is_a_module_logger(name):
+                found[name] = logger
+        return found
+
+    def rebase(self, shell: Any) -> None:
+        self._baseline = {
+            name: (list(logger.handlers), list(logger.filters), logger.propagate, logger.disabled) for name, logger in self._loggers().items()
+        }
+        self._seen = None
+
+    def _changed(self) -> dict[str, tuple[list[Any], list[Any], bool, bool]]:
+        changed = {}
+        for name, logger in self._loggers().items():
+            handlers, filters, propagate, disabled = self._baseline.get(name, _LOGGER_DEFAULTS)
+            now = (list(logger.handlers), list(logger.filters), logger.propagate, logger.disabled)
+            if not (_same_items(now[0], handlers) and _same_items(now[1], filters) and now[2] == propagate and now[3] == disabled):
+                changed[name] = now
+        return changed
+
+    def capture(self, shell: Any) -> dict[str, Any] | None:
+        changed = self._changed()
+        key = tuple(
+            (name, tuple((id(h), id(getattr(h, "formatter", None)), getattr(h, "level", 0)) for h in now[0]), tuple(map(id, now[1])), now[2], now[3])
+            for name, now in changed.items()
+        )
+        if key == self._seen:
+            return self._state
+        namespace = getattr(shell, "user_ns", None) or {}
+        loggers: dict[str, Any] = {}
+        unstored: dict[str, str] = {}
+        for name, (handlers, filters, propagate, disabled) in changed.items():
+            entry: dict[str, Any] = {"propagate": propagate, "disabled": disabled}
+            try:
+                entry["attached"] = dump_with_names((handlers, filters), namespace)
+            except Exception as exc:  # noqa: BLE001 - named in the summary
+                unstored[f"handlers of logger {name or 'root'}"] = f"{type(exc).__name__}: {exc}"
+            loggers[name] = entry
+        self._seen = key
+        self._state = {key_: value for key_, value in (("loggers", loggers), ("unstored", unstored)) if value} or None
+        return self._state
+
+    def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
+        import logging
+
+        self._seen = None
+        state = state or {}
+        namespace = getattr(shell, "user_ns", None) or {}
+        problems = [f"{what} ({why}, not stored)" for what, why in (state.get("unstored") or {}).items()]
+        wanted = state.get("loggers") or {}
+        for name, logger in self._loggers().items():  # what the session did not do is undone (a replay's too)
+            if name not in wanted:
+                handlers, filters, propagate, disabled = self._baseline.get(name, _LOGGER_DEFAULTS)
+                logger.handlers[:], logger.filters[:] = handlers, filters
+                logger.propagate, logger.disabled = propagate, disabled
+        for name, entry in wanted.items():
+            logger = logging.getLogger(name or None)
+            logger.propagate, logger.disabled = entry["propagate"], entry["disabled"]
+            if "attached" not in entry:
+                continue
+            try:
+                handlers, filters = load_with_names(entry["attached"], namespace)
+            except Exception as exc:  # noqa: BLE001 - a name not bound yet (the first apply), or gone
+                problems.append(f"handlers of logger {name or 'root'} ({_described(exc)})")
+                continue
+            logger.handlers[:], logger.filters[:] = handlers, filters
+        return problems
+
+
+def _same_items(a: list[Any], b: list[Any]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _is_a_module_logger(name: str) -> bool:
+    """``getLogger(__name__)`` of an imported library (a notebook's own ``__name__`` is ``__main__``)."""
+    top = name.split(".")[0]
+    return top != "__main__" and top in sys.modules

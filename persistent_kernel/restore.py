@@ -1329,7 +1329,7 @@ def quiet_output(shell: Any) -> Iterator[list[Any]]:
     sink = io.StringIO()
     _replaying.active = True
     try:
-        with _quiet_fds(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), no_file_changes():
+        with _quiet_fds(), _muted_streams(sink), no_file_changes():
             yield tracebacks
     finally:
         _replaying.active = False
@@ -1337,6 +1337,32 @@ def quiet_output(shell: Any) -> Iterator[list[Any]]:
         del shell._showtraceback
         for obj in hooks:
             obj.unregister_hook(drop)
+
+
+@contextlib.contextmanager
+def _muted_streams(sink: io.StringIO) -> Iterator[None]:
+    """Replayed code writes into ``sink``, yet ``sys.stdout`` and ``sys.stderr`` stay the kernel's own objects.
+
+    What a replayed cell keeps of a stream (``logging.StreamHandler(sys.stdout)``, a default
+    argument ``file=sys.stdout``, a progress bar) must be the stream it kept in the original
+    run, so the streams are muted in place (their ``write`` shadowed on the instance) rather
+    than swapped; a stream that refuses that (a C-level file) is swapped for the sink as before.
+    """
+    with contextlib.ExitStack() as stack:
+        for name, redirect in (("stdout", contextlib.redirect_stdout), ("stderr", contextlib.redirect_stderr)):
+            stream = getattr(sys, name)
+            try:
+                stream.write = sink.write
+            except (AttributeError, TypeError):
+                stack.enter_context(redirect(sink))
+            else:
+                stack.callback(_unmute, stream)
+        yield
+
+
+def _unmute(stream: Any) -> None:
+    with contextlib.suppress(AttributeError):
+        del stream.write
 
 
 @contextlib.contextmanager

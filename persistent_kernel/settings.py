@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .codesettings import DisplayFormatters, EventCallbacks, LoggerHandlers, dump_with_names, load_with_names
 from .provider import Provider
 
 UNSTORED = "unstored"  # a state's {what: why} for settings that cannot be kept as JSON
@@ -204,10 +205,12 @@ class NumpyOptions(Provider):
         numpy = sys.modules.get("numpy")
         if numpy is None or not hasattr(numpy, "get_printoptions"):
             return None
-        printing, errors = numpy.get_printoptions(), numpy.geterr()
-        if self._seen is not None and (printing, errors) == self._seen:
+        printing, errors, errcall = numpy.get_printoptions(), numpy.geterr(), numpy.geterrcall()
+        if self._seen is not None and (printing, errors) == self._seen[:2] and errcall is self._seen[2]:
             return self._state
+        namespace = getattr(shell, "user_ns", None) or {}
         options: dict[str, Any] = {}
+        code: dict[str, Any] = {}  # settings that are functions (a formatter's lambdas, errcall)
         unstored: dict[str, str] = {}
         for key, value in printing.items():
             if key in _NUMPY_PRINT_DEFAULTS and _same(value, _NUMPY_PRINT_DEFAULTS[key]):
@@ -215,10 +218,18 @@ class NumpyOptions(Provider):
             try:
                 options[key] = to_json(value)
             except Unstorable as exc:
-                unstored[f"printoptions {key}"] = "functions" if key == "formatter" else str(exc)
+                try:
+                    code[f"printoptions {key}"] = dump_with_names(value, namespace)
+                except Exception as dump_exc:  # noqa: BLE001 - named in the summary
+                    unstored[f"printoptions {key}"] = f"{exc} ({type(dump_exc).__name__})"
+        if errcall is not None:
+            try:
+                code["seterrcall"] = dump_with_names(errcall, namespace)
+            except Exception as exc:  # noqa: BLE001
+                unstored["seterrcall"] = f"{type(exc).__name__}: {exc}"
         err = {key: value for key, value in errors.items() if _NUMPY_ERR_DEFAULTS.get(key) != value}
-        self._seen = (printing, errors)
-        self._state = _state_of(printoptions=options, seterr=err, unstored=unstored)
+        self._seen = (printing, errors, errcall)
+        self._state = _state_of(printoptions=options, seterr=err, code=code, unstored=unstored)
         return self._state
 
     def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
@@ -230,12 +241,25 @@ class NumpyOptions(Provider):
         current = numpy.get_printoptions()
         printing = {key: value for key, value in _NUMPY_PRINT_DEFAULTS.items() if key in current}
         printing.update({key: from_json(value) for key, value in (state.get("printoptions") or {}).items()})
+        namespace = getattr(shell, "user_ns", None) or {}
+        errcall = None
+        for what, pickled in (state.get("code") or {}).items():
+            try:
+                value = load_with_names(pickled, namespace)
+            except Exception as exc:  # noqa: BLE001 - a name not bound yet (the first apply), or gone
+                problems.append(f"numpy {what} ({type(exc).__name__}: {exc})")
+                continue
+            if what == "seterrcall":
+                errcall = value
+            else:
+                printing[what.removeprefix("printoptions ")] = value
         try:
             numpy.set_printoptions(**printing)
         except Exception as exc:  # noqa: BLE001
             problems.append(f"printoptions ({type(exc).__name__}: {exc})")
         try:
             numpy.seterr(**{**_NUMPY_ERR_DEFAULTS, **(state.get("seterr") or {})})
+            numpy.seterrcall(errcall)
         except Exception as exc:  # noqa: BLE001
             problems.append(f"seterr ({type(exc).__name__}: {exc})")
         self._seen = None
@@ -411,20 +435,23 @@ class WarningsFilters(Provider):
         self._seen = None
 
     @staticmethod
-    def _encode(entry: tuple) -> list[Any] | None:
+    def _encode(entry: tuple, namespace: dict[str, Any]) -> list[Any] | None:
         action, message, category, module, lineno = entry
-        category_name = _class_name(category)
-        if category_name is None:
-            return None
+        category_name: Any = _class_name(category)
+        if category_name is None:  # a class defined in a cell: pickled, the class stored as its name
+            try:
+                category_name = dump_with_names(category, namespace)
+            except Exception:  # noqa: BLE001 - named in the summary by the caller
+                return None
         return [action, getattr(message, "pattern", message), category_name, getattr(module, "pattern", module), lineno]
 
     @staticmethod
-    def _decode(encoded: list[Any]) -> tuple:
+    def _decode(encoded: list[Any], namespace: dict[str, Any]) -> tuple:
         action, message, category, module, lineno = encoded
         return (
             action,
             re.compile(message, re.IGNORECASE) if message else None,  # as warnings.filterwarnings compiles them
-            _resolve_class(category),
+            load_with_names(category, namespace) if isinstance(category, dict) else _resolve_class(category),
             re.compile(module) if module else None,
             int(lineno),
         )
@@ -433,6 +460,7 @@ class WarningsFilters(Provider):
         filters = warnings.filters
         if self._seen is not None and filters == self._seen:
             return self._state
+        namespace = getattr(shell, "user_ns", None) or {}
         baseline = self._baseline
         kept = [entry for entry in baseline if entry in filters]
         first_kept = filters.index(kept[0]) if kept else len(filters)
@@ -442,13 +470,13 @@ class WarningsFilters(Provider):
         for index, entry in enumerate(filters):
             if entry in baseline:
                 continue
-            encoded = self._encode(entry)
+            encoded = self._encode(entry, namespace)
             if encoded is None:
                 category = getattr(entry[2], "__qualname__", repr(entry[2]))
-                unstored[f"filter {entry[0]} {category}"] = "its category cannot be named outside the cell"
+                unstored[f"filter {entry[0]} {category}"] = "its category cannot be stored"
             else:
                 (front if index < first_kept else back).append(encoded)
-        removed = [encoded for entry in baseline if entry not in filters and (encoded := self._encode(entry)) is not None]
+        removed = [encoded for entry in baseline if entry not in filters and (encoded := self._encode(entry, namespace)) is not None]
         self._seen = list(filters)
         self._state = _state_of(front=front, back=back, removed=removed, unstored=unstored)
         return self._state
@@ -456,20 +484,24 @@ class WarningsFilters(Provider):
     def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
         state = state or {}
         problems = _unstored_problems(state)
+        namespace = getattr(shell, "user_ns", None) or {}
 
         def decoded(entries: Iterable[list[Any]]) -> list[tuple]:
             out = []
             for encoded in entries:
                 try:
-                    out.append(self._decode(encoded))
-                except Exception as exc:  # noqa: BLE001 - a category whose module is gone
-                    problems.append(f"filter {encoded[0]} {encoded[2]} ({type(exc).__name__}: {exc})")
+                    out.append(self._decode(encoded, namespace))
+                except Exception as exc:  # noqa: BLE001 - a category whose module is gone, or not bound yet
+                    category = encoded[2] if isinstance(encoded[2], str) else "of a notebook class"
+                    problems.append(f"filter {encoded[0]} {category} ({type(exc).__name__}: {exc})")
             return out
 
         front, back, removed = decoded(state.get("front") or ()), decoded(state.get("back") or ()), decoded(state.get("removed") or ())
         # Exactly the session's filters: the start-up ones it did not remove between the ones it
         # added. Filters no state can hold (a category defined in a cell) stay where they are.
-        unnamed = [entry for entry in warnings.filters if entry not in self._baseline and self._encode(entry) is None]
+        unnamed = [
+            entry for entry in warnings.filters if entry not in self._baseline and entry not in front + back and self._encode(entry, namespace) is None
+        ]
         kept = [entry for entry in self._baseline if entry not in removed]
         warnings.filters[:] = front + unnamed + kept + back
         mutated = getattr(warnings, "_filters_mutated", None)
@@ -654,7 +686,7 @@ class InterpreterSettings(Provider):
 
 
 class IPythonDisplaySettings(Provider):
-    """``%precision``, ``%xmode`` (and ``--show``/``--hide``), ``%pdb``, ``%automagic``."""
+    """``%precision``, ``%xmode`` (and ``--show``/``--hide``), ``%pdb``, ``%automagic``, ``%autocall``."""
 
     name = "IPython"
 
@@ -683,6 +715,7 @@ class IPythonDisplaySettings(Provider):
             now["xmode_skip_hidden"] = bool(getattr(tb, "skip_hidden", True))
         now["pdb"] = bool(shell.call_pdb)
         now["automagic"] = bool(shell.magics_manager.auto_magic)
+        now["autocall"] = int(shell.autocall)
         return now
 
     def rebase(self, shell: Any) -> None:
@@ -712,6 +745,7 @@ class IPythonDisplaySettings(Provider):
             "xmode_skip_hidden": lambda value: setattr(shell.InteractiveTB, "skip_hidden", bool(value)),
             "pdb": lambda value: setattr(shell, "call_pdb", bool(value)),
             "automagic": lambda value: setattr(shell.magics_manager, "auto_magic", bool(value)),
+            "autocall": lambda value: setattr(shell, "autocall", int(value)),
         }
         for name, value in wanted.items():
             if name in setters and now.get(name) != value:
@@ -721,6 +755,103 @@ class IPythonDisplaySettings(Provider):
                     problems.append(f"{name} {value!r} ({type(exc).__name__}: {exc})")
         self._seen = None
         return problems
+
+
+class IPythonConfig(Provider):
+    """``%config Class.trait = value``: the shell's config sections that differ from start-up.
+
+    Applied as the magic applies it: ``update_config`` on each of the shell's configurables
+    (a formatter not made yet reads it from the shell's config when it is made).
+    """
+
+    name = "config"
+
+    def __init__(self) -> None:
+        self._baseline: dict[str, dict[str, Any]] = {}
+        self._seen: Any = None
+        self._state: dict[str, Any] | None = None
+
+    @staticmethod
+    def _sections(shell: Any) -> dict[str, dict[str, Any]]:
+        config = getattr(shell, "config", None) or {}
+        return {name: dict(section) for name, section in config.items() if isinstance(section, dict)}
+
+    def rebase(self, shell: Any) -> None:
+        if shell is not None:
+            self._baseline = self._sections(shell)
+            self._seen = None
+
+    def capture(self, shell: Any) -> dict[str, Any] | None:
+        if shell is None:
+            return None
+        sections = self._sections(shell)
+        key = repr(sections)
+        if key == self._seen:
+            return self._state
+        changed: dict[str, dict[str, Any]] = {}
+        unstored: dict[str, str] = {}
+        for name, section in sections.items():
+            for trait, value in section.items():
+                if _same(self._baseline.get(name, {}).get(trait, _MISSING), value):
+                    continue
+                try:
+                    changed.setdefault(name, {})[trait] = to_json(value)
+                except Unstorable as exc:
+                    unstored[f"{name}.{trait}"] = str(exc)
+        self._seen = key
+        self._state = _state_of(sections=changed, unstored=unstored)
+        return self._state
+
+    def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
+        if shell is None:
+            return []
+        from traitlets.config import Config, Configurable
+
+        self._seen = None
+        problems = _unstored_problems(state)
+        wanted = (state or {}).get("sections") or {}
+        now = self._sections(shell)
+        update = Config()
+        for name, section in now.items():  # what the session set and does not want: back to start-up or the default
+            for trait in section:
+                if trait not in wanted.get(name, {}) and not _same(self._baseline.get(name, {}).get(trait, _MISSING), section[trait]):
+                    if trait in self._baseline.get(name, {}):
+                        update[name][trait] = self._baseline[name][trait]
+                    else:
+                        default = _trait_default(shell, name, trait)
+                        del shell.config[name][trait]
+                        if default is not _MISSING:
+                            update[name][trait] = default
+        for name, section in wanted.items():
+            for trait, value in section.items():
+                update[name][trait] = from_json(value)
+        if not update:
+            return problems
+        for configurable in shell.configurables:
+            if not isinstance(configurable, Configurable):
+                continue
+            try:
+                configurable.update_config(update)
+            except Exception as exc:  # noqa: BLE001 - one class's trait costs only itself
+                problems.append(f"{type(configurable).__name__} ({type(exc).__name__}: {exc})")
+        for name, section in now.items():  # defaults were applied, not configured
+            for trait in list(section):
+                if trait not in wanted.get(name, {}) and trait not in self._baseline.get(name, {}):
+                    shell.config[name].pop(trait, None)
+        return problems
+
+
+_MISSING = object()
+
+
+def _trait_default(shell: Any, section: str, trait: str) -> Any:
+    for configurable in shell.configurables:
+        for cls in type(configurable).__mro__:
+            if cls.__name__ == section and hasattr(cls, "class_traits"):
+                found = cls.class_traits().get(trait)
+                if found is not None:
+                    return found.default()
+    return _MISSING
 
 
 class IPythonAliases(Provider):
@@ -954,21 +1085,18 @@ class SettingsRegistry:
 
 
 def default_providers() -> list[Provider]:
-    from .codesettings import (  # settings that hold code (pickled with names)
-        DisplayFormatters,
-        EventCallbacks,
-    )
-
     # IPython's %precision also sets numpy's print precision: it goes first, numpy's own settings after.
     return [
         IPythonDisplaySettings(),
         InterpreterSettings(),
         WarningsFilters(),
         LoggingLevels(),
+        LoggerHandlers(),
         DecimalContext(),
         NumpyOptions(),
         PandasOptions(),
         MatplotlibRcParams(),
+        IPythonConfig(),
         IPythonAliases(),
         AutoreloadMode(),
         DirectoryHistory(),

@@ -119,6 +119,106 @@ def test_event_callbacks(shell: Any) -> None:
     assert fresh.apply(shell, None) == []
 
 
+def test_numpy_formatter_and_errcall_are_kept_with_their_names(shell: Any) -> None:
+    import numpy
+
+    from persistent_kernel.settings import NumpyOptions
+
+    provider = NumpyOptions()
+    cell(
+        shell,
+        """
+        import numpy as np
+        errors = []
+        def tag(v): return f"<{v}>"
+        np.set_printoptions(formatter={"int": tag, "float": lambda v: f"~{v:.1f}"})
+        np.seterrcall(lambda kind, flag: errors.append(kind))
+        _ = np.seterr(divide="call")
+        """,
+    )
+    state = json.loads(json.dumps(provider.capture(shell)))
+    assert set(state["code"]) == {"printoptions formatter", "seterrcall"} and "unstored" not in state
+    assert provider.apply(shell, None) == []
+    assert numpy.geterrcall() is None and repr(numpy.arange(2)) == "array([0, 1])"
+    fresh = NumpyOptions()
+    saved = shell.user_ns.pop("tag")
+    problems = fresh.apply(shell, state)
+    assert [p.split(" (")[0] for p in problems] == ["numpy printoptions formatter"], "not bound yet: named, the rest applied"
+    assert numpy.geterrcall() is not None
+    shell.user_ns["tag"] = saved
+    assert fresh.apply(shell, state) == []
+    cell(shell, "print(np.arange(2), np.array([1.5]))\nnp.array([1.0]) / 0")
+    assert repr(numpy.arange(2)) == "array([<0>, <1>])"
+    assert numpy.get_printoptions()["formatter"]["int"] is shell.user_ns["tag"], "a named function is the namespace's"
+    assert shell.user_ns["errors"] == ["divide by zero"], "errcall appends to the namespace's list"
+    assert fresh.apply(shell, None) == [] and numpy.geterrcall() is None
+
+
+def test_warnings_filter_with_a_notebook_category(shell: Any) -> None:
+    import warnings
+
+    from persistent_kernel.settings import WarningsFilters
+
+    provider = WarningsFilters()
+    provider.rebase(shell)
+    cell(shell, "import warnings\nclass Noisy(UserWarning): pass\nwarnings.filterwarnings('error', category=Noisy)")
+    state = json.loads(json.dumps(provider.capture(shell)))
+    assert "unstored" not in state and len(state["front"]) == 1
+    assert provider.apply(shell, None) == []
+    assert all(entry[2] is not shell.user_ns["Noisy"] for entry in warnings.filters)
+    fresh = WarningsFilters()
+    fresh.rebase(shell)
+    assert fresh.apply(shell, state) == []
+    assert warnings.filters[0][2] is shell.user_ns["Noisy"], "the category is the namespace's class"
+    assert fresh.apply(shell, state) == [] and sum(entry[2] is shell.user_ns["Noisy"] for entry in warnings.filters) == 1
+    result = shell.run_cell("warnings.warn('x', Noisy)", store_history=False)
+    assert type(result.error_in_exec).__name__ == "Noisy"
+    assert fresh.apply(shell, None) == []
+
+
+def test_logger_handlers_filters_propagate(shell: Any) -> None:
+    import logging
+
+    provider = cs.LoggerHandlers()
+    provider.rebase(shell)
+    assert provider.capture(shell) is None
+    cell(
+        shell,
+        """
+        import io, logging, sys
+        buf = io.StringIO()
+        class OnlyOdd(logging.Filter):
+            def filter(self, record): return record.args[0] % 2 == 1
+        app = logging.getLogger("nb_app")
+        app.addHandler(logging.StreamHandler(buf))
+        app.addHandler(logging.StreamHandler(sys.stdout))
+        app.addFilter(OnlyOdd())
+        app.propagate = False
+        logging.getLogger("nb_quiet").disabled = True
+        logging.getLogger("json.fake").propagate = False  # a library's logger: the library's own business
+        """,
+    )
+    state = json.loads(json.dumps(provider.capture(shell)))
+    assert set(state["loggers"]) == {"nb_app", "nb_quiet"}
+    assert provider.capture(shell) is provider.capture(shell), "unchanged: the same object"
+    assert provider.apply(shell, None) == []
+    app = logging.getLogger("nb_app")
+    assert (app.handlers, app.filters, app.propagate, logging.getLogger("nb_quiet").disabled) == ([], [], True, False)
+    fresh = cs.LoggerHandlers()
+    fresh.rebase(shell)
+    saved = shell.user_ns.pop("buf")
+    assert [p.split(" (")[0] for p in fresh.apply(shell, state)] == ["handlers of logger nb_app"], "not bound yet"
+    shell.user_ns["buf"] = saved
+    assert fresh.apply(shell, state) == [] and fresh.apply(shell, state) == []
+    assert len(app.handlers) == 2 and app.handlers[0].stream is shell.user_ns["buf"] and app.handlers[1].stream is sys.stdout
+    assert app.propagate is False and logging.getLogger("nb_quiet").disabled is True
+    for i in range(4):
+        app.warning("n=%d", i)
+    assert shell.user_ns["buf"].getvalue() == "n=1\nn=3\n", "the filter (a notebook class) came back"
+    assert fresh.apply(shell, None) == [] and app.handlers == []
+    logging.getLogger("json.fake").propagate = True
+
+
 @pytest.mark.slow
 def test_formatters_and_callbacks_survive_sigkill(kernel) -> None:
     k = kernel()

@@ -172,9 +172,9 @@ def test_warnings_filters(shell: Any, registry: st.SettingsRegistry) -> None:
     assert len(state["removed"]) == 1
 
 
-def test_warnings_filter_with_a_cell_category_is_named(shell: Any, registry: st.SettingsRegistry) -> None:
+def test_warnings_filter_whose_category_cannot_be_stored_is_named(shell: Any, registry: st.SettingsRegistry) -> None:
     class LocalWarning(UserWarning):
-        pass
+        pending = (n for n in range(3))  # a generator: no pickler can store this class
 
     provider = st.WarningsFilters()
     provider.rebase(shell)
@@ -183,11 +183,11 @@ def test_warnings_filter_with_a_cell_category_is_named(shell: Any, registry: st.
     captured = json.loads(json.dumps(st.SettingsRegistry([provider]).capture(shell)))
     assert captured["warnings"]["front"] == [["error", None, "builtins:UserWarning", None, 0]]  # kept all the same
     assert list(captured["warnings"]["unstored"]) == [
-        "filter ignore test_warnings_filter_with_a_cell_category_is_named.<locals>.LocalWarning"
+        "filter ignore test_warnings_filter_whose_category_cannot_be_stored_is_named.<locals>.LocalWarning"
     ]
     problems = st.SettingsRegistry([st.WarningsFilters()]).apply(shell, captured)
     assert len(problems) == 1 and problems[0].startswith("settings of warnings (filter ignore ")
-    assert "cannot be named" in problems[0]
+    assert "cannot be stored" in problems[0]
     warnings.filters[:] = [entry for entry in warnings.filters if entry[2] is not LocalWarning]
 
 
@@ -259,13 +259,26 @@ def test_ipython_precision_xmode_pdb_automagic(shell: Any, registry: st.Settings
         shell.run_line_magic("xmode", "--show")
         shell.run_line_magic("pdb", "on")
         shell.run_line_magic("automagic", "off")
+        shell.run_line_magic("autocall", "2")
 
     def read() -> Any:
         formatter = shell.display_formatter.formatters["text/plain"]
-        return formatter(3.14159265), shell.InteractiveTB.mode, shell.InteractiveTB.skip_hidden, shell.call_pdb, shell.automagic
+        return formatter(3.14159265), shell.InteractiveTB.mode, shell.InteractiveTB.skip_hidden, shell.call_pdb, shell.automagic, shell.autocall
 
     state = roundtrip(shell, st.IPythonDisplaySettings, change, read)
-    assert state == {"precision": "3", "xmode": "Plain", "xmode_skip_hidden": False, "pdb": True, "automagic": False}
+    assert state == {"precision": "3", "xmode": "Plain", "xmode_skip_hidden": False, "pdb": True, "automagic": False, "autocall": 2}
+
+
+def test_ipython_config_magic(shell: Any, registry: st.SettingsRegistry) -> None:
+    def change() -> None:
+        shell.run_line_magic("config", "PlainTextFormatter.max_seq_length = 4")
+        shell.run_line_magic("config", "HistoryManager.db_cache_size = 7")
+
+    def read() -> Any:
+        return shell.display_formatter.formatters["text/plain"](list(range(10))), shell.history_manager.db_cache_size
+
+    state = roundtrip(shell, st.IPythonConfig, change, read)
+    assert state == {"sections": {"PlainTextFormatter": {"max_seq_length": 4}, "HistoryManager": {"db_cache_size": 7}}}
 
 
 def test_ipython_aliases(shell: Any, registry: st.SettingsRegistry) -> None:
