@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from .provider import Provider
+from .quiet import warnings_kept_out
 
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None))
 
@@ -57,7 +58,8 @@ def dump_with_names(value: Any, namespace: dict[str, Any]) -> dict[str, str]:
     stream = io.BytesIO()
     pickler = NamingPickler(stream, protocol=5, recurse=False, byref=False)
     pickler._main = sys.modules["__main__"]
-    pickler.dump(value)
+    with warnings_kept_out():
+        pickler.dump(value)
     return {"payload": base64.b64encode(stream.getvalue()).decode("ascii")}
 
 
@@ -91,6 +93,11 @@ def _is_notebook_code(func: Any) -> bool:
         return getattr(func, "__module__", None) == "__main__"
     except Exception:  # noqa: BLE001 - an exotic callable
         return False
+
+
+def _is_the_notebooks(value: Any) -> bool:
+    """Notebook code, an object of a notebook class, or plain data (what a library adds is neither)."""
+    return _is_notebook_code(value) or _is_notebook_code(type(value)) or type(value).__module__ == "builtins" and not callable(value)
 
 
 def _described(exc: Exception) -> str:
@@ -324,3 +331,100 @@ def _is_a_module_logger(name: str) -> bool:
     """``getLogger(__name__)`` of an imported library (a notebook's own ``__name__`` is ``__main__``)."""
     top = name.split(".")[0]
     return top != "__main__" and top in sys.modules
+
+
+class ProcessRegistries(Provider):
+    """Names a cell put in ``builtins`` and reducers it registered with ``copyreg.pickle``.
+
+    Both are process-wide tables a later cell reads without naming where they came from
+    (``helper()`` found in builtins, ``pickle.dumps`` using the reducer). What the kernel and
+    IPython put there (``get_ipython``, ``exit``, ``display`` …) is the start-up baseline's.
+    """
+
+    name = "registries"
+    _SHELL_BUILTINS = frozenset({"exit", "quit", "get_ipython", "display", "__IPYTHON__"})
+
+    def __init__(self) -> None:
+        self._seen: Any = None
+        self._state: dict[str, Any] | None = None
+        self.rebase(None)  # a provider never rebased still knows what is not the session's
+
+    def rebase(self, shell: Any) -> None:
+        import builtins
+        import copyreg
+
+        self._builtins = dict(vars(builtins))
+        self._reducers = dict(copyreg.dispatch_table)
+        self._seen = None
+
+    def _added(self) -> tuple[dict[str, Any], dict[Any, Any]]:
+        import builtins
+        import copyreg
+
+        names = {
+            name: value
+            for name, value in vars(builtins).items()
+            if name not in self._SHELL_BUILTINS
+            and not name.startswith("_")
+            and (name not in self._builtins or self._builtins[name] is not value)
+            and _is_the_notebooks(value)
+        }
+        reducers = {
+            cls: reducer
+            for cls, reducer in copyreg.dispatch_table.items()
+            if self._reducers.get(cls) is not reducer and (_is_notebook_code(reducer) or _is_notebook_code(cls))
+        }
+        return names, reducers
+
+    def capture(self, shell: Any) -> dict[str, Any] | None:
+        names, reducers = self._added()
+        key = (tuple((name, id(value)) for name, value in names.items()), tuple((id(c), id(r)) for c, r in reducers.items()))
+        if key == self._seen:
+            return self._state
+        namespace = getattr(shell, "user_ns", None) or {}
+        state: dict[str, Any] = {}
+        unstored: dict[str, str] = {}
+        for part, added in (("builtins", names), ("copyreg", list(reducers.items()))):
+            if added:
+                try:
+                    state[part] = dump_with_names(added, namespace)
+                except Exception as exc:  # noqa: BLE001 - named in the summary
+                    unstored[part] = f"{type(exc).__name__}: {exc}"
+        if unstored:
+            state["unstored"] = unstored
+        self._seen = key
+        self._state = state or None
+        return self._state
+
+    def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
+        import builtins
+        import copyreg
+
+        self._seen = None
+        state = state or {}
+        namespace = getattr(shell, "user_ns", None) or {}
+        problems = [f"{what} ({why}, not stored)" for what, why in (state.get("unstored") or {}).items()]
+        names, reducers = self._added()  # a replay's, or the previous apply's: undone first
+        for name in names:
+            if name in self._builtins:
+                setattr(builtins, name, self._builtins[name])
+            else:
+                delattr(builtins, name)
+        for cls in reducers:
+            if cls in self._reducers:
+                copyreg.dispatch_table[cls] = self._reducers[cls]
+            else:
+                del copyreg.dispatch_table[cls]
+        for part in ("builtins", "copyreg"):
+            if part not in state:
+                continue
+            try:
+                wanted = load_with_names(state[part], namespace)
+            except Exception as exc:  # noqa: BLE001 - a name not bound yet (the first apply), or gone
+                problems.append(f"{part} ({_described(exc)})")
+                continue
+            if part == "builtins":
+                vars(builtins).update(wanted)
+            else:
+                copyreg.dispatch_table.update(dict(wanted))
+        return problems

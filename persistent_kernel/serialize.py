@@ -28,13 +28,11 @@ recomputes them.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
 import sys
 import types
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +43,7 @@ from .definitions import is_definition_object, reduce_definition
 from .errors import Unserializable
 from .filehandles import FILE_TYPES, reduce_file, reopen_file  # noqa: F401 - reopen_file: stores name serialize.reopen_file
 from .instances import reduce_instance
+from .quiet import warnings_kept_out
 from .shellrefs import shell_object, shell_objects
 from .syncobjects import FUTURE_TYPES, SYNC_TYPES, THREAD_TYPES, reduce_sync
 from .tracking import is_notebook_defined
@@ -273,24 +272,8 @@ def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Se
         return _dumps(values, _Reducers(reducers.bases, by_reference, honour_hooks=True))
 
 
-@contextlib.contextmanager
-def _warnings_kept_out() -> Any:
-    """Warnings raised while a checkpoint pickles (dill's PicklingWarning, a reducer's
-    DeprecationWarning) never reach the cell's output: a checkpoint has no observable effect.
-
-    Not ``warnings.catch_warnings()``: changing the filters clears every module's record of
-    warnings already shown, so a warning the user saw once would show again after each cell.
-    """
-    shown = warnings.showwarning
-    warnings.showwarning = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        warnings.showwarning = shown
-
-
 def _dumps(values: dict[str, Any], reducers: _Reducers) -> Serialized:
-    with _warnings_kept_out():
+    with warnings_kept_out():
         return _dumps_quietly(values, reducers)
 
 

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .codesettings import DisplayFormatters, EventCallbacks, LoggerHandlers, dump_with_names, load_with_names
+from .codesettings import DisplayFormatters, EventCallbacks, LoggerHandlers, ProcessRegistries, dump_with_names, load_with_names
 from .provider import Provider
 
 UNSTORED = "unstored"  # a state's {what: why} for settings that cannot be kept as JSON
@@ -1102,6 +1102,7 @@ def default_providers() -> list[Provider]:
         DirectoryHistory(),
         DisplayFormatters(),
         EventCallbacks(),
+        ProcessRegistries(),
     ]
 
 

@@ -219,6 +219,39 @@ def test_logger_handlers_filters_propagate(shell: Any) -> None:
     logging.getLogger("json.fake").propagate = True
 
 
+def test_builtins_and_copyreg_additions(shell: Any) -> None:
+    import builtins
+    import copyreg
+    import pickle
+
+    provider = cs.ProcessRegistries()
+    provider.rebase(shell)
+    assert provider.capture(shell) is None
+    cell(
+        shell,
+        """
+        import builtins, copyreg
+        class Point:
+            def __init__(self, v): self.v = v
+        builtins.nb_helper = lambda: "from builtins"
+        copyreg.pickle(Point, lambda p: (Point, (p.v * 2,)))
+        """,
+    )
+    state = json.loads(json.dumps(provider.capture(shell)))
+    assert set(state) == {"builtins", "copyreg"}
+    assert provider.apply(shell, None) == []
+    assert not hasattr(builtins, "nb_helper") and shell.user_ns["Point"] not in copyreg.dispatch_table
+    fresh = cs.ProcessRegistries()
+    fresh.rebase(shell)
+    saved = shell.user_ns.pop("Point")
+    assert [p.split(" (")[0] for p in fresh.apply(shell, state)] == ["copyreg"], "not bound yet"
+    shell.user_ns["Point"] = saved
+    assert fresh.apply(shell, state) == [] and fresh.apply(shell, state) == []
+    assert builtins.nb_helper() == "from builtins"
+    assert pickle.loads(pickle.dumps(saved(2))).v == 4, "the reducer is registered for the namespace's class"
+    assert fresh.apply(shell, None) == [] and not hasattr(builtins, "nb_helper") and saved not in copyreg.dispatch_table
+
+
 @pytest.mark.slow
 def test_formatters_and_callbacks_survive_sigkill(kernel) -> None:
     k = kernel()
