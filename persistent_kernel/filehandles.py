@@ -42,13 +42,14 @@ def reduce_file(handle: Any) -> tuple:
         mode = getattr(handle, "mode", None) or raw.mode
         encoding = getattr(handle, "encoding", None)
         errors = getattr(handle, "errors", None)
+        name = getattr(raw, "name", None)
         if handle.closed:
-            name = getattr(raw, "name", None)
             path = os.path.abspath(os.fsdecode(name)) if isinstance(name, (str, bytes)) else str(name)
             options = {"buffering": 0} if issubclass(type(handle), io.FileIO) else {}
-            return (reopen_file, (path, mode, 0, encoding, errors, True, options))
+            return (reopen_file, (path, mode, 0, encoding, errors, True, _with_name(options, name, path)))
         options = _file_options(handle)
         path = _file_path(handle, raw)
+        options = _with_name(options, name, path)
         position, after_next = _file_position(handle, path, mode)  # first: a text file's flush() would re-enable a wrong tell()
         if handle.writable():
             handle.flush()
@@ -57,6 +58,13 @@ def reduce_file(handle: Any) -> tuple:
     except (OSError, ValueError) as exc:  # a detached wrapper, a failing flush, ...
         raise Unserializable(f"{handle!r} cannot be stored: {type(exc).__name__}: {exc}") from None
     return (reopen_file, (path, mode, position, encoding, errors, False, options))
+
+
+def _with_name(options: dict[str, Any], name: Any, path: str) -> dict[str, Any]:
+    """``.name`` stays what the user opened (``'data.txt'``, not the absolute path the handle is reopened by)."""
+    if isinstance(name, (str, bytes)) and name != path:
+        return {**options, "name": name}
+    return options
 
 
 def _file_path(handle: Any, raw: Any) -> str:
@@ -309,7 +317,7 @@ def reopen_file(
     except BaseException:
         os.close(fd)
         raise
-    _raw_of(handle).name = path
+    _raw_of(handle).name = options.get("name", path)
     if closed:
         handle.close()
     elif position is not None and (not appending or "+" in mode):

@@ -59,6 +59,7 @@ from .localmodules import restore_local_modules
 from .records import CellRecord
 from .serialize import dumps, loads
 from .store import is_landed
+from .syncobjects import released_locks
 from .tracking import instance_dict, reachable_ids
 
 _PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
@@ -989,7 +990,10 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
                 loaded[key] = RuntimeError("loading it stopped an earlier restore")
                 continue
             journal.set_meta(loading=key)
-            loaded[key] = _load_version(shell.user_module, store, version)
+            with released_locks() as released:
+                loaded[key] = _load_version(shell.user_module, store, version)
+            if released and isinstance(loaded[key], dict):
+                _name_released_locks(loaded[key], released, ns, report)
     journal.set_meta(loading=None)
 
     for name, pointer in live:
@@ -1088,6 +1092,14 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
         else:
             values[name] = group[name]
     return values, missing
+
+
+def _name_released_locks(values: dict[str, Any], released: list[Any], ns: dict[str, Any], report: RestoreReport) -> None:
+    """A lock held when it was stored comes back released (its holder is gone): the names that reach one say so."""
+    wanted = {id(lock) for lock in released}
+    for name, value in values.items():
+        if wanted & reachable_ids(value, ns):
+            report.inexact.setdefault(name, "a lock in it was held; it comes back released")
 
 
 def _load_version(main: Any, store: Any, version: dict[str, Any]) -> dict[str, Any] | Exception:

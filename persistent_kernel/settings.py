@@ -32,7 +32,14 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .codesettings import DisplayFormatters, EventCallbacks, LoggerHandlers, ProcessRegistries, dump_with_names, load_with_names
+from .codesettings import (
+    DisplayFormatters,
+    EventCallbacks,
+    LoggerHandlers,
+    ProcessRegistries,
+    dump_with_names,
+    load_with_names,
+)
 from .provider import Provider
 
 UNSTORED = "unstored"  # a state's {what: why} for settings that cannot be kept as JSON

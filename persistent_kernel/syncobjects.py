@@ -44,9 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import queue
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 _LockType = type(threading.Lock())
@@ -113,12 +115,13 @@ def reduce_sync(obj: Any) -> tuple:
     """The reduction of a synchronization object (its type is in ``SYNC_TYPES``) to a fresh, usable one."""
     kind = type(obj)
     if kind is _LockType:
-        return (new_lock, ())
+        return (new_lock, (True,)) if obj.locked() else (new_lock, ())
     if issubclass(kind, (_CRLock, _PyRLock)):
-        own = _own_attributes(obj, None)
-        if own is None:
+        held = repr(obj).startswith("<locked")  # C and Python RLocks both say so, whoever holds them
+        own = _own_attributes(obj, _PyRLock if issubclass(kind, _PyRLock) else None)  # never its owner and count
+        if own is None and not held:
             return (new_object, (kind,))
-        return (new_object, (kind,), ("rlock", None, own), None, None, set_state)
+        return (new_object, (kind,), ("rlock", held or None, own), None, None, set_state)
     if issubclass(kind, _SimpleQueue):
         items = []
         while True:
@@ -152,9 +155,32 @@ def reduce_sync(obj: Any) -> tuple:
     return (new_object, (kind,), (tag, data, _own_attributes(obj, base)), None, None, set_state)
 
 
-def new_lock() -> Any:
-    """A released ``threading.Lock``."""
-    return threading.Lock()
+_released = threading.local()  # .found: the locks made released by the loads of ``released_locks()``
+
+
+@contextlib.contextmanager
+def released_locks() -> Iterator[list[Any]]:
+    """Collect the locks (and RLocks) that were held when stored and are made released by the loads inside."""
+    found: list[Any] = []
+    _released.found = found
+    try:
+        yield found
+    finally:
+        _released.found = None
+
+
+def _note_released(lock: Any) -> None:
+    found = getattr(_released, "found", None)
+    if found is not None:
+        found.append(lock)
+
+
+def new_lock(was_held: bool = False) -> Any:
+    """A released ``threading.Lock`` (``was_held``: it was held when stored; the restore names it)."""
+    lock = threading.Lock()
+    if was_held:
+        _note_released(lock)
+    return lock
 
 
 def new_object(cls: type) -> Any:
@@ -184,7 +210,8 @@ def set_state(obj: Any, state: tuple) -> None:
     """Initialize a synchronization object from its stored ``(kind, data, own attributes)``."""
     tag, data, own = state
     if tag == "rlock":
-        pass
+        if data:
+            _note_released(obj)
     elif tag == "simplequeue":
         for item in data:
             obj.put(item)

@@ -30,6 +30,7 @@ import sys
 import types
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from .shellrefs import shell_objects
@@ -347,16 +348,39 @@ def _cell_has_contents(cell: types.CellType) -> bool:
     return True
 
 
-def reachable_ids(value: Any, namespace: Mapping[str, Any]) -> frozenset[int]:
-    """Identities of the non-atomic objects a variable reaches (itself included)."""
+def has_identity(value: Any) -> bool:
+    """An immutable value whose identity a program can see: ``a = b = 'a long text'``, then ``a is b``.
+
+    Not None, bools, empty or identifier-like strings (CPython interns those: after a
+    restore they are the same objects by nature), and not ints and floats: pickle writes
+    them by value wherever they occur, so two names holding one ``2**100`` come back
+    holding two equal ints whatever the grouping (a documented limit).
+    """
+    kind = type(value)
+    if kind is str:
+        return len(value) > 1 and not value.isidentifier()
+    if kind is bytes:
+        return len(value) > 1
+    return kind is complex or kind is range
+
+
+def reachable_ids(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] = frozenset()) -> frozenset[int]:
+    """Identities of the non-atomic objects a variable reaches (itself included).
+
+    An immutable value counts where its identity can be seen: when it is the variable's
+    own value (``has_identity``), or when it is an object in ``held`` (another variable's
+    own value), so ``x = 2**100; holder = {'x': x}`` keeps ``holder['x'] is x``.
+    """
     seen: set[int] = set()
+    if has_identity(value):
+        seen.add(id(value))
     stack = [value]
     shell_parts = shell_objects()  # leaves: the shell reaches everything (see shellrefs)
     while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
         obj = stack.pop()
         kind = type(obj)  # type(), not isinstance(): a user __class__ property may lie or raise
         if issubclass(kind, _ATOMIC):
-            if issubclass(kind, (str, bytes)) and len(obj) >= _LARGE_ATOMIC:
+            if issubclass(kind, (str, bytes)) and len(obj) >= _LARGE_ATOMIC or id(obj) in held:
                 seen.add(id(obj))  # a big string shared by two variables is stored once
             continue
         if issubclass(kind, types.ModuleType):
@@ -414,11 +438,16 @@ class Groups:
     def __init__(self) -> None:
         self._reach: dict[str, frozenset[int]] = {}
         self._owners: dict[int, set[str]] = {}
+        self._held: dict[int, int] = {}  # id of an immutable that is a variable's own value -> how many
+        self._own: dict[str, int] = {}  # name -> the id it put in _held
 
     def update(self, name: str, value: Any, namespace: Mapping[str, Any]) -> None:
         """Recompute what ``name`` reaches (after it was touched)."""
         self.remove(name)
-        reach = reachable_ids(value, namespace)
+        if has_identity(value):
+            self._own[name] = id(value)
+            self._held[id(value)] = self._held.get(id(value), 0) + 1
+        reach = reachable_ids(value, namespace, self._held.keys())
         self._reach[name] = reach
         for ident in reach:
             self._owners.setdefault(ident, set()).add(name)
@@ -427,6 +456,11 @@ class Groups:
         return self._reach.get(name, frozenset())
 
     def remove(self, name: str) -> None:
+        own = self._own.pop(name, None)
+        if own is not None:
+            self._held[own] -= 1
+            if not self._held[own]:
+                del self._held[own]
         for ident in self._reach.pop(name, ()):
             owners = self._owners.get(ident)
             if owners is not None:

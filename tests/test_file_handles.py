@@ -300,3 +300,22 @@ def test_a_text_handle_left_by_next_is_left_so_by_storing_and_comes_back_so(
         assert handle.read() == expected
     for handle in (reference, live, back):
         handle.close()
+
+
+@pytest.mark.parametrize("closed", [False, True])
+@pytest.mark.parametrize("mode", ["r", "rb", "a", "r+b"])
+def test_name_stays_what_the_user_opened(tmp_path, monkeypatch, mode: str, closed: bool) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("line\n")
+    handle = open("data.txt", mode)  # noqa: SIM115 - the handle is the subject
+    if closed:
+        handle.close()
+    s = dumps({"f": handle})
+    back = loads(s.method, s.payload, [])["f"]
+    try:
+        assert back.name == "data.txt" and back.closed is closed
+        if not closed and "r" in mode:
+            assert back.read(4) in ("line", b"line"), "reopened by its absolute path all the same"
+    finally:
+        back.close()
+        handle.close()

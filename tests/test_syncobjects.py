@@ -25,6 +25,7 @@ import dill
 import pytest
 
 from persistent_kernel.serialize import Unserializable, dumps, loads
+from persistent_kernel.syncobjects import released_locks
 
 
 @pytest.fixture
@@ -251,8 +252,13 @@ def test_sync_object_comes_back_usable(name: str, placement: str, holder: str, r
     else:
         s = dumps({"v": value})
     assert s.method == ("dill" if placement == "notebook_instance" else "pickle")
-    back = _take_out(loads(s.method, s.payload, [bytearray(b) for b in s.buffers])["v"], placement)
+    with released_locks() as released:
+        back = _take_out(loads(s.method, s.payload, [bytearray(b) for b in s.buffers])["v"], placement)
     assert type(back) is type(obj) and back is not obj
+    if name in ("Lock", "allocate_lock", "RLock", "PyRLock"):
+        assert (back in released) is (holder != "nobody"), "a lock held when stored is collected for the restore to name"
+    elif holder == "nobody":
+        assert released == []
     (check or _sem_check(_semaphore_expectation(name, holder)))(back)
 
 

@@ -94,3 +94,29 @@ def test_modules_and_library_types_never_join_groups() -> None:
         groups.update(name, ns[name], ns)
     assert groups.group_of("x") == {"x"}  # the shared float64 dtype does not merge arrays
     assert groups.group_of("np") == {"np"}
+
+
+def test_immutable_values_held_by_two_names_join_their_groups() -> None:
+    text, blob, span, z = "a sentence, not a name", b"\x00\x01\x02", range(3, 90, 7), complex(1, 2)
+    cases = {
+        "text": text, "blob": blob, "span": span, "z": z,
+        "holder": {"t": text, "b": [blob], "r": (span,), "z": z},  # inside containers, any depth
+        "alias": text,
+        "lonely": "a sentence, not a name".upper().lower(),  # equal, not the same object
+        "name_like": "price", "other_name_like": "price",  # interned by CPython: same after a restore anyway
+        "small": 7, "also_small": 7, "big": 2**100, "same_big": None,
+    }
+    cases["same_big"] = cases["big"]
+    groups = Groups()
+    for name, value in cases.items():
+        groups.update(name, value, cases)
+    assert groups.group_of("text") == {"text", "blob", "span", "z", "holder", "alias"}
+    assert groups.group_of("lonely") == {"lonely"}
+    assert groups.group_of("name_like") == {"name_like"} and groups.group_of("small") == {"small"}
+    assert groups.group_of("big") == {"big"}, "ints are written by value by pickle: grouping them would buy nothing"
+    groups.remove("holder")
+    groups.update("alias", "something else, now", cases)
+    assert groups.group_of("text") == {"text"}
+    groups.remove("text")
+    groups.update("holder", {"t": text}, cases)
+    assert groups.group_of("holder") == {"holder"}, "no variable holds the text any more: it is a plain value again"
