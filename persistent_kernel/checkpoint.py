@@ -362,6 +362,8 @@ class Checkpointer:
             "nbytes": serialized.nbytes,
             "digest": digest,
         }
+        if serialized.notes:
+            checkpoint.versions[key]["notes"] = serialized.notes  # named by a restore: see serialize._copied_views
         if len(serialized.payload) <= INLINE_PAYLOAD_BYTES:
             # A small pickle travels inside its version record: one LMDB put fewer per cell.
             checkpoint.versions[key]["inline"] = base64.b64encode(serialized.payload).decode("ascii")

@@ -319,6 +319,7 @@ def definition_state(obj: Any) -> dict[str, Any] | None:
                 state["cache_entries"] = info.currsize
             else:
                 state["cache"] = [(_swap_mark(key, entries[1], _KWD_MARK), value) for key, value in entries[0].items()]
+                state["cache_stats"] = [info.hits, info.misses]  # C counters: not settable, so named at a restore
         inner = getattr(obj, "__wrapped__", None)
         if issubclass(type(inner), types.FunctionType):
             state.update(_function_state(inner) or {})
@@ -440,6 +441,9 @@ def _set_state(obj: Any, state: dict[str, Any]) -> None:
             if found is not None:
                 cache, mark = found
                 cache.update((_swap_mark(key, _KWD_MARK, mark), value) for key, value in state["cache"])
+                hits, misses = state.get("cache_stats") or (0, 0)
+                if (hits or misses) and replayer is not None:
+                    replayer.notes[obj.__qualname__] = f"its cache is back, but cache_info() counts from zero (it had {hits} hits, {misses} misses)"
             elif replayer is not None:
                 replayer.notes[obj.__qualname__] = "its cache starts empty"
         if state.get("cache_entries") and replayer is not None:

@@ -1024,6 +1024,8 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
                 ns[name] = plan.stored[name] = values[name]
                 plan.stored_at[name] = pointer["seq"]
                 plan.versions[key] = version
+                if name in (version.get("notes") or {}):
+                    report.inexact.setdefault(name, version["notes"][name])
                 plan.states[name] = NameState(
                     STORED, bound_at, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0)
                 )

@@ -68,6 +68,7 @@ class Serialized:
     buffers: list[memoryview] = field(default_factory=list)
     payload_digest: bytes = b""
     buffer_digests: list[bytes] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # name -> what of it will not come back exactly
 
     @property
     def group_digest(self) -> str:
@@ -263,13 +264,30 @@ def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Se
     """
     reducers = _Reducers(_array_bases(values), by_reference)
     try:
-        return _dumps(values, reducers)
+        serialized = _dumps(values, reducers)
     except Unserializable:
         if not reducers.read_from_memory:
             raise
         # A notebook class's own hooks may leave out what cannot be stored (a
         # connection its __setstate__ opens again): they get a turn, and run.
-        return _dumps(values, _Reducers(reducers.bases, by_reference, honour_hooks=True))
+        serialized = _dumps(values, _Reducers(reducers.bases, by_reference, honour_hooks=True))
+    serialized.notes = _copied_views(values, reducers.bases)
+    return serialized
+
+
+def _copied_views(values: dict[str, Any], bases: dict[int, Any]) -> dict[str, str]:
+    """Variables that are numpy views of an array stored elsewhere (or nowhere): they come back as copies."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return {}
+    return {
+        name: "a view of another array; it comes back as its own copy"
+        for name, value in values.items()
+        if type(value) is numpy.ndarray
+        and _is_array(value.base)
+        and id(value) not in bases
+        and (not bases or _reduce_view(value, bases) is NotImplemented)
+    }
 
 
 def _dumps(values: dict[str, Any], reducers: _Reducers) -> Serialized:

@@ -277,13 +277,15 @@ def test_definition_state_is_data_only_and_comes_back() -> None:
     state = definition_state(ns["square"])
     assert state["attrs"] == {"last": (4,)} and 1 in state["closure"].values() or 2 in state["closure"].values()
     stored = dumps({n: ns[n] for n in ("square", "scaled", "Config", "fib")}, index.key_of)
-    restored, _ = _restore(records, stored)
+    restored, replayer = _restore(records, stored)
     assert restored["square"].last == (4,) and restored["square"](2) == 4
     assert restored["square"].__closure__ is not None
     assert restored["scaled"](2) == 10
     assert restored["Config"].level == 9 and restored["Config"].mode == "a"
     assert restored["fib"].cache_info().currsize == ns["fib"].cache_info().currsize
     assert restored["fib"](5, step=1) == 5 and restored["fib"].cache_info().hits == 1
+    info = ns["fib"].cache_info()
+    assert replayer.notes["fib"] == f"its cache is back, but cache_info() counts from zero (it had {info.hits} hits, {info.misses} misses)"
 
 
 def test_a_bounded_lru_cache_is_named_not_exact() -> None:

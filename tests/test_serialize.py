@@ -88,3 +88,16 @@ def test_a_deleted_file_is_not_recreated(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         loads(s.method, s.payload, s.buffers)
     assert not path.exists()
+
+
+def test_a_view_stored_as_a_copy_is_noted_for_the_restore() -> None:
+    import numpy as np
+
+    base = np.arange(20)
+    notes = dumps({"strided": base[::2], "window": np.arange(20).reshape(4, 5)[:, 1::2]}).notes
+    assert set(notes) == {"strided", "window"} and all("its own copy" in why for why in notes.values())
+    assert dumps({"base": base, "view": base[2:5]}).notes == {}, "a view stored with its base stays a view"
+    assert dumps({"base": base, "owner": np.ones(3)}).notes == {}
+    s = dumps({"strided": base[::2]})
+    restored = loads(s.method, s.payload, [bytearray(b) for b in s.buffers])["strided"]
+    assert dumps({"strided": restored}).notes == {}, "once restored it is an array of its own: nothing to say"
