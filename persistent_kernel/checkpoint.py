@@ -17,10 +17,17 @@ buffers become ``WriteJob``s for the background writer (see ``writer``).
 from __future__ import annotations
 
 import base64
+import collections
 import fnmatch
 import re
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import (
+    Iterable,
+    Iterator,
+    MutableMapping,
+    MutableSequence,
+    MutableSet,
+)
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -121,9 +128,17 @@ def advances_when_used(value: Any) -> bool:
     used it (a CREATE TABLE is not run twice).
     """
     kind = type(value)  # not isinstance(): a user __class__ property may raise
-    if issubclass(kind, (types.GeneratorType, Iterator, list, dict, set)):
+    if issubclass(kind, _ADVANCING):
         return True
     return kind.__module__ == "__main__"
+
+
+# What holds what moves on: generators and iterators, and the containers a notebook keeps
+# them in (a SimpleNamespace or tuple of generators advances when one of them is used).
+_ADVANCING = (
+    types.GeneratorType, Iterator, list, dict, set, tuple, types.SimpleNamespace, collections.deque,
+    MutableMapping, MutableSequence, MutableSet,
+)
 
 
 class Checkpointer:
