@@ -350,6 +350,7 @@ class Runner:
                         return {s.name: out[s.name]}, [[t for t in batch if t is not s]]
             # 2. the crash, restart, replay or dump
             summary = ""
+            summary_details: list[str] = []
             if run == "dill_session":
                 return self._dill_session(driver, batch, out, cwd, tag)
             if run == "kill" or run == "replay_all":
@@ -374,6 +375,14 @@ class Runner:
                     summary = next((line for line in first.stderr.splitlines() if "Restored session" in line), first.stderr.strip()[:300])
                     if first.stdout.strip():
                         self.say(f"  {tag}: printed while restoring: {first.stdout[:300]!r}")
+                    # The summary names at most a few variables per kind ("and 4 more"); the
+                    # status lists every one: a scenario is named if either names it.
+                    try:
+                        status = driver.execute("%persist status", timeout=self.setup_timeout, store_history=False).text
+                    except Exception as e:  # noqa: BLE001 - the probes will say what is wrong with the kernel
+                        status = f"{type(e).__name__}: {e}"
+                    details = [line.strip() for line in status.splitlines()]
+                    summary_details[:] = [line for line in details if any(w in line for w in _STATUS_NAMING)]
             if run == "replay_all":
                 for s in batch:
                     for code in s.setup:
@@ -383,12 +392,14 @@ class Runner:
                             self._stop(driver)
                             return {s.name: out[s.name]}, [[t for t in batch if t is not s]]
             # 3. the probes
-            return self._probes(driver, batch, out, summary, tag)
+            return self._probes(driver, batch, out, summary, tag, summary_details)
         finally:
             self._stop(driver)
             self.say(f"  {tag}: {len(batch)} scenarios in {time.monotonic() - started:.1f} s")
 
-    def _probes(self, driver: KernelDriver, batch: list[Scenario], out: dict[str, Outcome], summary: str, tag: str) -> tuple[dict[str, Outcome], list[list[Scenario]]]:
+    def _probes(
+        self, driver: KernelDriver, batch: list[Scenario], out: dict[str, Outcome], summary: str, tag: str, details: list[str] | None = None
+    ) -> tuple[dict[str, Outcome], list[list[Scenario]]]:
         done: dict[str, Outcome] = {}
         for i, s in enumerate(batch):
             o = out[s.name]
@@ -398,7 +409,7 @@ class Runner:
             cell = self._exec(driver, s.probe, self.probe_timeout)
             o.probe = cell
             o.batch_summary = summary
-            o.summary = _about(summary, s.prefix)
+            o.summary = _about(summary, s.prefix) or "; ".join(line for line in details or () if s.prefix in line)[:600]
             done[s.name] = o
             if cell.timed_out:
                 o.error = f"probe timed out after {self.probe_timeout:g} s" if cell.status == "timeout" else f"probe: {cell.ename}: {cell.evalue}"
@@ -520,6 +531,9 @@ class Runner:
             with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
                 list(pool.map(work, pending))
         return results
+
+
+_STATUS_NAMING = ("is not exact", "could not be rebuilt", "recomputed by replaying", "not restored", "failed in replay")
 
 
 def _about(summary: str, prefix: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 # The shell messages whose handlers run user code without an execute request.
 COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")
@@ -40,7 +40,7 @@ class NotebookCodeRecorder:
         self.complete = True
         self._previous: Any = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> NotebookCodeRecorder:
         self._previous = sys.getprofile()
         if self._previous is not None:
             self.complete = False

@@ -83,6 +83,10 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
                 lines.append(("", f"{name} could not be rebuilt: {why}"))
         for name, how in sorted(report.get("excluded", {}).items()):
             lines.append(("", f"{name} is excluded from persistence: {how}"))
+        for name, why in sorted(report.get("inexact", {}).items()):
+            lines.append(("", f"{name} is not exact: {why}"))
+        for problem in report.get("context_problems", []):
+            lines.append(("", f"not restored: {problem}"))
         for label in report.get("died", []):
             lines.append(("", f"cell {label} was running when the kernel died (not replayed)"))
         for failure in report.get("failures", []):

@@ -280,7 +280,9 @@ def _copied_views(values: dict[str, Any], bases: dict[int, Any]) -> dict[str, st
     numpy = sys.modules.get("numpy")
     if numpy is None:
         return {}
-    return {
+    import mmap
+
+    notes = {
         name: "a view of another array; it comes back as its own copy"
         for name, value in values.items()
         if type(value) is numpy.ndarray
@@ -288,6 +290,12 @@ def _copied_views(values: dict[str, Any], bases: dict[int, Any]) -> dict[str, st
         and id(value) not in bases
         and (not bases or _reduce_view(value, bases) is NotImplemented)
     }
+    notes.update(
+        (name, "a view of a memmap; it comes back as an array of its own (writes no longer reach the file)")
+        for name, value in values.items()
+        if type(value) is numpy.memmap and not isinstance(value.base, mmap.mmap)
+    )
+    return notes
 
 
 def _dumps(values: dict[str, Any], reducers: _Reducers) -> Serialized:

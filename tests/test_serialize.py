@@ -101,3 +101,11 @@ def test_a_view_stored_as_a_copy_is_noted_for_the_restore() -> None:
     s = dumps({"strided": base[::2]})
     restored = loads(s.method, s.payload, [bytearray(b) for b in s.buffers])["strided"]
     assert dumps({"strided": restored}).notes == {}, "once restored it is an array of its own: nothing to say"
+
+
+def test_a_view_of_a_memmap_is_noted(tmp_path) -> None:
+    import numpy as np
+
+    mapped = np.memmap(tmp_path / "m.bin", dtype="int64", mode="w+", shape=(8,))
+    notes = dumps({"mm": mapped, "part": mapped[2:5]}).notes
+    assert list(notes) == ["part"] and "memmap" in notes["part"]
