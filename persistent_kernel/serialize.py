@@ -43,6 +43,7 @@ from .definitions import is_definition_object, reduce_definition
 from .errors import Unserializable
 from .filehandles import FILE_TYPES, reduce_file, reopen_file  # noqa: F401 - reopen_file: stores name serialize.reopen_file
 from .instances import reduce_instance
+from .libraryrefs import library_global, library_object, library_objects
 from .quiet import warnings_kept_out
 from .shellrefs import shell_object, shell_objects
 from .syncobjects import FUTURE_TYPES, SYNC_TYPES, THREAD_TYPES, reduce_sync
@@ -176,11 +177,15 @@ class _Reducers:
     honour_hooks: bool = False
     read_from_memory: bool = False  # an instance was stored without its class's own hooks
     shell_parts: dict[int, str] = field(default_factory=shell_objects)
+    library_parts: dict[int, tuple[tuple[str, str], ...]] = field(default_factory=library_objects)
 
     def reduce(self, obj: Any, dill: bool) -> Any:
         path = self.shell_parts.get(id(obj))
         if path is not None:
             return (shell_object, (path,))
+        found = library_global(obj, self.library_parts)
+        if found is not None:
+            return (library_object, found)  # the library's own object again (see libraryrefs)
         reduced = _by_reference(obj, self.by_reference)
         if reduced is not NotImplemented:
             return reduced
@@ -263,6 +268,12 @@ def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Se
     others are stored by value.
     """
     reducers = _Reducers(_array_bases(values), by_reference)
+    # pickle never asks about an exact dict, list or set: a variable that is one of a
+    # library's (``from sys import path``) is named here.
+    values = {
+        name: _LibraryGlobal(*found) if type(value) in (dict, list, set) and (found := library_global(value, reducers.library_parts)) else value
+        for name, value in values.items()
+    }
     try:
         serialized = _dumps(values, reducers)
     except Unserializable:
@@ -273,6 +284,16 @@ def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Se
         serialized = _dumps(values, _Reducers(reducers.bases, by_reference, honour_hooks=True))
     serialized.notes = _copied_views(values, reducers.bases)
     return serialized
+
+
+class _LibraryGlobal:
+    """Stands for a library's exact dict, list or set in a group: it unpickles as that object."""
+
+    def __init__(self, *places: str) -> None:
+        self.where = places
+
+    def __reduce__(self) -> tuple:
+        return (library_object, self.where)
 
 
 def _copied_views(values: dict[str, Any], bases: dict[int, Any]) -> dict[str, str]:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from .libraryrefs import library_global, library_objects
 from .shellrefs import shell_objects
 from .weakrefs import is_weak, weak_referents
 
@@ -376,6 +377,7 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any], held: AbstractSet[in
         seen.add(id(value))
     stack = [value]
     shell_parts = shell_objects()  # leaves: the shell reaches everything (see shellrefs)
+    library_parts = library_objects()  # leaves too: stored as references to the library's objects
     while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
         obj = stack.pop()
         kind = type(obj)  # type(), not isinstance(): a user __class__ property may lie or raise
@@ -389,7 +391,7 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any], held: AbstractSet[in
         if ident in seen:
             continue
         seen.add(ident)
-        if ident in shell_parts:
+        if ident in shell_parts or ident in library_parts and library_global(obj, library_parts) is not None:
             continue
         if kind.__module__ == MAIN:
             # Record the notebook class at once: even if the walk budget runs out

@@ -405,3 +405,18 @@ def test_a_replayed_cell_reading_an_unstorable_object_deleted_since(kernel) -> N
     summary = k.execute("pass").stderr
     assert "failed during replay" not in summary, summary
     assert k.evaluate("(float(big[0]), float(big[10]), 'g' in globals())") == "(5.0, 1.0, False)"
+
+
+def test_library_globals_come_back_as_the_librarys_own_objects(kernel, pk_home: Path) -> None:
+    """``from os import environ`` and friends are the library's live objects after a restore, not copies."""
+    k = kernel()
+    run(k, "import os, sys\nfrom os import environ\nfrom sys import path\nimport matplotlib\nfrom matplotlib import rcParams")
+    run(k, "rcParams['lines.linewidth'] = 3.5\nenviron['PK_TEST_FLAG'] = 'on'\npath.append('/pk-test-dir')\nkept = {'rc': rcParams, 'env': environ}")
+    summary = crash_and_restart(k)
+    assert "Not exact" not in summary and "Could not" not in summary, summary
+    assert k.evaluate("(environ is os.environ, rcParams is matplotlib.rcParams, path is sys.path, kept['rc'] is rcParams)") == "(True, True, True, True)"
+    assert k.evaluate("(rcParams['lines.linewidth'], os.environ.get('PK_TEST_FLAG'), '/pk-test-dir' in sys.path)") == "(3.5, 'on', True)"
+    run(k, "environ['PK_TEST_OTHER'] = 'yes'")
+    assert k.evaluate("os.getenv('PK_TEST_OTHER')") == "'yes'", "writing through the restored name reaches the process"
+    k.shutdown()
+    check_store(pk_home)

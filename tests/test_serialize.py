@@ -109,3 +109,25 @@ def test_a_view_of_a_memmap_is_noted(tmp_path) -> None:
     mapped = np.memmap(tmp_path / "m.bin", dtype="int64", mode="w+", shape=(8,))
     notes = dumps({"mm": mapped, "part": mapped[2:5]}).notes
     assert list(notes) == ["part"] and "memmap" in notes["part"]
+
+
+def test_a_library_global_comes_back_as_the_library_object_itself() -> None:
+    """``from os import environ``, ``from matplotlib import rcParams``: never a detached copy."""
+    import os
+
+    import matplotlib
+
+    from persistent_kernel.libraryrefs import library_objects
+
+    holder = {"env": os.environ, "rc": matplotlib.rcParams, "path": sys.path, "out": sys.stdout}
+    values = {"environ": os.environ, "rcParams": matplotlib.rcParams, "path": sys.path, "holder": holder}
+    s = dumps(values)
+    assert s.method == "pickle" and len(s.payload) < 1024, "references, not the objects' contents"
+    back = loads(s.method, s.payload, [])
+    assert back["environ"] is os.environ and back["rcParams"] is matplotlib.rcParams and back["path"] is sys.path
+    assert back["holder"]["env"] is os.environ and back["holder"]["out"] is sys.stdout
+    assert back["holder"]["path"] is not sys.path, "an exact list inside a container: by value (pickle never asks)"
+    mine = {"not": "a library's"}
+    index = library_objects()
+    assert id(mine) not in index
+    assert loads(*(lambda d: (d.method, d.payload, []))(dumps({"mine": mine})))["mine"] == mine
