@@ -801,6 +801,11 @@ class IPythonConfig(Provider):
             for trait, value in section.items():
                 if _same(self._baseline.get(name, {}).get(trait, _MISSING), value):
                     continue
+                live = _live_value(shell, name, trait)
+                if live is not _MISSING:
+                    # What the program sees: a %config after the object was made does not reach it
+                    # (IPython's formatters are made at the first display, from the config then).
+                    value = live
                 try:
                     changed.setdefault(name, {})[trait] = to_json(value)
                 except Unstorable as exc:
@@ -849,6 +854,22 @@ class IPythonConfig(Provider):
 
 
 _MISSING = object()
+
+
+def _live_objects(shell: Any) -> list[Any]:
+    found = list(getattr(shell, "configurables", []))
+    display = getattr(shell, "display_formatter", None)
+    if display is not None and display.trait_has_value("formatters"):  # never made early
+        found += list(display.formatters.values())
+    return found
+
+
+def _live_value(shell: Any, section: str, trait: str) -> Any:
+    """The trait's value on the live object of class ``section``, if one exists."""
+    for obj in _live_objects(shell):
+        if any(cls.__name__ == section for cls in type(obj).__mro__) and obj.has_trait(trait):
+            return getattr(obj, trait)
+    return _MISSING
 
 
 def _trait_default(shell: Any, section: str, trait: str) -> Any:
