@@ -57,19 +57,24 @@ def library_objects() -> dict[int, tuple[tuple[str, str], ...]]:
         except TypeError:
             continue
         for attr, value in items:
-            if attr.startswith("__") or isinstance(value, _NOT_INDEXED):
+            if not isinstance(attr, str) or attr.startswith("__") or isinstance(value, _NOT_INDEXED):
                 continue
-            known = _index.get(id(value), ())
-            if len(known) < _LOCATIONS or _rank(name, value) < _rank(known[-1][0], value):
-                located = sorted([*known, (name, attr)], key=lambda where: _rank(where[0], value))
-                _index[id(value)] = tuple(located[:_LOCATIONS])
+            try:
+                known = _index.get(id(value), ())
+                if len(known) < _LOCATIONS or _rank(name, value) < _rank(known[-1][0], value):
+                    located = sorted([*known, (name, attr)], key=lambda where: _rank(where[0], value))
+                    _index[id(value)] = tuple(located[:_LOCATIONS])
+            except Exception:  # noqa: BLE001 - an exotic object is simply not indexed (stored by value)
+                continue
     _indexed_count = len(modules)
     return _index
 
 
 def _rank(module: str, value: Any) -> tuple[int, int, int, str]:
     """The module that defines the object's type first (``matplotlib.rcParams``, not ``pylab.rcParams``), then the shortest."""
-    home = getattr(type(value), "__module__", "") or ""
+    home = getattr(type(value), "__module__", "")
+    if not isinstance(home, str):  # a type whose __module__ is a slot of its own (seen on 3.10)
+        home = ""
     return (0 if home == module or home.startswith(module + ".") else 1, module.count("."), len(module), module)
 
 

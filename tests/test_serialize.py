@@ -131,3 +131,11 @@ def test_a_library_global_comes_back_as_the_library_object_itself() -> None:
     index = library_objects()
     assert id(mine) not in index
     assert loads(*(lambda d: (d.method, d.payload, []))(dumps({"mine": mine})))["mine"] == mine
+
+
+def test_a_library_object_whose_type_has_an_odd_module_is_indexed_safely() -> None:
+    """``type(x).__module__`` may be a slot descriptor (seen on Python 3.10): never a failed checkpoint."""
+    from persistent_kernel.libraryrefs import _rank
+
+    odd = type("Odd", (), {"__slots__": ("__module__",)})
+    assert _rank("somelib", odd.__new__(odd))[0] == 1
