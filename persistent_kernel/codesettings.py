@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any
 
-from .provider import Provider
+from .provider import Provider, namespace_of, unstored_problems
 from .quiet import warnings_kept_out
 
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None))
@@ -61,6 +61,15 @@ def dump_with_names(value: Any, namespace: dict[str, Any]) -> dict[str, str]:
     with warnings_kept_out():
         pickler.dump(value)
     return {"payload": base64.b64encode(stream.getvalue()).decode("ascii")}
+
+
+def dump_or_note(value: Any, namespace: dict[str, Any], what: str, unstored: dict[str, str]) -> dict[str, str] | None:
+    """``dump_with_names(value)``; if it cannot be pickled, None and the reason in ``unstored[what]`` (the restore names it)."""
+    try:
+        return dump_with_names(value, namespace)
+    except Exception as exc:  # noqa: BLE001 - a user object fails to pickle in any way
+        unstored[what] = f"{type(exc).__name__}: {exc}"
+        return None
 
 
 def load_with_names(state: dict[str, str], namespace: dict[str, Any]) -> Any:
@@ -282,15 +291,14 @@ class LoggerHandlers(Provider):
         )
         if key == self._seen:
             return self._state
-        namespace = getattr(shell, "user_ns", None) or {}
+        namespace = namespace_of(shell)
         loggers: dict[str, Any] = {}
         unstored: dict[str, str] = {}
         for name, (handlers, filters, propagate, disabled) in changed.items():
             entry: dict[str, Any] = {"propagate": propagate, "disabled": disabled}
-            try:
-                entry["attached"] = dump_with_names((handlers, filters), namespace)
-            except Exception as exc:  # noqa: BLE001 - named in the summary
-                unstored[f"handlers of logger {name or 'root'}"] = f"{type(exc).__name__}: {exc}"
+            attached = dump_or_note((handlers, filters), namespace, f"handlers of logger {name or 'root'}", unstored)
+            if attached is not None:
+                entry["attached"] = attached
             loggers[name] = entry
         self._seen = key
         self._state = {key_: value for key_, value in (("loggers", loggers), ("unstored", unstored)) if value} or None
@@ -301,8 +309,8 @@ class LoggerHandlers(Provider):
 
         self._seen = None
         state = state or {}
-        namespace = getattr(shell, "user_ns", None) or {}
-        problems = [f"{what} ({why}, not stored)" for what, why in (state.get("unstored") or {}).items()]
+        namespace = namespace_of(shell)
+        problems = unstored_problems(state)
         wanted = state.get("loggers") or {}
         for name, logger in self._loggers().items():  # what the session did not do is undone (a replay's too)
             if name not in wanted:
@@ -381,15 +389,13 @@ class ProcessRegistries(Provider):
         key = (tuple((name, id(value)) for name, value in names.items()), tuple((id(c), id(r)) for c, r in reducers.items()))
         if key == self._seen:
             return self._state
-        namespace = getattr(shell, "user_ns", None) or {}
+        namespace = namespace_of(shell)
         state: dict[str, Any] = {}
         unstored: dict[str, str] = {}
         for part, added in (("builtins", names), ("copyreg", list(reducers.items()))):
-            if added:
-                try:
-                    state[part] = dump_with_names(added, namespace)
-                except Exception as exc:  # noqa: BLE001 - named in the summary
-                    unstored[part] = f"{type(exc).__name__}: {exc}"
+            dumped = dump_or_note(added, namespace, part, unstored) if added else None
+            if dumped is not None:
+                state[part] = dumped
         if unstored:
             state["unstored"] = unstored
         self._seen = key
@@ -402,8 +408,8 @@ class ProcessRegistries(Provider):
 
         self._seen = None
         state = state or {}
-        namespace = getattr(shell, "user_ns", None) or {}
-        problems = [f"{what} ({why}, not stored)" for what, why in (state.get("unstored") or {}).items()]
+        namespace = namespace_of(shell)
+        problems = unstored_problems(state)
         names, reducers = self._added()  # a replay's, or the previous apply's: undone first
         for name in names:
             if name in self._builtins:

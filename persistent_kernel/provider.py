@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+UNSTORED = "unstored"  # a state's {what: why} for settings that cannot be kept
+
+
 
 class Provider:
     """One library's or facility's settings. Subclasses set ``name`` and override ``capture``/``apply``."""
@@ -18,3 +21,13 @@ class Provider:
 
     def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
         raise NotImplementedError
+
+
+def unstored_problems(state: dict[str, Any] | None) -> list[str]:
+    """What a state says it could not keep, as the restore names it."""
+    return [f"{what} ({why}, not stored)" for what, why in ((state or {}).get(UNSTORED) or {}).items()]
+
+
+def namespace_of(shell: Any) -> dict[str, Any]:
+    """The notebook's namespace (settings that hold code store its variables as names)."""
+    return getattr(shell, "user_ns", None) or {}

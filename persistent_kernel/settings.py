@@ -37,12 +37,12 @@ from .codesettings import (
     EventCallbacks,
     LoggerHandlers,
     ProcessRegistries,
+    dump_or_note,
     dump_with_names,
     load_with_names,
 )
-from .provider import Provider
+from .provider import UNSTORED, Provider, namespace_of, unstored_problems
 
-UNSTORED = "unstored"  # a state's {what: why} for settings that cannot be kept as JSON
 FAILED = "failed"  # in place of a state whose capture raised
 
 
@@ -91,10 +91,6 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - an array-like comparison: not the same
         return False
-
-
-def _unstored_problems(state: dict[str, Any] | None) -> list[str]:
-    return [f"{what} ({why}, not stored)" for what, why in ((state or {}).get(UNSTORED) or {}).items()]
 
 
 # -- class 7: libraries and the standard library -------------------------------------------
@@ -160,7 +156,7 @@ class PandasOptions(Provider):
         pandas = importlib.import_module("pandas")
         config = sys.modules["pandas._config.config"]
         wanted = {key: from_json(value) for key, value in ((state or {}).get("options") or {}).items()}
-        problems = _unstored_problems(state)
+        problems = unstored_problems(state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a deprecated option warns when set
             for key, parent, leaf, default in self._slots_of(config):
@@ -215,7 +211,7 @@ class NumpyOptions(Provider):
         printing, errors, errcall = numpy.get_printoptions(), numpy.geterr(), numpy.geterrcall()
         if self._seen is not None and (printing, errors) == self._seen[:2] and errcall is self._seen[2]:
             return self._state
-        namespace = getattr(shell, "user_ns", None) or {}
+        namespace = namespace_of(shell)
         options: dict[str, Any] = {}
         code: dict[str, Any] = {}  # settings that are functions (a formatter's lambdas, errcall)
         unstored: dict[str, str] = {}
@@ -224,16 +220,11 @@ class NumpyOptions(Provider):
                 continue
             try:
                 options[key] = to_json(value)
-            except Unstorable as exc:
-                try:
-                    code[f"printoptions {key}"] = dump_with_names(value, namespace)
-                except Exception as dump_exc:  # noqa: BLE001 - named in the summary
-                    unstored[f"printoptions {key}"] = f"{exc} ({type(dump_exc).__name__})"
+            except Unstorable:
+                code[f"printoptions {key}"] = dump_or_note(value, namespace, f"printoptions {key}", unstored)
         if errcall is not None:
-            try:
-                code["seterrcall"] = dump_with_names(errcall, namespace)
-            except Exception as exc:  # noqa: BLE001
-                unstored["seterrcall"] = f"{type(exc).__name__}: {exc}"
+            code["seterrcall"] = dump_or_note(errcall, namespace, "seterrcall", unstored)
+        code = {what: dumped for what, dumped in code.items() if dumped is not None}
         err = {key: value for key, value in errors.items() if _NUMPY_ERR_DEFAULTS.get(key) != value}
         self._seen = (printing, errors, errcall)
         self._state = _state_of(printoptions=options, seterr=err, code=code, unstored=unstored)
@@ -244,11 +235,11 @@ class NumpyOptions(Provider):
             return []
         numpy = importlib.import_module("numpy")
         state = state or {}
-        problems = _unstored_problems(state)
+        problems = unstored_problems(state)
         current = numpy.get_printoptions()
         printing = {key: value for key, value in _NUMPY_PRINT_DEFAULTS.items() if key in current}
         printing.update({key: from_json(value) for key, value in (state.get("printoptions") or {}).items()})
-        namespace = getattr(shell, "user_ns", None) or {}
+        namespace = namespace_of(shell)
         errcall = None
         for what, pickled in (state.get("code") or {}).items():
             try:
@@ -320,7 +311,7 @@ class MatplotlibRcParams(Provider):
         matplotlib = importlib.import_module("matplotlib")
         rc, original = matplotlib.rcParams, matplotlib.rcParamsOrig
         wanted = {key: from_json(value) for key, value in ((state or {}).get("rcparams") or {}).items()}
-        problems = _unstored_problems(state)
+        problems = unstored_problems(state)
         unstored = (state or {}).get(UNSTORED) or {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecated keys warn when set
@@ -467,7 +458,7 @@ class WarningsFilters(Provider):
         filters = warnings.filters
         if self._seen is not None and filters == self._seen:
             return self._state
-        namespace = getattr(shell, "user_ns", None) or {}
+        namespace = namespace_of(shell)
         baseline = self._baseline
         kept = [entry for entry in baseline if entry in filters]
         first_kept = filters.index(kept[0]) if kept else len(filters)
@@ -490,8 +481,8 @@ class WarningsFilters(Provider):
 
     def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
         state = state or {}
-        problems = _unstored_problems(state)
-        namespace = getattr(shell, "user_ns", None) or {}
+        problems = unstored_problems(state)
+        namespace = namespace_of(shell)
 
         def decoded(entries: Iterable[list[Any]]) -> list[tuple]:
             out = []
@@ -820,7 +811,7 @@ class IPythonConfig(Provider):
         from traitlets.config import Config, Configurable
 
         self._seen = None
-        problems = _unstored_problems(state)
+        problems = unstored_problems(state)
         wanted = (state or {}).get("sections") or {}
         now = self._sections(shell)
         update = Config()
