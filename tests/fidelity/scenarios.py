@@ -2452,6 +2452,24 @@ def _settings(corpus: _Corpus) -> None:
     corpus.add("settings", "builtins_attribute", ["import builtins\nbuiltins.$helper = lambda: 'from builtins'"], "print($helper())")
     corpus.add("settings", "sys_modules_injected", ["import sys, types\n$mod = types.ModuleType('$virtual')\n$mod.answer = 42\nsys.modules['$virtual'] = $mod"], "import $virtual\nprint($virtual.answer, $virtual is $mod)")
     corpus.add("settings", "copyreg", ["import copyreg, pickle\nclass $P:\n    def __init__(self, v):\n        self.v = v\ncopyreg.pickle($P, lambda p: ($P, (p.v * 2,)))"], "print(pickle.loads(pickle.dumps($P(2))).v)")
+    # A library's own object held by a name (or inside a container): after a restore it must be
+    # the library's live object, so writing through the name still reaches the library.
+    library_globals = {
+        "environ": ("from os import environ as $e\n$e['$V'] = 'on'", "import os\n$e['$W'] = 'too'\nprint($e is os.environ, os.environ.get('$V'), os.getenv('$W'))", ()),
+        "sys_path": ("from sys import path as $p", "import sys\nprint($p is sys.path)", ()),
+        "rcparams": (
+            "from matplotlib import rcParams as $rc\n$rc['lines.linewidth'] = 2.5",
+            "import matplotlib\nprint($rc is matplotlib.rcParams, matplotlib.rcParams['lines.linewidth'])",
+            ("matplotlib",),
+        ),
+        "root_logger": ("import logging\n$root = logging.root", "import logging\nprint($root is logging.getLogger())", ()),
+        "numpy_global_rng": ("import numpy as np\n$rs = np.random.mtrand._rand", "import numpy as np\nprint($rs is np.random.mtrand._rand)", ("numpy",)),
+        "in_a_container": ("import os, sys\n$box = {'env': os.environ, 'out': sys.stdout, 'n': 1}", "import os, sys\nprint($box['env'] is os.environ, $box['out'] is sys.stdout, $box['n'])", ()),
+        "decimal_default_context": ("import decimal\n$ctx = decimal.DefaultContext", "import decimal\nprint($ctx is decimal.DefaultContext)", ()),
+        "warnings_filters_list": ("import warnings\n$filters = warnings.filters", "import warnings\nprint($filters is warnings.filters)", ()),
+    }
+    for gname, (setup, probe, requires) in library_globals.items():
+        corpus.add("settings", f"library_global.{gname}", [setup], probe, requires=requires, key=f"library_global:{gname}")
     corpus.add("settings", "random_seed_global", ["import random\nrandom.seed(2024)"], "print(random.random(), random.randint(1, 1000))", key="random")
     corpus.add("settings", "numpy_seed_global", ["import numpy as np\nnp.random.seed(99)"], "print(np.random.rand(2).tolist(), np.random.randint(0, 100))", requires=("numpy",), key="numpy:random")
 
