@@ -183,7 +183,7 @@ def restore_case(root: Path, kinds: list[type[Contender]], nbytes: int) -> dict[
     first = persistent.driver.execute("(len([k for k in globals() if k.startswith('v')]), float(big[0]))")
     result["restore_s"] = time.perf_counter() - started
     result["restored"] = first.result
-    result["summary"] = first.stderr.strip()
+    result["summary"] = first.said.strip()
     started = time.perf_counter()
     persistent.execute("_ = float(big.sum())")
     result["first_full_pass_s"] = time.perf_counter() - started

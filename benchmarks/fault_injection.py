@@ -417,7 +417,7 @@ class Runner:
         value = result.user_expressions["fp"]
         if value["status"] != "ok":
             raise RuntimeError(f"fingerprint failed in the kernel: {value.get('ename')}: {value.get('evalue')}")
-        return json.loads(ast.literal_eval(value["data"]["text/plain"])), result.stderr
+        return json.loads(ast.literal_eval(value["data"]["text/plain"])), result.said
 
     def execute(self, k: int) -> None:
         result = self.driver.execute(self.program.cells[k], timeout=120)
@@ -493,6 +493,7 @@ class Runner:
             t0 = time.monotonic()
             self.driver.start()
             actual, notices = self.fingerprint()
+            notices = "\n".join(part for part in (self.driver.restore_summary(timeout=120), notices) if part)
             restore_seconds = time.monotonic() - t0
             key = state_key(actual)
             matches = [j for j in range(n) if self.keys[j] == key]

@@ -82,6 +82,7 @@ class Cell:
     ename: str | None = None
     evalue: str | None = None
     timed_out: bool = False
+    notice: str = ""  # the restore summary, a display of its own
 
 
 @dataclass
@@ -302,7 +303,7 @@ class Runner:
             return Cell(status="timeout", timed_out=True)
         except Exception as e:  # the kernel died under the request, the channels broke …
             return Cell(status="error", ename=type(e).__name__, evalue=str(e), timed_out=True)
-        return Cell(r.status, r.stdout, r.stderr, list(r.results), r.ename, r.evalue)
+        return Cell(r.status, r.stdout, r.stderr, list(r.results), r.ename, r.evalue, notice=r.notice)
 
     @staticmethod
     def _stop(driver: KernelDriver) -> None:
@@ -368,11 +369,13 @@ class Runner:
                 if driver.startup_output:
                     self.say(f"  {tag}: published at startup: {driver.startup_output[:3]}")
                 if run in ("kill", "restart"):
-                    # The restore summary goes to the first cell after the restart: a cell of
-                    # its own (no history, so execution counts stay the stock kernel's), which
-                    # also takes whatever a restore printed.
+                    # A cell of its own after the restart (no history, so execution counts stay
+                    # the stock kernel's) takes whatever a restore printed.
                     first = self._exec(driver, "pass", self.setup_timeout, store_history=False)
-                    summary = next((line for line in first.stderr.splitlines() if "Restored session" in line), first.stderr.strip()[:300])
+                    try:  # the notice itself goes to the first cell with history (a probe), apart from its output
+                        summary = driver.restore_summary(timeout=self.setup_timeout) or first.stderr.strip()[:300]
+                    except Exception as e:  # noqa: BLE001 - the probes will say what is wrong with the kernel
+                        summary = f"{type(e).__name__}: {e}"
                     if first.stdout.strip():
                         self.say(f"  {tag}: printed while restoring: {first.stdout[:300]!r}")
                     # The summary names at most a few variables per kind ("and 4 more"); the

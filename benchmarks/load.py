@@ -60,7 +60,7 @@ def main() -> int:
         took, _ = timed(lambda: k.start())
         first, result = timed(lambda: k.execute("pass"))
         rows.append(("restore after SIGKILL (start + first cell)", f"{took + first:.2f} s"))
-        rows.append(("restore summary", "`" + result.stderr.strip()[:160] + "`"))
+        rows.append(("restore summary", "`" + result.said.strip()[:160] + "`"))
         check = k.evaluate(f"sum(len(globals()[f'v{{i}}']) for i in range({args.variables}))")
         expected = 2 * args.variables + (args.cells - 1) // 2
         rows.append(("values after the restore", "all correct" if int(check) == expected else f"WRONG: {check} != {expected}"))

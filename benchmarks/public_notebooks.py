@@ -219,10 +219,11 @@ class NotebookRunner(fidelity.Runner):
         driver.kill()
         self._start(driver)
         run.startup_output = [str(m.get("content", ""))[:200] for m in driver.startup_output]
-        # The restore summary goes to the first request after the restore: a cell of its own
-        # with no history, so execution counts stay the stock kernel's (as fidelity.py does).
+        # A cell of its own after the restore, with no history, so execution counts stay the
+        # stock kernel's (as fidelity.py does); the summary is read apart from any cell.
         first = self._exec(driver, "pass", self.cell_timeout, store_history=False)
-        run.summary = (first.stderr.strip() + ("\n" + first.stdout.strip() if first.stdout.strip() else ""))[:2000]
+        said = [driver.restore_summary(timeout=self.cell_timeout), first.stderr.strip(), first.stdout.strip()]
+        run.summary = "\n".join(part for part in said if part)[:2000]
 
 
 # -- judging ------------------------------------------------------------------------------

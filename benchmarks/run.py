@@ -125,7 +125,7 @@ def measure_restore(array_mb: int, root: Path) -> str:
     restore = time.perf_counter() - started
     persistent.shutdown()
     assert first.result == "(42.0, 'five seconds of work')", first
-    summary = first.stderr.strip()
+    summary = first.said.strip()
     return "\n".join(
         [
             f"| session: {len(cells)} cells, a {array_mb} MB array, one 5 s cell | time | ratio to re-running |",

@@ -103,6 +103,14 @@ def _aside(path: Path, why: str) -> Path:
     return hidden
 
 
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a session out of the way, kept and listed (``<id>-<why>-<time>``); refused while a kernel holds it."""
+    target = path.parent / f"{path.name}-{why}-{time.strftime('%Y%m%d-%H%M%S')}"[:64]
+    with holding(path, why):
+        os.rename(path, target)
+    return target
+
+
 def remove(path: Path) -> dict[str, Any]:
     """Delete a session's store; refused while a kernel holds it."""
     size = directory_bytes(path)

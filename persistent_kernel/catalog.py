@@ -152,6 +152,7 @@ class Summary:
     path: str
     name: str | None = None
     source: str | None = None
+    origin: str | None = None  # where the kernel learned its identity, in words
     notebook_path: str | None = None
     cells: int | None = None
     size_bytes: int = 0
@@ -196,6 +197,7 @@ def summarize(path: Path) -> Summary:
         return summary
     summary.name = meta.get("session_name")
     summary.source = meta.get("session_source")
+    summary.origin = meta.get("session_origin")
     summary.notebook_path = meta.get("notebook_path")
     summary.cells = cells
     summary.last_active = _last_active(last, meta)
@@ -292,6 +294,7 @@ def describe(path: Path) -> dict[str, Any]:
             "session_id": path.name,
             "session_name": meta.get("session_name"),
             "session_source": meta.get("session_source"),
+            "session_origin": meta.get("session_origin"),
             "notebook_path": meta.get("notebook_path"),
             "store_path": str(path),
             "store_bytes": store.size_bytes(),

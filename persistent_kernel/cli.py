@@ -130,11 +130,12 @@ def _sessions(args: argparse.Namespace) -> int:
 
     home = _home()
     rows = list_sessions(home)
-    header = ["ID", "NOTEBOOK / NAME", "CELLS", "SIZE", "LAST ACTIVE", "PID"]
+    header = ["ID", "NOTEBOOK / NAME", "IDENTIFIED BY", "CELLS", "SIZE", "LAST ACTIVE", "PID"]
     table = [
         [
             row.id,
             row.notebook_path or row.name or f"? {row.problem}",
+            _identified_by(row.origin or row.source),
             "-" if row.cells is None else str(row.cells),
             _bytes(row.size_bytes),
             _ago(row.last_active),
@@ -146,6 +147,11 @@ def _sessions(args: argparse.Namespace) -> int:
     document = {"home": str(home), "sessions": [row.to_json() for row in rows]}
     _emit(args, document, text)
     return 0
+
+
+def _identified_by(origin: str | None) -> str:
+    """The origin's label (before its colon), for a table column (``show`` has all of it)."""
+    return origin.split(":")[0] if origin else "-"
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -175,8 +181,9 @@ def _format_show(facts: dict[str, Any]) -> str:
     lines = [
         (
             "Session",
-            f"{facts['session_name'] or '-'}  (id {facts['session_id']}, from {facts['session_source'] or '-'})",
+            f"{facts['session_name'] or '-'}  (id {facts['session_id']})",
         ),
+        ("Identified by", facts.get("session_origin") or facts["session_source"] or "-"),
         ("Notebook", facts["notebook_path"] or "-"),
         (
             "Store",

@@ -107,8 +107,8 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
         driver.start()
         say(f"   new kernel pid {driver.pid}, ready in {time.monotonic() - started:.1f} s\n")
         first = driver.execute(TABLE)
-        if first.stderr:
-            say("   It says: " + first.stderr.strip().replace("\n", "\n   ") + "\n")
+        if first.said:
+            say("   It says: " + first.said.strip().replace("\n", "\n   ") + "\n")
         say("\n   The table after the crash:\n" + textwrap.indent(first.stdout, "     "))
         after = driver.evaluate(FINGERPRINT)
         driver.shutdown()

@@ -6,6 +6,7 @@ talk to kernels through this, exactly as JupyterLab or nbclient would.
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class Execution:
     results: list[str] = field(default_factory=list)  # text/plain of execute_result
     displays: list[str] = field(default_factory=list)  # text/plain of display_data
     html: list[str] = field(default_factory=list)  # text/html of display_data, where a display had it
+    notice: str = ""  # the restore summary's plain text (a display of its own, not in ``displays``)
+    notice_html: str = ""
     pages: list[str] = field(default_factory=list)  # pager payloads (``%persist?``), as text
     ename: str | None = None
     evalue: str | None = None
@@ -38,8 +41,18 @@ class Execution:
         return "\n".join([self.stdout, *self.displays])
 
     @property
+    def said(self) -> str:
+        """What persistence told the user in this cell: the restore notice, then stderr (warnings)."""
+        return "\n".join(part for part in (self.notice, self.stderr) if part)
+
+    @property
     def result(self) -> str | None:
         return self.results[-1] if self.results else None
+
+
+def is_restore_notice(content: dict[str, Any]) -> bool:
+    """Whether a display_data is the kernel's restore summary (``notice``), not the cell's own output."""
+    return "notice" in ((content.get("metadata") or {}).get("persistent_kernel") or {})
 
 
 class KernelDriver:
@@ -77,6 +90,24 @@ class KernelDriver:
         self.km.start_kernel(**kwargs)
         self._connect()
         return self
+
+    def connect_to(self, connection_file: str) -> KernelDriver:
+        """Be a client of a kernel another process manages (jupyter_server), from its connection file."""
+        from jupyter_client.blocking import BlockingKernelClient
+
+        if self.kc is not None:
+            self.kc.stop_channels()
+        self.kc = BlockingKernelClient(connection_file=connection_file)
+        self.kc.load_connection_file()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=self.startup_timeout)
+        self._drain_iopub()
+        return self
+
+    def disconnect(self) -> None:
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
 
     def _connect(self) -> None:
         assert self.km is not None
@@ -144,8 +175,9 @@ class KernelDriver:
         silent: bool = False,
         store_history: bool = True,
         user_expressions: dict[str, str] | None = None,
+        allow_stdin: bool | None = None,
     ) -> Execution:
-        outputs: dict[str, list[str]] = {"stdout": [], "stderr": [], "results": [], "displays": [], "html": []}
+        outputs: dict[str, list[str]] = {"stdout": [], "stderr": [], "results": [], "displays": [], "html": [], "notice": [], "notice_html": []}
         error: dict[str, str] = {}
 
         def on_output(msg: dict[str, Any]) -> None:
@@ -154,6 +186,9 @@ class KernelDriver:
                 outputs[content["name"]].append(content["text"])
             elif kind == "execute_result":
                 outputs["results"].append(content["data"].get("text/plain", ""))
+            elif kind == "display_data" and is_restore_notice(content):
+                outputs["notice"].append(content["data"].get("text/plain", ""))
+                outputs["notice_html"].append(content["data"].get("text/html", ""))
             elif kind == "display_data":
                 outputs["displays"].append(content["data"].get("text/plain", ""))
                 if "text/html" in content["data"]:
@@ -168,6 +203,7 @@ class KernelDriver:
             user_expressions=user_expressions or {},
             output_hook=on_output,
             timeout=timeout,
+            allow_stdin=allow_stdin,
         )["content"]
         return Execution(
             status=reply["status"],
@@ -177,11 +213,18 @@ class KernelDriver:
             results=outputs["results"],
             displays=outputs["displays"],
             html=outputs["html"],
+            notice="\n".join(outputs["notice"]),
+            notice_html="\n".join(outputs["notice_html"]),
             pages=[p["data"].get("text/plain", "") for p in reply.get("payload", []) if p.get("source") == "page"],
             ename=reply.get("ename", error.get("ename")),
             evalue=reply.get("evalue", error.get("evalue")),
             user_expressions=reply.get("user_expressions", {}),
         )
+
+    def restore_summary(self, timeout: float = 30) -> str:
+        """The last restore's summary, read without a cell (the notice itself waits for the first user cell)."""
+        report = "get_ipython().kernel.restore_report"
+        return ast.literal_eval(self.evaluate(f"{report}.summary() if {report} is not None else ''", timeout=timeout))
 
     def evaluate(self, expression: str, timeout: float = 30) -> str:
         """``repr`` of an expression in the kernel, through a silent execution's user_expressions."""

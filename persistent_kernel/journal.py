@@ -72,7 +72,7 @@ class Journal:
 
     def __init__(
         self,
-        session: Session,
+        session: Session | None,
         *,
         map_size: int = DEFAULT_MAP_SIZE,
         max_store_size: int = 0,
@@ -99,6 +99,13 @@ class Journal:
         self._notices: list[str] = []
         self.paused: str | None = None  # %persist off: the label of the last cell journaled before the pause
         self.background_problem: str | None = None  # a large value's background write failed (told once)
+        self._lock: SessionLock | None = None
+        if session is not None:
+            self.identify(session)
+
+    def identify(self, session: Session) -> None:
+        """Say which session this is; a kernel that learns it from its first execution says it then."""
+        self.session = session
         self._lock = SessionLock(session.store_path)
 
     # -- opening ------------------------------------------------------------------
@@ -149,6 +156,7 @@ class Journal:
         ensure_private_dir(self.session.home)
         ensure_private_dir(where.parent)  # sessions/
         ensure_private_dir(where)
+        assert self._lock is not None, "open() before identify()"
         self._lock.acquire(self.lock_timeout)
         # A store whose opening kills the process (LMDB trusts its file: damage it cannot see
         # can crash it) would kill every restart. Count attempts in a file beside it: once may
@@ -180,6 +188,7 @@ class Journal:
             session_name=self.session.name,
             session_source=self.session.source,
             notebook_path=self.session.notebook_path,
+            session_origin=self.session.origin,
             created=self.store.get_meta("created") or time.time(),
             kernel_pid=os.getpid(),
             kernel_started=time.time(),
@@ -203,7 +212,8 @@ class Journal:
         if where.is_dir():
             (where / OPEN_ATTEMPTS_FILE).unlink(missing_ok=True)  # ours, not the store's
         os.rename(where, aside)
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
         return aside
 
     def _close_quietly(self) -> None:
@@ -213,7 +223,8 @@ class Journal:
         if self.store is not None:
             self.store.close()
             self.store = None
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def turn_off(self, reason: str) -> None:
         """Run without persistence on purpose (configuration), without opening the store."""
@@ -449,12 +460,14 @@ class Journal:
     def status(self) -> dict[str, Any]:
         """Facts for ``%persist status`` (plain data, rendered by the magic)."""
         records = self.records()
+        session = self.session
         return {
-            "session_id": self.session.id,
-            "session_name": self.session.name,
-            "session_source": self.session.source,
-            "notebook_path": self.session.notebook_path,
-            "store_path": str(self.session.store_path),
+            "session_id": session.id if session else None,
+            "session_name": session.name if session else None,
+            "session_source": session.source if session else None,
+            "session_origin": session.origin if session else None,
+            "notebook_path": session.notebook_path if session else None,
+            "store_path": str(session.store_path) if session else None,
             "store_bytes": self.store.size_bytes() if self.store is not None else None,
             "format_version": self.store.format_version if self.store is not None else None,
             "active": self.active,
@@ -490,5 +503,6 @@ class Journal:
         if self.store is not None:
             self.store.close()
             self.store = None
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 

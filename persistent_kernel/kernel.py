@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
 import sys
 import threading
@@ -18,15 +19,16 @@ from typing import Any
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Float, Int, List, Unicode
 
-from . import __version__
+from . import __version__, identity
 from . import records as rec
 from .checkpoint import Checkpoint, Checkpointer
 from .context import ProcessContextTracker, RandomStateTracker
 from .events import COMM_MESSAGES, NotebookCodeRecorder, describe_comm_message
 from .journal import Journal
 from .magics import PersistMagics
+from .notice import restore_notice
 from .restore import RestoreProgress, RestoreReport, restore_session
-from .session import resolve_session
+from .session import directory_session, persistent_home
 from .store import DEFAULT_MAP_SIZE
 
 
@@ -128,7 +130,13 @@ class PersistentKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.session_info = resolve_session()
+        self._connection_file = getattr(self.parent, "abs_connection_file", None) or getattr(self.parent, "connection_file", None)
+        self._start_cwd = os.getcwd()
+        start = identity.at_start(connection_file=self._connection_file, cwd=self._start_cwd)
+        self.session_info = start.session  # None until the first execution says, or for good (``_identity_off``)
+        self._identity_off = start.off
+        self._identity_pending = False
+        self._notice_parts: list[str] | None = None  # the restore summary, shown in the first visible cell
         self.journal = Journal(
             self.session_info,
             map_size=self.map_size,
@@ -195,13 +203,43 @@ class PersistentKernel(IPythonKernel):
         return info
 
     def restore(self) -> None:
-        """Open the session's journal and rebuild the namespace; called once, before any request."""
+        """Called once at start, before any request: restore now, or wait for the first execution.
+
+        A kernel whose environment does not say which notebook it runs (VS Code,
+        nbclient, ``jupyter console``) touches no session until its first
+        execution tells (see ``identity``); that execution restores, then runs.
+        """
+        if self.persist and self.session_info is None and self._identity_off is None:
+            self._identity_pending = True
+            self.journal.turn_off("waiting for the first execution, which tells which notebook this kernel runs")
+            return
+        self._restore_session()
+
+    def _identify_from_first_execution(self, request: dict[str, Any]) -> None:
+        self._identity_pending = False
+        try:
+            session = identity.from_first_execution(request["code"], bool(request["allow_stdin"]), cwd=self._start_cwd)
+        except Exception:  # noqa: BLE001 - never the cell's problem: fall back to the directory, as before
+            self.log.exception("persistent_kernel: could not tell the session from the first execution")
+            session = directory_session(self._start_cwd, persistent_home())
+        self.session_info = session
+        self.journal.identify(session)
+        self.journal.problem = None
+        self._restore_session()
+
+    def _restore_session(self) -> None:
+        """Open the session's journal and rebuild the namespace."""
         # ipykernel and IPython set a few variables while starting (MPLBACKEND, PAGER …):
         # only what cells change afterwards is the session's.
         self.process_context.rebase()
         if not self.persist:
             self.journal.turn_off("turned off by configuration (PersistentKernel.persist = False)")
             return
+        if self.session_info is None:
+            self.journal.turn_off(self._identity_off or "no session")
+            self.log.info("persistent_kernel: persistence is off: %s", self.journal.problem)
+            return
+        renamed = self._follow_rename()
         if not self.journal.open():
             self.log.warning("persistent_kernel: %s", self.journal.problem)
             return
@@ -236,9 +274,8 @@ class PersistentKernel(IPythonKernel):
                 # summary already said it cannot be stored, so no note repeats it.
                 self.checkpointer.adopt(states, dirty=set(self.restore_report.recomputed))
                 self._told_unstorable.update(self.restore_report.recomputed)
-                summary = self.restore_report.summary()
-                self.log.info("persistent_kernel: %s", summary)
-                self.journal.notify(summary)
+                self._notice_parts = self.restore_report.summary_parts() + ([f"({renamed}.)"] if renamed else [])
+                self.log.info("persistent_kernel: %s", " ".join(self._notice_parts))
             else:
                 self.checkpointer.adopt({})
                 if self.journal.records():
@@ -248,6 +285,21 @@ class PersistentKernel(IPythonKernel):
             self.checkpointer.adopt({})
             self.checkpointer.recover()
         self.process_context.reset(self.process_context.capture())
+
+    def _follow_rename(self) -> str | None:
+        """A notebook renamed since this kernel first started: its session follows the new name."""
+        assert self.session_info is not None
+        try:
+            session, note = identity.follow_rename(self.session_info, self._connection_file, self.lock_timeout)
+        except Exception:  # noqa: BLE001 - the session under the current name is still right to open
+            self.log.exception("persistent_kernel: could not follow a rename")
+            return None
+        if session != self.session_info:
+            self.session_info = session
+            self.journal.identify(session)
+        if note:
+            self.log.info("persistent_kernel: %s", note)
+        return note
 
     async def do_execute(
         self,
@@ -287,7 +339,13 @@ class PersistentKernel(IPythonKernel):
 
     async def _journaled_execute(self, request: dict[str, Any]) -> dict[str, Any]:
         code, silent = request["code"], request["silent"]
-        if not silent:
+        if self._identity_pending:
+            self._identify_from_first_execution(request)
+        # What persistence tells the user goes to the user's cells: a frontend's own executions
+        # (VS Code's start-up code, its variable queries) leave the history alone and show nothing.
+        users_cell = not silent and bool(request["store_history"])
+        if users_cell:
+            self._show_restore_notice()
             self._show_notices()
         record = self.journal.begin(
             code,
@@ -306,7 +364,7 @@ class PersistentKernel(IPythonKernel):
             if record is not None:
                 self._checkpoint(record, code, reply, time.monotonic() - started)
                 self._schedule_idle_check()
-            if not silent:
+            if users_cell:
                 self._show_notices()
 
     async def _execute_within_turn(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -491,6 +549,15 @@ class PersistentKernel(IPythonKernel):
                 f"{'it is' if len(new) == 1 else 'they are'} rebuilt by replaying the cells that made {'it' if len(new) == 1 else 'them'}."
             )
 
+    def _show_restore_notice(self) -> None:
+        """The restore summary, once, as information in the cell's output (``notice``)."""
+        parts, self._notice_parts = self._notice_parts, None
+        if parts:
+            from IPython.display import publish_display_data
+
+            data, metadata = restore_notice(parts)
+            publish_display_data(data, metadata=metadata)
+
     def _show_notices(self) -> None:
         """Tell the user, once, what persistence did or could not do (on the cell's stderr)."""
         notices = self.journal.take_notices()
@@ -503,4 +570,6 @@ class PersistentKernel(IPythonKernel):
         # for a commit in progress on the shell thread.
         reply = super().do_shutdown(restart)
         self.journal.close(drain_timeout=self.shutdown_drain_timeout)
+        if not restart:  # a restart keeps the connection file: a rename is followed by its record
+            identity.forget_kernel(self.session_info, self._connection_file)
         return reply

@@ -50,7 +50,8 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
     # A "started" record is the cell running now (this one) or one whose kernel died before a restore saw it.
     by_status = ", ".join(f"{n} {'running' if s == 'started' else s}" for s, n in sorted(facts["cells_by_status"].items())) or "none"
     lines = [
-        ("Session", f"{facts['session_name']}  (id {facts['session_id']}, from {facts['session_source']})"),
+        ("Session", f"{facts['session_name'] or '-'}  (id {facts['session_id'] or '-'})"),
+        ("Identified by", facts.get("session_origin") or facts["session_source"] or "-"),
         ("Notebook", facts["notebook_path"] or "-"),
         ("Store", f"{facts['store_path']}  ({views.human_bytes(facts['store_bytes'])}, format {facts['format_version'] or '-'})"),
         ("Persistence", state),

@@ -158,6 +158,11 @@ class RestoreReport:
     finished_at: float = 0.0
 
     def summary(self) -> str:
+        """One line: what was restored and how, then what was not and why."""
+        return " ".join(self.summary_parts())
+
+    def summary_parts(self) -> list[str]:
+        """The headline (``Restored session …``), then one sentence per kind of news."""
         what = []
         if self.loaded or not self.replayed:
             what.append(f"loaded {self.loaded} variable{_s(self.loaded)} ({_human(self.loaded_bytes)})")
@@ -223,7 +228,7 @@ class RestoreReport:
             parts.append(f"{len(self.failures)} cell{_s(len(self.failures))} failed during replay: {shown}{more}.")
         if self.context_problems:
             parts.append(f"Not restored: {'; '.join(self.context_problems)}.")
-        return " ".join(parts)
+        return parts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

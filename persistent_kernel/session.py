@@ -1,13 +1,9 @@
 """Session identity and the store's location.
 
-A session is what a restarted kernel comes back to. Its name is chosen, in
-order, from:
-
-1. ``PERSISTENT_KERNEL_SESSION`` — an explicit name (tests, scripts, a user who
-   wants two notebooks to share nothing or a fresh start under a new name);
-2. ``JPY_SESSION_NAME`` — the notebook path jupyter_server sets, so each
-   notebook has its own session;
-3. the working directory — ``jupyter console`` and nbclient set neither.
+A session is what a restarted kernel comes back to. Which one a kernel belongs
+to is decided by ``identity`` (the environment, the connection file, the first
+execution); this module turns the answer into a ``Session``: its directory name,
+what the user sees, and where the answer came from.
 
 Each session has its own LMDB environment under
 ``PERSISTENT_KERNEL_HOME`` (default ``<jupyter data dir>/persistent_kernel``),
@@ -39,9 +35,10 @@ class Session:
 
     id: str  # directory name: filesystem-safe, unique per name
     name: str  # what the user sees: a notebook's file name, the explicit name, or the directory
-    source: str  # "explicit" | "notebook" | "cwd"
-    notebook_path: str | None  # absolute path when jupyter_server told us
+    source: str  # how the id is derived: "explicit" | "notebook" | "run" | "cwd"
+    notebook_path: str | None  # absolute path when a frontend told us
     home: Path  # PERSISTENT_KERNEL_HOME
+    origin: str = ""  # where the identity came from, in words (``%persist status``, ``sessions``)
 
     @property
     def store_path(self) -> Path:
@@ -72,7 +69,7 @@ def session_id_for(source: str, key: str) -> str:
     user can find it; anything else gets a readable slug plus a hash of the whole
     key, so two different notebooks called ``analysis.ipynb`` never share a store.
     """
-    if source == "explicit" and SAFE_ID.match(key):
+    if source in ("explicit", "run") and SAFE_ID.match(key):
         return key
     if source == "notebook":
         readable = os.path.basename(key)
@@ -89,19 +86,40 @@ def notebook_session(notebook: str | os.PathLike[str]) -> tuple[str, str]:
     return session_id_for("notebook", path), path
 
 
+def explicit_session(name: str, home: Path, origin: str = f"explicit: the {SESSION_ENV} variable") -> Session:
+    return Session(session_id_for("explicit", name), name, "explicit", None, home, origin)
+
+
+def session_of_notebook(notebook: str, home: Path, origin: str) -> Session:
+    session_id, path = notebook_session(notebook)
+    return Session(session_id, os.path.basename(path), "notebook", path, home, origin)
+
+
+def run_session(name: str, home: Path, origin: str) -> Session:
+    return Session(session_id_for("run", name), name, "run", None, home, origin)
+
+
+def directory_session(cwd: str | None, home: Path) -> Session:
+    directory = os.path.abspath(cwd or os.getcwd())
+    return Session(session_id_for("cwd", directory), directory, "cwd", None, home, "working directory: no frontend named a notebook (jupyter console, a script)")
+
+
 def resolve_session(env: dict[str, str] | None = None, cwd: str | None = None) -> Session:
-    """The session this kernel belongs to, from its environment."""
+    """The session of an explicit name, else of ``JPY_SESSION_NAME``, else of the directory.
+
+    For tools and tests that name a session the way a kernel would. A kernel
+    itself asks ``identity``, which also checks that ``JPY_SESSION_NAME`` is its
+    own and learns a VS Code notebook from the first execution.
+    """
     env = os.environ if env is None else env
     home = persistent_home(env)
     explicit = env.get(SESSION_ENV, "").strip()
     if explicit:
-        return Session(session_id_for("explicit", explicit), explicit, "explicit", None, home)
+        return explicit_session(explicit, home)
     notebook = env.get(NOTEBOOK_ENV, "").strip()
     if notebook:
-        session_id, path = notebook_session(notebook)
-        return Session(session_id, os.path.basename(path), "notebook", path, home)
-    directory = os.path.abspath(cwd or os.getcwd())
-    return Session(session_id_for("cwd", directory), directory, "cwd", None, home)
+        return session_of_notebook(notebook, home, f"jupyter_server: {NOTEBOOK_ENV}")
+    return directory_session(cwd, home)
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -52,8 +52,14 @@ def kernel(session_env: Callable[..., dict[str, str]], tmp_path: Path) -> Iterat
     """Start persistent kernels; every one still alive is shut down after the test."""
     drivers: list[KernelDriver] = []
 
-    def start(session: str = "test-session", *, extra_arguments: list[str] | None = None, env: dict[str, str] | None = None) -> KernelDriver:
-        driver = KernelDriver(env=env or session_env(session), cwd=str(tmp_path), extra_arguments=extra_arguments)
+    def start(
+        session: str = "test-session",
+        *,
+        extra_arguments: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> KernelDriver:
+        driver = KernelDriver(env=env or session_env(session), cwd=str(cwd or tmp_path), extra_arguments=extra_arguments)
         drivers.append(driver)
         return driver.start()
 
@@ -77,7 +83,7 @@ def crash_and_restart(driver: KernelDriver) -> str:
     """SIGKILL the kernel, start a new one on the same session; returns the restore summary."""
     driver.kill()
     driver.start()
-    return driver.execute("pass").stderr
+    return driver.execute("pass").said
 
 
 def check_store(pk_home: Path, session: str = "test-session") -> None:

@@ -247,10 +247,10 @@ def test_a_planted_pickle_and_a_planted_cell_never_run_and_the_rest_is_restored(
     first = k.execute("pass")
     assert not marker.exists()
     assert k.evaluate("(a, b, victim, 'pwned' in dir())") == "(41, 42, {'k': [0, 1, 2, 3, 4]}, False)"
-    assert "Refused 2 stored records that failed authentication" in first.stderr, first.stderr
-    assert "cell record #4; the stored value of victim from cell [2]" in first.stderr
-    assert "nothing in them was loaded or run" in first.stderr
-    assert "Recomputed victim by replaying cell [2]" in first.stderr
+    assert "Refused 2 stored records that failed authentication" in first.said, first.said
+    assert "cell record #4; the stored value of victim from cell [2]" in first.said
+    assert "nothing in them was loaded or run" in first.said
+    assert "Recomputed victim by replaying cell [2]" in first.said
     status = k.execute("%persist status").text
     assert "Authentication" in status and "failed authentication" in status
     k.shutdown()
@@ -274,7 +274,7 @@ def test_a_changed_byte_in_a_large_file_is_refused_and_the_array_recomputed(kern
     k = kernel(extra_arguments=["--PersistentKernel.large_blob_bytes=1048576"])
     first = k.execute("pass")
     assert k.evaluate("(int(big.sum()), small)") == f"({sum(range(4 * 2**20))}, 7)"
-    assert "large value file" in first.stderr and "Recomputed big" in first.stderr, first.stderr
+    assert "large value file" in first.said and "Recomputed big" in first.said, first.said
 
 
 @slow

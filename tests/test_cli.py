@@ -162,10 +162,11 @@ def test_list_show_history_gc_attach_and_rm_a_notebook_session(
     big = next(v for v in facts["variables"] if v["name"] == "big")
     assert big["nbytes"] >= 24 * 2**20 and big["landed"] is True
     text = cli(pk_home, "show", sid[:5]).stdout  # a unique prefix
-    assert f"Session:      old.ipynb  (id {sid}, from notebook)" in text
-    assert "Kernel:       not running" in text
-    assert "Cells:        6  (1 error, 5 ok)" in text
-    assert "Last restore: none" in text
+    assert f"Session:       old.ipynb  (id {sid})" in text
+    assert "Identified by: jupyter_server: JPY_SESSION_NAME, confirmed by the kernel's connection file" in text
+    assert "Kernel:        not running" in text
+    assert "Cells:         6  (1 error, 5 ok)" in text
+    assert "Last restore:  none" in text
     assert any(
         line.split()[:3] == ["big", "stored", "25.2"] for line in text.splitlines()
     )
@@ -251,9 +252,9 @@ def test_list_show_history_gc_attach_and_rm_a_notebook_session(
     # The kernel on the new path restores the session, large blob (kept by gc) included.
     k2 = kernel(env=notebook_env(session_env, new))
     assert_restored(k2)
-    assert "Restored session 'new.ipynb'" in k2.execute("pass").stderr
+    assert "Restored session 'new.ipynb'" in k2.execute("pass").said
     k2.shutdown()
-    assert "Last restore: 20" in cli(pk_home, "show", new_sid).stdout
+    assert "Last restore:  20" in cli(pk_home, "show", new_sid).stdout
     assert cli_json(pk_home, "show", new_sid)["last_restore"]["loaded"] >= 3
 
     # rm on a stopped session: gone, and the listing says so.

@@ -51,7 +51,7 @@ def test_restart_during_a_running_cell_leaves_a_consistent_store(kernel, pk_home
     k.restart()  # jupyter_client: shutdown_request(restart=True), wait, then terminate, then kill
     first = k.execute("(x, 'y' in globals())")
     assert first.result == "(1, False)"
-    assert "was running when the kernel died and was not replayed" in first.stderr
+    assert "was running when the kernel died and was not replayed" in first.said
     k.shutdown()
     check_store(pk_home)
 
@@ -84,7 +84,7 @@ def test_a_variable_whose_module_was_removed_costs_only_itself(kernel, tmp_path:
     for cache in library.glob("__pycache__/gonelib*"):
         cache.unlink()
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert "Could not rebuild" in summary and "thing" in summary and "Thing" in summary
     assert k.evaluate("(plain, 'thing' in globals())") == "({'kept': True}, False)"
     run(k, "after = 1")  # the session goes on
@@ -100,7 +100,7 @@ def test_a_variable_whose_own_module_file_was_deleted_comes_back_with_the_sessio
     k.kill()
     (tmp_path / "gonelib.py").unlink()
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert "gonelib.py changed since (the file is gone); the session's code is kept" in summary, summary
     assert k.evaluate("(plain, thing.v, isinstance(thing, Thing))") == "({'kept': True}, 7, True)"
 

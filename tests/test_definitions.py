@@ -344,7 +344,7 @@ def test_every_construct_held_every_way_survives_sigkill(kernel, pk_home) -> Non
     assert all(out.strip() for out in before.values())
     driver.kill()
     driver.start()
-    summary = driver.execute("pass").stderr
+    summary = driver.execute("pass").said
     assert "Restored session" in summary
     after = {name: driver.execute(probe).stdout for name, _cells, probe in scenarios}
     different = {name: (before[name], after[name]) for name in before if before[name] != after[name]}

@@ -104,7 +104,7 @@ class Session:
         result = self.driver.execute(textwrap.dedent(code))
         assert result.status == "ok", f"{code[:80]!r} failed: {result.ename}: {result.evalue}"
         assert "Traceback" not in result.stderr, result.stderr
-        self.stderr.append(result.stderr)
+        self.stderr.append(result.said)
         return result.stdout
 
     def value(self, expression: str) -> str:
@@ -113,7 +113,7 @@ class Session:
     def status(self) -> str:
         result = self.driver.execute("%persist status")
         assert result.status == "ok"
-        self.stderr.append(result.stderr)
+        self.stderr.append(result.said)
         return result.text
 
     def settle(self, timeout: float = 60) -> str:

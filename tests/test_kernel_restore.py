@@ -99,12 +99,12 @@ def test_cell_that_kills_its_own_kernel_is_not_replayed(kernel, pk_home: Path) -
     k.start()
     first = k.execute("before")
     assert first.result == "'safe'"
-    assert "Cell [2] was running when the kernel died and was not replayed" in first.stderr
+    assert "Cell [2] was running when the kernel died and was not replayed" in first.said
     assert k.evaluate("'doomed' in globals()") == "False"
     # The next restore does not repeat the news, and still does not run the cell.
     crash_and_restart(k)
     again = k.execute("before")
-    assert again.result == "'safe'" and "was running" not in again.stderr
+    assert again.result == "'safe'" and "was running" not in again.said
     k.shutdown()
     check_store(pk_home)
 
@@ -124,8 +124,8 @@ def test_a_cell_that_kills_the_restore_is_skipped_next_time(kernel, tmp_path: Pa
     k.start()
     first = k.execute("after")
     assert first.result == "'still here'"
-    assert "Cell [2] stopped an earlier restore and is no longer replayed" in first.stderr
-    assert "Could not rebuild numbers" in first.stderr
+    assert "Cell [2] stopped an earlier restore and is no longer replayed" in first.said
+    assert "Could not rebuild numbers" in first.said
 
 
 def test_magics_and_shell_commands_replay_as_they_ran(kernel) -> None:
@@ -154,8 +154,8 @@ def test_restore_shows_nothing_but_the_summary(kernel) -> None:
     assert k.startup_output == []
     first = k.execute("'first'")
     assert first.stdout == "" and first.displays == [] and first.results == ["'first'"]
-    assert first.stderr.startswith("Restored session 'test-session': loaded ")
-    assert "printed" not in first.stderr and "Traceback" not in first.stderr
+    assert first.said.startswith("Restored session 'test-session': loaded ")
+    assert "printed" not in first.said and "Traceback" not in first.said
 
 
 def test_execution_count_and_input_history_continue(kernel) -> None:
@@ -197,7 +197,7 @@ def test_restart_kernel_restores_the_same_way(kernel) -> None:
     k.restart()  # shutdown_request(restart=True), then a new process
     first = k.execute("greeting, numbers")
     assert first.result == "('hi', [0, 1, 2, 3, 4])"
-    assert "Restored session" in first.stderr and "running when the kernel died" not in first.stderr
+    assert "Restored session" in first.said and "running when the kernel died" not in first.said
 
 
 def test_random_numbers_are_not_redrawn(kernel) -> None:
@@ -242,7 +242,7 @@ def test_forget_gives_a_clean_slate(kernel) -> None:
     assert "Forgot session 'test-session'" in forgot.stdout
     k.restart()
     first = k.execute("'secret' in globals()")
-    assert first.result == "False" and "Restored" not in first.stderr
+    assert first.result == "False" and "Restored" not in first.said
 
 
 def test_persist_status_tells_where_and_what(kernel, pk_home: Path) -> None:
@@ -278,8 +278,8 @@ def test_an_unreadable_store_is_moved_aside_whole_and_the_session_starts_fresh(k
     k = kernel()
     first = k.execute("21 * 2")
     assert first.status == "ok" and first.result == "42"
-    moved = re.search(r"It was moved to (\S+), nothing deleted", first.stderr)
-    assert moved, first.stderr
+    moved = re.search(r"It was moved to (\S+), nothing deleted", first.said)
+    assert moved, first.said
     aside = Path(moved.group(1))
     assert aside.parent == pk_home / "unreadable"
     kept = {p.name: p.read_bytes() for p in ([aside] if aside.is_file() else aside.iterdir()) if p.name not in ("kernel.lock", "lock.mdb")}
@@ -306,7 +306,7 @@ def test_a_store_whose_opening_killed_two_kernels_is_set_aside(kernel, pk_home: 
     (store / "opening").write_text("2\n")  # two did: the store's doing
     k = kernel()
     first = k.execute("'x' in globals()")
-    assert first.result == "False" and "stopped the kernel 2 times" in first.stderr and "It was moved to" in first.stderr
+    assert first.result == "False" and "stopped the kernel 2 times" in first.said and "It was moved to" in first.said
 
 
 def test_a_newer_versions_store_is_left_alone(kernel, pk_home: Path) -> None:
@@ -324,7 +324,7 @@ def test_a_newer_versions_store_is_left_alone(kernel, pk_home: Path) -> None:
     k = kernel()
     first = k.execute("21 * 2")
     assert first.result == "42"
-    assert "Persistence is off for this kernel" in first.stderr and "a newer persistent-kernel reads it" in first.stderr
+    assert "Persistence is off for this kernel" in first.said and "a newer persistent-kernel reads it" in first.said
     assert "OFF" in k.execute("%persist status").text
     k.shutdown()
     assert {p: p.read_bytes() for p in files} == files  # nothing changed, nothing moved
@@ -388,7 +388,7 @@ def test_a_cell_replayed_for_another_name_does_not_change_a_value_rebuilt_from_a
     run(k, "big = big * 2")
     k.kill()  # at once: the write of [5]'s value has not landed
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert k.evaluate("(float(big[7]), float(big.sum()) == 6.0 * 3_000_000)") == "(6.0, True)", summary
 
 
@@ -402,7 +402,7 @@ def test_a_replayed_cell_reading_an_unstorable_object_deleted_since(kernel) -> N
     run(k, "del g")
     k.kill()  # the write of [3]'s value may not have landed: the restore starts from [2]
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert "failed during replay" not in summary, summary
     assert k.evaluate("(float(big[0]), float(big[10]), 'g' in globals())") == "(5.0, 1.0, False)"
 

@@ -243,7 +243,7 @@ def test_large_values_no_replay_could_make_again_are_durable_before_the_reply(ke
     k.kill()  # at once: nothing is left to land
     (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert "replayed" not in summary and "Not exact" not in summary, summary
     assert k.execute(PROBE).stdout == "True\n"
 
@@ -259,7 +259,7 @@ def test_a_value_lost_in_its_landing_window_that_replay_cannot_make_again_is_nam
     k.kill()
     (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     for name in ("from_urandom", "from_fresh_rng", "from_clock", "from_file"):
         assert name in summary.split("Not exact:")[1], summary
     assert k.execute(PROBE).stdout == "False\n"

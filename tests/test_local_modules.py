@@ -90,7 +90,7 @@ def test_modules_edited_while_the_kernel_was_dead(kernel, tmp_path: Path) -> Non
     _write(tmp_path / "toolkit" / "ops.py", "def add(a, b): return a * b\n")
     (tmp_path / "gone.py").unlink()
     driver.start()
-    summary = driver.execute("pass").stderr
+    summary = driver.execute("pass").said
     for changed in ("shapes.py", "ops.py", "gone.py"):
         assert f"{changed} changed since" in summary, summary
     assert "untouched.py" not in summary and "__init__.py" not in summary

@@ -97,7 +97,7 @@ def test_exclude_keeps_a_value_out_of_the_store_and_says_what_came_back(kernel, 
     stored = b"".join(p.read_bytes() for p in store_dir.rglob("*") if p.is_file() and p.name != "kernel.lock")
     assert b"sk-live-1234" not in stored  # the value after the exclusion never reached the disk
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert "Excluded from persistence (%persist exclude): recomputed by replay: scratch_a, token;" in summary
     assert "scratch_slow (not restored: its cells took 2.5 s to run)" in summary
     assert k.evaluate("(token, scratch_a, 'scratch_slow' in globals())") == "('sk-live-1234', [0, 1, 2], False)"

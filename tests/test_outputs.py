@@ -41,7 +41,7 @@ def test_results_come_back_as_the_user_left_them(kernel, tmp_path) -> None:
         run(driver, cell)
     driver.kill()
     driver.start()
-    summary = driver.execute("pass").stderr
+    summary = driver.execute("pass").said
     assert "Not kept: Out[8] (cannot be stored" in summary and "Out[9] (too large to keep" in summary, summary
     assert driver.execute(PROBE).stdout == expected
     assert expected.startswith("True [1, 2] False DataFrame (8, 1) 42")

@@ -34,7 +34,7 @@ def test_threads_a_replayed_cell_starts_do_not_overwrite_the_restore(kernel) -> 
     run(driver, "flag = 'cell'; log.append('cell')")
     driver.kill()
     driver.start()
-    summary = driver.execute("pass").stderr
+    summary = driver.execute("pass").said
     assert "Recomputed" in summary and "workers" in summary
     time.sleep(1.0)  # longer than any replayed thread runs
     assert driver.execute("print(flag, log, [w.is_alive() for w in workers])").stdout == (
@@ -48,7 +48,7 @@ def test_a_thread_still_running_after_the_wait_is_named(kernel) -> None:
     run(driver, "import threading\nstop = threading.Event()\nforever = threading.Thread(target=stop.wait, name='forever')\nforever.start()")
     driver.kill()
     driver.start()
-    summary = driver.execute("pass").stderr
+    summary = driver.execute("pass").said
     assert "thread forever (started again by a replayed cell and still running" in summary
     run(driver, "stop.set(); forever.join(5)")
 
@@ -124,7 +124,7 @@ def test_objects_rebuilt_by_replay_share_the_restored_objects(kernel, tmp_path) 
     )
     driver.kill()
     driver.start()
-    summary = driver.execute("pass").stderr
+    summary = driver.execute("pass").said
     assert "Not exact" not in summary, summary
     assert [driver.execute(probe).stdout for probe in probes] == expected
     # The memmap writes to its file again (never truncated, same shape and offset).

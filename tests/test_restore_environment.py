@@ -36,6 +36,6 @@ def test_libraries_imported_by_the_restore_see_a_kernel(kernel) -> None:
     run(driver, "del numpy, pandas, tqdm")
     driver.kill()
     driver.start()
-    assert "Restored session" in driver.execute("pass").stderr
+    assert "Restored session" in driver.execute("pass").said
     assert driver.execute(DETECTIONS).stdout == expected
     assert expected.startswith("20 80 True True")  # a kernel's defaults, not a terminal's

@@ -93,7 +93,7 @@ def test_a_load_that_kills_the_restore_is_retried_once_then_rebuilt_by_replay(ke
             k.start()  # once may be an impatient kill; twice is the load's doing
         k.kill()
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert k.evaluate("(safe, b.armed)") == "('kept', True)"
     assert "Recomputed b by replaying cell [1]." in summary
 

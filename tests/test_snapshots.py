@@ -178,7 +178,7 @@ def test_a_variable_whose_class_changed_is_recomputed_or_named(kernel, tmp_path:
     for cache in library.glob("__pycache__/mylib*"):
         cache.unlink()
     k.start()
-    summary = k.execute("pass").stderr
+    summary = k.execute("pass").said
     assert k.evaluate("(thing.v, type(thing).__name__, fine)") == "(3, '_Impl2', [1, 2])"
     assert "Could not rebuild ghost" in summary
     assert k.evaluate("'ghost' in globals()") == "False"
