@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import Any
 
+from .errors import interruptions_as_errors
 from .provider import Provider, namespace_of, unstored_problems
 from .quiet import warnings_kept_out
 
@@ -88,7 +89,8 @@ def load_with_names(state: dict[str, str], namespace: dict[str, Any]) -> Any:
 
     unpickler = NamingUnpickler(io.BytesIO(base64.b64decode(state["payload"])))
     unpickler._main = sys.modules["__main__"]
-    return unpickler.load()
+    with interruptions_as_errors("loading the setting"):
+        return unpickler.load()
 
 
 def _is_notebook_code(func: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,7 +229,15 @@ class KernelDriver:
 
     def evaluate(self, expression: str, timeout: float = 30) -> str:
         """``repr`` of an expression in the kernel, through a silent execution's user_expressions."""
-        result = self.execute("", silent=True, user_expressions={"value": expression}, timeout=timeout)
+        for attempt in range(20):
+            result = self.execute("", silent=True, user_expressions={"value": expression}, timeout=timeout)
+            # ipykernel aborts what arrives just after a failed cell (its stop-on-error window,
+            # cleared by its event loop): the request was not run, so it is asked again.
+            if result.status != "aborted":
+                break
+            time.sleep(0.1 * (attempt + 1))
+        if "value" not in result.user_expressions:
+            raise RuntimeError(f"{expression!r}: the kernel answered {result.status} without evaluating it")
         value = result.user_expressions["value"]
         if value["status"] != "ok":
             raise RuntimeError(f"{expression!r} raised {value['ename']}: {value['evalue']}")

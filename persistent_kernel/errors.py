@@ -7,6 +7,9 @@ them into a one-time notice and a line in ``%persist status``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class PersistenceError(Exception):
     """Base class: something kept persistence from working; the kernel runs on."""
@@ -54,3 +57,22 @@ class NotPrivate(StoreUnavailable):
 
 class Unserializable(Exception):
     """A value cannot be stored; the message says which object and why. The caller recomputes it (replay)."""
+
+
+class LoadInterrupted(Exception):
+    """Loading a stored value (or importing its module) raised SystemExit, KeyboardInterrupt or the like.
+
+    Unpickling runs code (a ``__reduce__`` can name ``sys.exit``; a module may exit as it is
+    imported). Turned into an ordinary exception, it costs the restore that value only,
+    where it would otherwise end the kernel on every start.
+    """
+
+
+@contextlib.contextmanager
+def interruptions_as_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt, GeneratorExit
+        raise LoadInterrupted(f"{what} raised {type(exc).__name__}{f': {exc}' if str(exc) else ''}") from exc

@@ -99,6 +99,7 @@ class Journal:
         self._notices: list[str] = []
         self.paused: str | None = None  # %persist off: the label of the last cell journaled before the pause
         self.background_problem: str | None = None  # a large value's background write failed (told once)
+        self._told_durability = False
         self._lock: SessionLock | None = None
         if session is not None:
             self.identify(session)
@@ -253,6 +254,12 @@ class Journal:
         self._notices.append(message)
 
     def take_notices(self) -> list[str]:
+        if self.store is not None and self.store.durability_problem and not self._told_durability:
+            self._told_durability = True
+            self.notify(
+                f"The disk reported an error while making the session journal durable: {self.store.durability_problem}. "
+                "Your cells run and are journaled as usual; check the disk (dmesg) before relying on it."
+            )
         if self.background_problem is not None and self.writer is not None and self.writer.problem is None:
             self.background_problem = None  # a large value landed since
             self.notify("Large values are written to disk again.")
@@ -475,6 +482,7 @@ class Journal:
             "problem": self.problem,
             "write_problem": self.write_problem,
             "background_problem": self.background_problem,
+            "durability_problem": self.store.durability_problem if self.store is not None else None,
             "unjournaled": self.unjournaled,
             "cells": len(records),
             "cells_by_status": dict(Counter(r.status for r in records)),

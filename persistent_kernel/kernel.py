@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Float, Int, List, Unicode
@@ -30,6 +31,8 @@ from .notice import restore_notice
 from .restore import RestoreProgress, RestoreReport, restore_session
 from .session import directory_session, persistent_home
 from .store import DEFAULT_MAP_SIZE
+
+T = TypeVar("T")
 
 
 def outcome_of(reply: dict[str, Any] | None) -> tuple[str, str | None, str | None]:
@@ -153,6 +156,7 @@ class PersistentKernel(IPythonKernel):
         self.journal.on_unlanded = lambda job, _reason: self.checkpointer.unlanded.add(job.version_key.hex())
         self.process_context = ProcessContextTracker(self.shell)
         self._told_unstorable: set[str] = set()
+        self._told_failures: set[str] = set()  # kinds of persistence failure the user was told of
         self._idle_check: Any = None
         self._last_activity = time.monotonic()
         # One execution or event at a time, whatever shell or thread it comes from: the journal has
@@ -257,7 +261,7 @@ class PersistentKernel(IPythonKernel):
                     excluded_replay_limit=self.excluded_replay_limit,
                     definitions=self.checkpointer.definitions,
                 )
-        except Exception as exc:  # noqa: BLE001 - a restore must never stop the kernel from starting
+        except BaseException as exc:  # noqa: BLE001 - a restore must never stop the kernel (SystemExit, an interrupt)
             self.log.exception("persistent_kernel: the restore failed")
             self.journal.notify(
                 f"The session could not be fully restored ({type(exc).__name__}: {exc}); some variables may be "
@@ -338,23 +342,17 @@ class PersistentKernel(IPythonKernel):
                 self._release_turn()
 
     async def _journaled_execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        code, silent = request["code"], request["silent"]
-        if self._identity_pending:
-            self._identify_from_first_execution(request)
+        code = request["code"]
         # What persistence tells the user goes to the user's cells: a frontend's own executions
         # (VS Code's start-up code, its variable queries) leave the history alone and show nothing.
-        users_cell = not silent and bool(request["store_history"])
-        if users_cell:
-            self._show_restore_notice()
-            self._show_notices()
-        record = self.journal.begin(
-            code,
-            execution_count=self.shell.execution_count,
-            silent=silent,
-            store_history=request["store_history"],
-            cell_id=request["cell_id"],
-            random_state_before=self.random_states.changed_state() if self.journal.journals(code) else None,
-        )
+        users_cell = not request["silent"] and bool(request["store_history"])
+        try:
+            record = self._guarded("preparing to journal the cell", self._before_cell, request, users_cell, interruptible=True)
+        except KeyboardInterrupt:
+            # The user interrupted before the cell began (a click on stop as it was sent): as
+            # with an interrupt while it waits for its turn, it does not run. A record already
+            # written ahead is kept as "ran, outcome not recorded" by the next cell's.
+            return {"status": "aborted", "execution_count": self.shell.execution_count}
         started = time.monotonic()
         reply = None
         try:
@@ -362,10 +360,87 @@ class PersistentKernel(IPythonKernel):
             return reply
         finally:
             if record is not None:
-                self._checkpoint(record, code, reply, time.monotonic() - started)
-                self._schedule_idle_check()
+                self._guarded("journaling the cell", self._after_cell, record, code, reply, time.monotonic() - started)
             if users_cell:
-                self._show_notices()
+                self._guarded("showing notices", self._show_notices)
+
+    def _before_cell(self, request: dict[str, Any], users_cell: bool) -> rec.CellRecord | None:
+        if self._identity_pending:
+            self._identify_from_first_execution(request)
+        if users_cell:
+            self._show_restore_notice()
+            self._show_notices()
+        code = request["code"]
+        return self.journal.begin(
+            code,
+            execution_count=self.shell.execution_count,
+            silent=request["silent"],
+            store_history=request["store_history"],
+            cell_id=request["cell_id"],
+            random_state_before=self._random_state() if self.journal.journals(code) else None,
+        )
+
+    def _after_cell(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
+        self._checkpoint(record, code, reply, duration)
+        self._schedule_idle_check()
+
+    def _guarded(self, doing: str, step: Callable[..., T], *args: Any, interruptible: bool = False) -> T | None:
+        """The boundary where a failure of persistence becomes a notice: around a cell, nothing raises.
+
+        An exception here would replace the cell's execute_reply, and the frontend would wait
+        for it forever. What failed is logged, the user is told once per kind, and the next
+        checkpoint stores the namespace whole. ``interruptible``: a KeyboardInterrupt is the
+        caller's to handle (before a cell it means "do not run it").
+        """
+        try:
+            return step(*args)
+        except KeyboardInterrupt:
+            if interruptible:
+                raise
+            self.log.warning("persistent_kernel: an interrupt arrived while %s; the journal is intact", doing)
+            self._reset_after_failure()
+            return None
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a library, anything: never the reply's problem
+            self.log.exception("persistent_kernel: %s failed", doing)
+            self._tell_failure(doing, exc, "the cell ran as usual; the next cell stores the namespace whole")
+            self._reset_after_failure()
+            return None
+
+    def _reset_after_failure(self) -> None:
+        """Assume nothing is stored: the next checkpoint looks at every name and stores what changed."""
+        try:
+            self.checkpointer.recover()
+            self.process_context.reset(None)
+            self.random_states.reset()
+        except BaseException:  # noqa: BLE001
+            self.log.exception("persistent_kernel: could not reset after a failure")
+
+    def _tell_failure(self, doing: str, exc: BaseException, consequence: str) -> None:
+        if doing not in self._told_failures:
+            self._told_failures.add(doing)
+            self.journal.notify(f"Persistence failed {doing} ({type(exc).__name__}: {exc}); {consequence}.")
+
+    def _random_state(self) -> dict[str, Any] | None:
+        """The random generators' state if it changed; a failure to read it is told, not raised."""
+        try:
+            return self.random_states.changed_state()
+        except Exception as exc:  # noqa: BLE001 - e.g. a library's generator replaced by notebook code
+            self.log.exception("persistent_kernel: reading the random state failed")
+            self.random_states.reset()
+            self._tell_failure("reading the random generators' state", exc, "a replay may draw other numbers")
+            return None
+
+    def _process_context(self) -> dict[str, Any] | None:
+        """The process context (cwd, sys.path, settings …) if it changed; a failure is told, not raised."""
+        try:
+            return self.process_context.changed()
+        except Exception as exc:  # noqa: BLE001 - e.g. a sys.path entry whose str() raises
+            self.log.exception("persistent_kernel: reading the process context failed")
+            self.process_context.reset(None)
+            self._tell_failure(
+                "reading the process context (working directory, sys.path, settings)", exc, "a restore may not put it back"
+            )
+            return None
 
     async def _execute_within_turn(self, request: dict[str, Any]) -> dict[str, Any]:
         """An execution nested in the running one: its changes go with the running cell's checkpoint."""
@@ -466,8 +541,8 @@ class PersistentKernel(IPythonKernel):
             return
         seq = self.journal.next_seq
         checkpoint, handled = self._prepare(seq, "")
-        random_state_after = self.random_states.changed_state()
-        context = self.process_context.changed()
+        random_state_after = self._random_state()
+        context = self._process_context()
         unchanged = checkpoint is not None and not (checkpoint.pointers or checkpoint.versions) and random_state_after is None and context is None
         if only_if_changed and unchanged:
             self.checkpointer.applied(checkpoint)
@@ -486,7 +561,7 @@ class PersistentKernel(IPythonKernel):
         checkpoint, handled = self._prepare(record.seq, code)
         if handled:
             record.handled_during = handled
-        self._commit(record, reply, duration, checkpoint, self.random_states.changed_state(), self.process_context.changed())
+        self._commit(record, reply, duration, checkpoint, self._random_state(), self._process_context())
 
     def _prepare(self, seq: int, code: str) -> tuple[Checkpoint | None, list[str]]:
         """The namespace changes of ``code`` and of the comm messages handled since the last checkpoint."""

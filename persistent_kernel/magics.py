@@ -43,6 +43,8 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
     state = "on" if facts["active"] else f"OFF - {facts['problem']}"
     if facts.get("paused"):
         state = f"PAUSED (%persist off) after cell {facts['paused']}: cells since are not journaled; %persist on resumes"
+    if facts.get("durability_problem"):
+        state = f"DEGRADED - {facts['durability_problem']}"
     if facts.get("background_problem"):
         state = f"DEGRADED - a large value could not be written to disk: {facts['background_problem']}"
     if facts["write_problem"]:

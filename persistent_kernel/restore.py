@@ -31,7 +31,6 @@ import base64
 import builtins
 import contextlib
 import getpass
-import importlib
 import io
 import os
 import re
@@ -57,7 +56,7 @@ from .definitions import (
 from .journal import Journal
 from .localmodules import restore_local_modules
 from .records import CellRecord
-from .serialize import dumps, loads
+from .serialize import dumps, import_stored_module, loads
 from .store import is_landed
 from .syncobjects import released_locks
 from .tracking import instance_dict, reachable_ids
@@ -967,7 +966,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
             continue
         journal.set_meta(loading=marker)
         try:
-            ns[name] = plan.stored[name] = module = importlib.import_module(pointer["module"])
+            ns[name] = plan.stored[name] = module = import_stored_module(pointer["module"])
             plan.stored_at[name] = pointer["seq"]
             state = pointer.get("module_state")
             plan.states[name] = NameState(MODULE, bound_at, version=pointer["module"], digest=state and state.get("digest"))
@@ -1073,7 +1072,7 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
             continue
         if pointer["state"] == "module":
             try:
-                values[name] = importlib.import_module(pointer["module"])
+                values[name] = import_stored_module(pointer["module"])
             except Exception as exc:  # noqa: BLE001
                 missing[name] = f"module {pointer['module']}: {type(exc).__name__}"
             continue

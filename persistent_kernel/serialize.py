@@ -28,6 +28,7 @@ recomputes them.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import pickle
@@ -40,7 +41,7 @@ from typing import Any
 import xxhash
 
 from .definitions import is_definition_object, reduce_definition
-from .errors import Unserializable
+from .errors import Unserializable, interruptions_as_errors
 from .filehandles import FILE_TYPES, reduce_file, reopen_file  # noqa: F401 - reopen_file: stores name serialize.reopen_file
 from .instances import reduce_instance
 from .libraryrefs import library_global, library_object, library_objects
@@ -386,13 +387,23 @@ def _has_unusual_notebook_class(values: dict[str, Any], by_reference: ByReferenc
 
 
 def loads(method: str, payload: bytes, buffers: list[Any], main: types.ModuleType | None = None) -> dict[str, Any]:
-    """Inverse of ``dumps``; ``main`` is the module notebook code lives in (default ``__main__``)."""
-    if method == "pickle":
-        return pickle.loads(payload, buffers=buffers)
-    if method == "dill":
-        import dill
+    """Inverse of ``dumps``; ``main`` is the module notebook code lives in (default ``__main__``).
 
-        unpickler = dill.Unpickler(io.BytesIO(payload), buffers=buffers)
-        unpickler._main = main or _main_module()
-        return unpickler.load()
+    Raises only ``Exception``s (``LoadInterrupted`` for a SystemExit or an interrupt while loading).
+    """
+    with interruptions_as_errors("loading the value"):
+        if method == "pickle":
+            return pickle.loads(payload, buffers=buffers)
+        if method == "dill":
+            import dill
+
+            unpickler = dill.Unpickler(io.BytesIO(payload), buffers=buffers)
+            unpickler._main = main or _main_module()
+            return unpickler.load()
     raise ValueError(f"unknown serialization method {method!r}")
+
+
+def import_stored_module(name: str) -> types.ModuleType:
+    """``importlib.import_module`` for a module a session refers to; raises only ``Exception``s."""
+    with interruptions_as_errors(f"importing {name}"):
+        return importlib.import_module(name)

@@ -15,6 +15,8 @@ Durability, flag by flag (see docs/architecture.md):
   because ``writemap`` is off, it cannot corrupt the file.
 - ``sync_interval == 0``: every commit waits for ``fsync`` (about 0.3 ms here);
   an OS crash loses nothing that was committed.
+- A failed background sync is kept (``durability_problem``) and told, never
+  retried away: after an I/O error the OS may have dropped the dirty pages.
 - ``writemap`` is never used: together with ``sync=False`` it can corrupt the file
   on an OS crash.
 - Large blobs (``blobfiles``) are files beside the environment, each fsynced
@@ -209,6 +211,8 @@ class Store:
         self.max_map_size = max_map_size  # 0: no limit but the disk
         self.sync_interval = sync_interval
         self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()  # one sync at a time, and close() waits for it; taken before _lock
+        self.durability_problem: str | None = None  # a failed fsync/msync: kept, never retried away
         self._dirty = threading.Event()
         self._closed = threading.Event()
         self._key = load_key() if key is None else key
@@ -725,43 +729,27 @@ class Store:
         restore starts from that one). Pruned versions stay in the history,
         marked ``pruned``, so "state as of cell N" can say what happened.
         Returns the bytes freed.
+
+        The scan of every version reads LMDB snapshots without the store's lock, so a
+        cell's write-ahead and commit never wait for it. Under the lock only what may
+        have changed since is read again: the current pointers (what is protected now)
+        and the versions committed after the scan (version keys begin with their cell's
+        number), whose blobs are kept too.
         """
+        versions = dict(self._authentic_versions())
+        plan = self._prune_plan(versions, self.pointers_as_of(), budget)
+        if not plan:
+            return 0
         with self._lock:
-            versions = dict(self._authentic_versions())
-            pointers = self.pointers_as_of()
-            protected: set[bytes] = set()
-            for name, pointer in pointers.items():
-                if not pointer.get("version"):
-                    continue
-                key = bytes.fromhex(pointer["version"])
-                protected.add(key)
-                if versions.get(key, {}).get("kind") == "stored" and not is_landed(versions.get(key)):
-                    for older in reversed(self.name_history(name)):
-                        older_key = bytes.fromhex(older["version"]) if older.get("version") else None
-                        if older["seq"] < pointer["seq"] and older_key is not None and is_landed(versions.get(older_key)):
-                            protected.add(older_key)
-                            break
-            keep = {blob for key in protected for blob in versions.get(key, {}).get("files", {})}
-            users: dict[str, list[bytes]] = {}
-            sizes: dict[str, int] = {}
-            for key, version in versions.items():
-                if version.get("pruned"):
-                    continue
-                for blob, size in version.get("files", {}).items():
-                    if blob not in keep:
-                        users.setdefault(blob, []).append(key)
-                        sizes[blob] = size
-            on_disk = {blob for blob in users if self.files.exists(bytes.fromhex(blob))}
-            total = sum(sizes[blob] for blob in on_disk)
-            if total <= budget:
+            last_seq = max((int.from_bytes(key[:8], "big") for key in versions), default=0)
+            newer = {key: version for key, version in self._authentic_versions(last_seq) if key not in versions}
+            current = {**versions, **newer}
+            still_used = self._protected_files(current, self.pointers_as_of())
+            still_used |= {blob for version in newer.values() for blob in version.get("files", {})}
+            drop = {blob: users for blob, users in plan.items() if blob not in still_used}
+            if not drop:
                 return 0
-            drop: list[str] = []
-            for blob in sorted(on_disk, key=lambda b: max(users[b])):  # oldest last use first
-                if total <= budget:
-                    break
-                drop.append(blob)
-                total -= sizes[blob]
-            pruned = {key for blob in drop for key in users[blob]}
+            pruned = {key for users in drop.values() for key in users}
 
             def body(txn):
                 for key in pruned:
@@ -771,6 +759,46 @@ class Store:
 
             self._write(body)  # marked first: a crash before the unlink leaves a file, never a dangling version
             return sum(self.files.remove(bytes.fromhex(blob)) for blob in drop)
+
+    def _protected_files(self, versions: dict[bytes, dict[str, Any]], pointers: dict[str, dict[str, Any]]) -> set[str]:
+        """The blobs of the versions the latest pointers name, and of the landed version an unlanded one restores from."""
+        protected: set[bytes] = set()
+        for name, pointer in pointers.items():
+            if not pointer.get("version"):
+                continue
+            key = bytes.fromhex(pointer["version"])
+            protected.add(key)
+            if versions.get(key, {}).get("kind") == "stored" and not is_landed(versions.get(key)):
+                for older in reversed(self.name_history(name)):
+                    older_key = bytes.fromhex(older["version"]) if older.get("version") else None
+                    if older["seq"] < pointer["seq"] and older_key is not None and is_landed(versions.get(older_key)):
+                        protected.add(older_key)
+                        break
+        return {blob for key in protected for blob in versions.get(key, {}).get("files", {})}
+
+    def _prune_plan(
+        self, versions: dict[bytes, dict[str, Any]], pointers: dict[str, dict[str, Any]], budget: int
+    ) -> dict[str, list[bytes]]:
+        """The blobs to delete (oldest last use first) and the versions using each; empty when within budget."""
+        keep = self._protected_files(versions, pointers)
+        users: dict[str, list[bytes]] = {}
+        sizes: dict[str, int] = {}
+        for key, version in versions.items():
+            if version.get("pruned"):
+                continue
+            for blob, size in version.get("files", {}).items():
+                if blob not in keep:
+                    users.setdefault(blob, []).append(key)
+                    sizes[blob] = size
+        on_disk = {blob for blob in users if self.files.exists(bytes.fromhex(blob))}
+        total = sum(sizes[blob] for blob in on_disk)
+        drop: dict[str, list[bytes]] = {}
+        for blob in sorted(on_disk, key=lambda b: max(users[b])):  # oldest last use first
+            if total <= budget:
+                break
+            drop[blob] = users[blob]
+            total -= sizes[blob]
+        return drop
 
     def clear(self) -> int:
         """Drop every cell record and the session's history; returns how many were dropped.
@@ -1164,22 +1192,51 @@ class Store:
                 self.sync()
 
     def sync(self) -> None:
-        with self._lock:
+        """fsync the environment and msync the write-ahead slot (the flusher, every interval, when dirty).
+
+        Not under the store's lock: a commit, or a cell's write-ahead, never waits for the
+        disk. (LMDB's ``mdb_env_sync`` without ``MDB_WRITEMAP`` is an ``fdatasync`` of the
+        data file, safe beside a write transaction; the slot is msynced under the lock,
+        since a write may remap it.) A failed sync is never retried as if nothing happened:
+        after an I/O error Linux may drop the dirty pages, and a retry would then report
+        success for data that is gone. The failure is kept (``durability_problem``), the
+        user is told, and later writes are synced as usual.
+        """
+        with self._sync_lock:
             if self._closed.is_set():
                 return
             self._dirty.clear()
-            try:
-                self._env.sync(True)
-                self.slot.flush()
-            except (lmdb.Error, OSError):
-                self._dirty.set()  # try again at the next interval
+            self._sync_environment()
+            with self._lock:
+                if not self._closed.is_set():
+                    self._sync_slot()
+
+    def _sync_environment(self) -> None:
+        try:
+            self._env.sync(True)
+        except lmdb.Error as exc:
+            self._durability_failed(f"fsync of {self.path / 'data.mdb'}", exc)
+
+    def _sync_slot(self) -> None:
+        try:
+            self.slot.flush()
+        except (OSError, ValueError) as exc:
+            self._durability_failed(f"msync of {self.slot.path}", exc)
+
+    def _durability_failed(self, what: str, exc: BaseException) -> None:
+        if self.durability_problem is None:
+            self.durability_problem = (
+                f"the {what} failed ({exc}); what was committed before it may not survive an OS crash or power loss"
+            )
 
     def close(self) -> None:
         """Flush to disk and close; later writes raise StoreWriteError."""
-        with self._lock:
+        with self._sync_lock, self._lock:
             if self._closed.is_set():
                 return
-            self.sync()
+            self._dirty.clear()
+            self._sync_environment()
+            self._sync_slot()
             self._closed.set()
             self._env.close()
             self.slot.close()

@@ -13,7 +13,6 @@ restores the checked-out state.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ from .restore import (
     quiet_output,
     replayable,
 )
-from .serialize import dumps
+from .serialize import dumps, import_stored_module
 from .tracking import user_names
 
 _MISSING = object()
@@ -120,7 +119,7 @@ def _checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRec
     for name, pointer in sorted(as_of.items()):
         if pointer["state"] == MODULE:
             try:
-                values[name] = importlib.import_module(pointer["module"])
+                values[name] = import_stored_module(pointer["module"])
             except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
                 result.missing[name] = f"module {pointer['module']}: {type(exc).__name__}"
                 continue

@@ -131,3 +131,20 @@ def test_every_directory_of_the_store_is_private(tmp_path: Path) -> None:
         assert (j.session.store_path / "data.mdb").stat().st_mode & 0o777 == 0o600
     finally:
         j.close()
+
+
+def test_a_failed_fsync_is_told_once_and_shown_in_status(tmp_path: Path) -> None:
+    journal = make_journal(tmp_path, sync_interval=3600)
+    assert journal.open()
+    try:
+        journal.finish(journal.begin("x = 1", execution_count=1), rec.OK, 0.1)
+        journal.store._durability_failed("fsync of data.mdb", OSError(5, "Input/output error"))
+        told = journal.take_notices()
+        assert len(told) == 1 and "error while making the session journal durable" in told[0] and "Input/output" in told[0]
+        assert journal.take_notices() == []  # once
+        assert "Input/output error" in journal.status()["durability_problem"]
+        from persistent_kernel.magics import format_status
+
+        assert "DEGRADED - the fsync of data.mdb failed" in format_status({**journal.status(), "variables": []})
+    finally:
+        journal.close()

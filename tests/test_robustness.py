@@ -228,3 +228,89 @@ def test_checkpoints_do_not_run_user_setstate(kernel) -> None:
     run(k, "it.v = 2")
     run(k, "it.v = 3")
     assert k.evaluate("registry") == "[]"
+
+
+@pytest.mark.parametrize("raised", ["SystemExit(3)", "KeyboardInterrupt()"])
+def test_a_value_whose_load_raises_systemexit_costs_only_itself(kernel, tmp_path: Path, raised: str) -> None:
+    """Unpickling runs code: a load raising SystemExit or KeyboardInterrupt (neither an Exception)
+    must cost that value, not end the kernel at every start."""
+    (tmp_path / "bye.py").write_text(
+        "class Bye:\n"
+        "    def __init__(self):\n        self.armed = False\n"
+        "    def __setstate__(self, state):\n"
+        "        import os\n"
+        "        if os.path.exists(os.path.join(os.path.dirname(__file__), 'trap')):\n"
+        f"            raise {raised}\n"
+        "        self.__dict__.update(state)\n"
+    )
+    k = kernel()
+    run(k, "import sys\nsys.path.insert(0, '.')\nimport bye\nfarewell = bye.Bye()\nkept = [1, 2]")
+    k.kill()
+    (tmp_path / "trap").write_text("")
+    k.start()
+    summary = k.execute("pass").said
+    assert "Restored session" in summary and "could not be fully restored" not in summary, summary
+    assert k.evaluate("kept") == "[1, 2]"
+    # The value is rebuilt by replay where that works; its load is named either way.
+    assert "farewell" in summary, summary
+
+
+def test_bookkeeping_that_raises_never_replaces_the_reply(kernel) -> None:
+    """Reading the random state or the process context around a cell fails: the reply still comes."""
+    k = kernel()
+    run(k, "x = 1")
+    broken = k.execute(
+        "get_ipython().kernel.random_states.changed_state = lambda: 1 / 0\n"
+        "get_ipython().kernel.process_context.changed = lambda: {}['missing']\n"
+        "y = 2",
+        timeout=30,
+    )
+    assert broken.status == "ok"
+    assert "Persistence failed reading the random generators' state (ZeroDivisionError" in broken.said, broken.said
+    assert "Persistence failed reading the process context" in broken.said, broken.said
+    again = run(k, "z = 3")
+    assert "Persistence failed" not in again.said  # told once
+    summary = crash_and_restart(k)
+    assert k.evaluate("(x, y, z)") == "(1, 2, 3)", summary
+
+
+def test_a_sys_path_entry_that_cannot_be_read_costs_only_the_context(kernel) -> None:
+    k = kernel()
+    odd = k.execute(
+        "import sys\nclass Odd:\n    def __str__(self):\n        raise RuntimeError('no str')\nsys.path.append(Odd())\nkept = 'yes'",
+        timeout=30,
+    )
+    assert odd.status == "ok" and "Persistence failed reading the process context" in odd.said, odd.said
+    run(k, "sys.path.pop()")
+    crash_and_restart(k)
+    assert k.evaluate("kept") == "'yes'"
+
+
+def test_an_interrupt_before_the_cell_begins_aborts_it_and_the_kernel_answers(kernel) -> None:
+    """SIGINT landing in the journal's write-ahead (before the cell's code runs): a reply, not a hang."""
+    import time
+
+    k = kernel()
+    run(
+        k,
+        "import time\n"
+        "_journal = get_ipython().kernel.journal\n"
+        "_begin = _journal.begin\n"
+        "def _slow_begin(*args, **kwargs):\n"
+        "    time.sleep(3)\n"
+        "    return _begin(*args, **kwargs)\n"
+        "_journal.begin = _slow_begin\n"
+        "ran = False",
+    )
+    msg_id = k.kc.execute("ran = True")
+    time.sleep(1.0)  # inside the slow write-ahead
+    k.km.interrupt_kernel()
+    while True:
+        reply = k.kc.get_shell_msg(timeout=30)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    assert reply["content"]["status"] in ("aborted", "error"), reply["content"]
+    assert k.evaluate("ran") == "False"  # it did not run
+    run(k, "_journal.begin = _begin\nafter = 1")
+    crash_and_restart(k)
+    assert k.evaluate("after") == "1"

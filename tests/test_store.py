@@ -281,3 +281,124 @@ def test_close_syncs_what_the_background_flusher_has_not(tmp_path: Path) -> None
     assert store._dirty.is_set()
     store.close()
     assert not store._dirty.is_set()  # close() fsynced the environment and the slot
+
+
+class _EnvironmentProxy:
+    """The store's LMDB environment with ``sync`` replaced (everything else passes through)."""
+
+    def __init__(self, env, sync) -> None:
+        self._real, self._sync = env, sync
+
+    def sync(self, force: bool = False) -> None:
+        self._sync()
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+def test_a_failed_fsync_is_kept_and_told_never_retried_as_if_nothing_happened(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", sync_interval=3600)
+    real = store._env
+    calls = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise lmdb.Error("mdb_env_sync: Input/output error")
+
+    try:
+        record = store.append(new_record())
+        record.status = rec.OK
+        store.set_outcome(record)
+        store._env = _EnvironmentProxy(real, failing)
+        store.sync()
+        # After an I/O error the kernel may have dropped the dirty pages: a later "successful"
+        # fsync proves nothing about them. The failure stays, and nothing asks for a silent retry.
+        assert "Input/output error" in (store.durability_problem or "")
+        assert "may not survive an OS crash" in store.durability_problem
+        assert not store._dirty.is_set()
+        store._env = _EnvironmentProxy(real, lambda: None)
+        store.sync()
+        assert "Input/output error" in store.durability_problem  # not cleared by a later success
+        assert calls == [1]
+        assert list(store.records())[0].status == rec.OK  # the store itself still works
+    finally:
+        store._env = real
+        store.close()
+
+
+def test_the_write_ahead_and_a_commit_never_wait_for_an_fsync(tmp_path: Path) -> None:
+    """A background fsync that the disk holds up must not hold up the next cell (a logical check, no timing)."""
+    import threading
+
+    store = Store(tmp_path / "store", sync_interval=3600)
+    real = store._env
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_disk() -> None:
+        entered.set()
+        release.wait(60)
+
+    store._env = _EnvironmentProxy(real, slow_disk)
+    syncing = threading.Thread(target=store.sync)
+    syncing.start()
+    try:
+        assert entered.wait(30)
+        done: list[CellRecord] = []
+
+        def next_cell() -> None:
+            record = store.append(new_record("y = 2"))
+            record.status = rec.OK
+            store.set_outcome(record)
+            done.append(record)
+
+        cell = threading.Thread(target=next_cell)
+        cell.start()
+        cell.join(30)  # a deadlock detector: while the fsync is still held up
+        assert done and not release.is_set(), "the cell's write-ahead and commit waited for the background fsync"
+    finally:
+        release.set()
+        syncing.join(30)
+        store._env = real
+        store.close()
+    reopened = Store(tmp_path / "store", sync_interval=0)
+    try:
+        assert [r.code for r in reopened.records()] == ["y = 2"] and reopened.check() == []
+    finally:
+        reopened.close()
+
+
+def test_pruning_the_history_scans_without_holding_up_the_next_cell(tmp_path: Path) -> None:
+    """The writer prunes after every large write lands: its scan of all versions must not block a cell."""
+    import threading
+
+    store = Store(tmp_path / "store", sync_interval=3600)
+    entered, release = threading.Event(), threading.Event()
+    scan = store._authentic_versions
+
+    def slow_scan(first: int = 0):
+        if first == 0 and not release.is_set():
+            entered.set()
+            release.wait(60)
+        yield from scan(first)
+
+    store._authentic_versions = slow_scan
+    pruning = threading.Thread(target=store.prune_history, args=(0,))
+    pruning.start()
+    try:
+        assert entered.wait(30)
+        done: list[CellRecord] = []
+
+        def next_cell() -> None:
+            record = store.append(new_record("z = 3"))
+            record.status = rec.OK
+            store.set_outcome(record)
+            done.append(record)
+
+        cell = threading.Thread(target=next_cell)
+        cell.start()
+        cell.join(30)  # a deadlock detector, while the scan is still held up
+        assert done and not release.is_set(), "the cell waited for the history scan"
+    finally:
+        release.set()
+        pruning.join(30)
+        store.close()
