@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import shutil
 import platform
+import shutil
 import statistics
 import subprocess
 import sys

@@ -20,7 +20,7 @@ from .checkpoint import MODULE, RECOMPUTE, STORED, Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
 from .records import CellRecord
-from .restore import is_replaying, replayable
+from .replay import is_replaying, replayable
 from .tracking import user_names
 
 COMMANDS = ("status", "history", "checkout", "diff", "forget", "exclude", "include", "off", "on", "verify")

@@ -28,17 +28,10 @@ Rules that protect the user:
 from __future__ import annotations
 
 import base64
-import builtins
 import contextlib
-import getpass
-import io
 import os
-import re
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,21 +40,38 @@ from .checkpoint import MODULE, RECOMPUTE, STORED, NameState, is_atomic
 from .context import apply_process_context, apply_random_state
 from .definitions import (
     DefinitionIndex,
-    DefinitionReplayer,
     key_in_scope,
     old_versions,
     resolving,
     settle,
 )
 from .journal import Journal
+from .loading import base_by_content, landed_base, load_version, loadable
 from .localmodules import restore_local_modules
 from .records import CellRecord
+from .replay import (
+    MISSING,
+    REPLAYED_THREADS_WAIT,
+    ReplayPlan,
+    bind_reads_as_of,
+    cells_for,
+    contents_of,
+    definition_replayer,
+    fill_with,
+    forward_rewound,
+    label_order,
+    quiet_output,
+    random_state_at,
+    replay_cell,
+    replayable,
+    still_running,
+    stored_value_before,
+    threads_started,
+)
 from .serialize import dumps, import_stored_module, loads
-from .store import is_landed
 from .syncobjects import released_locks
-from .tracking import instance_dict, reachable_ids
+from .tracking import reachable_ids
 
-_PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
 _LIST_AT_MOST = 5
 LONG_RESTORE_SECONDS = 2.0  # a restore this long reports its progress (log) and its phases (summary)
 
@@ -181,7 +191,7 @@ class RestoreReport:
             )
         recomputed = {name: labels for name, labels in self.recomputed.items() if name not in self.excluded}
         if recomputed:
-            cells = sorted({label for labels in recomputed.values() for label in labels}, key=_label_order)
+            cells = sorted({label for labels in recomputed.values() for label in labels}, key=label_order)
             parts.append(f"Recomputed {_join(sorted(recomputed))} by replaying cell{_s(len(cells))} {_join(cells)}.")
         if self.excluded:
             rebuilt = sorted(name for name, how in self.excluded.items() if how == "recomputed")
@@ -245,9 +255,6 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def _label_order(label: str) -> tuple[int, str]:
-    digits = "".join(ch for ch in label if ch.isdigit())
-    return (int(digits) if digits else 0, label)
 
 
 def _join(labels: list[str]) -> str:
@@ -255,15 +262,8 @@ def _join(labels: list[str]) -> str:
     return shown + (f" and {len(labels) - _LIST_AT_MOST} more" if len(labels) > _LIST_AT_MOST else "")
 
 
-def replayable(record: CellRecord) -> bool:
-    """A cell that ran to its end (or its error), with code that builds state: not an event, not ``%persist``."""
-    return record.status in rec.REPLAYED_STATUSES and record.kind == "cell" and not is_persist_command(record.code)
 
 
-def is_persist_command(code: str) -> bool:
-    """A cell made only of ``%persist`` lines: about the journal, not the namespace; never replayed."""
-    lines = [line for line in code.splitlines() if line.strip()]
-    return bool(lines) and all(_PERSIST_MAGIC_LINE.match(line) for line in lines)
 
 
 def restore_session(
@@ -318,7 +318,7 @@ def restore_session(
         report.modules = restore_local_modules(context.get("local_modules"))
     progress.phase("loading")
     as_of_cache: dict[str, dict[str, Any] | Exception] = {}
-    plan = _Plan()
+    plan = ReplayPlan()
     replayer = definition_replayer(shell, journal.store, by_seq, plan, as_of_cache)
     with resolving(replayer):
         _restore_namespace(shell, journal, report, progress, plan, records, by_seq, as_of_cache, excluded_replay_limit)
@@ -331,7 +331,7 @@ def restore_session(
         # session's last word, and settings holding code refer to notebook variables (codesettings).
         report.context_problems = apply_process_context(shell, context)
     # The state after the last cell: what a cell after it would have found.
-    random_state = _random_state_at(records, records[-1].seq + 1)
+    random_state = random_state_at(records, records[-1].seq + 1)
     if random_state:
         apply_random_state(random_state)
     _restore_input_history(shell, records)
@@ -347,25 +347,6 @@ def restore_session(
     return report, plan.states
 
 
-def definition_replayer(shell: Any, store: Any, by_seq: dict[int, CellRecord], plan: _Plan | None = None, cache: dict | None = None) -> DefinitionReplayer:
-    """Re-creates notebook definitions stored by reference, from their cells' definition statements.
-
-    What a definition's cell read is bound as it stood before that cell, unless the
-    name is loaded already (``plan``) from a version older than the cell.
-    """
-    plan = plan or _Plan()
-    cache = {} if cache is None else cache
-
-    def value_before(name: str, seq: int) -> tuple[bool, Any]:
-        if name in shell.user_ns and name in plan.stored_at and plan.stored_at[name] < seq:
-            return False, None  # bound already, and unchanged since before that cell
-        value = _value_before(shell.user_module, store, name, seq, cache)
-        return value is not _MISSING, value
-
-    def guard() -> Any:
-        return contextlib.nullcontext() if is_replaying() else quiet_output(shell)
-
-    return DefinitionReplayer(shell, by_seq.get, value_before, guard)
 
 
 def _restore_namespace(
@@ -373,7 +354,7 @@ def _restore_namespace(
     journal: Journal,
     report: RestoreReport,
     progress: RestoreProgress,
-    plan: _Plan,
+    plan: ReplayPlan,
     records: list[CellRecord],
     by_seq: dict[int, CellRecord],
     as_of_cache: dict,
@@ -386,7 +367,7 @@ def _restore_namespace(
     _leave_out_costly_excluded(plan, report, by_seq, excluded_replay_limit)
     # Cells whose changes were never checkpointed (an older store, a failed checkpoint) are replayed whole.
     needed = {r.seq for r in records if r.status in rec.REPLAYED_STATUSES and not r.checkpointed}
-    needed |= _cells_for(plan.rebuild, plan.cells, by_seq)
+    needed |= cells_for(plan.rebuild, plan.cells, by_seq)
     needed |= _cells_for_unstorable_reads(journal.store, needed, by_seq, plan)
     # %persist cells act on the journal (a checkout's effect is in its checkpoint): never replayed.
     to_replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
@@ -406,25 +387,25 @@ def _restore_namespace(
             journal.set_meta(replaying=record.seq)
             if record.checkpointed:
                 # What it reads, as it stood before it ran (not the latest stored values).
-                _bind_reads_as_of(shell.user_module, ns, journal.store, plan, record, as_of_cache)
-            error = _replay_cell(shell, record, _random_state_at(records, record.seq))
+                bind_reads_as_of(shell.user_module, ns, journal.store, plan, record, as_of_cache)
+            error = replay_cell(shell, record, random_state_at(records, record.seq))
             if error is not None and record.status == rec.OK:
                 ename, evalue = error
                 report.failures.append({"label": record.label, "ename": ename, "evalue": evalue[:200]})
             tracebacks.clear()
-            _forward_rewound(ns, plan, report.inexact)
+            forward_rewound(ns, plan, report.inexact)
             _share_with_rebuilt(ns, plan, record, report.inexact)
             _keep_newest(ns, plan, record)
             _keep_bases(shell.user_module, ns, journal.store, plan, record)
         # Threads the replayed cells started run on after them: let them finish (quietly), then
         # stored values win again, so nothing a replay started changes the restored namespace.
-        for thread in _still_running(threads, REPLAYED_THREADS_WAIT):
+        for thread in still_running(threads, REPLAYED_THREADS_WAIT):
             report.inexact[f"thread {thread.name}"] = (
                 f"started again by a replayed cell and still running after {REPLAYED_THREADS_WAIT:.0f} s; "
                 "what it changes from now on is not what the session had"
             )
         for name, value in plan.stored.items():
-            if ns.get(name, _MISSING) is not value:
+            if ns.get(name, MISSING) is not value:
                 ns[name] = value
     journal.set_meta(replaying=None)
     _undo_replay_mutations(shell, journal.store, plan, to_replay, as_loaded)
@@ -452,7 +433,7 @@ def _restore_namespace(
 
 
 def _restore_output_history(
-    shell: Any, store: Any, plan: _Plan, report: RestoreReport, records: list[CellRecord], cache: dict
+    shell: Any, store: Any, plan: ReplayPlan, report: RestoreReport, records: list[CellRecord], cache: dict
 ) -> None:
     """``Out[n]``, ``_n`` and ``_``/``__``/``___`` as the user left them (``Out[12]`` after a crash).
 
@@ -470,14 +451,14 @@ def _restore_output_history(
         if not result or not record.store_history or record.status not in rec.REPLAYED_STATUSES:
             continue
         n = result["n"]
-        value: Any = _MISSING
+        value: Any = MISSING
         if "alias" in result:
             name = result["alias"]
             state = plan.states.get(name)
             if state is not None and state.bound_at <= record.seq and name in ns:
                 value = ns[name]  # not rebound since (changed in place at most): the very object, as Out[n] was
             else:
-                value = _value_before(shell.user_module, store, name, record.seq + 1, cache)
+                value = stored_value_before(shell.user_module, store, name, record.seq + 1, cache)
         elif "payload" in result:
             try:
                 buffers = [bytearray(base64.b64decode(b)) for b in result.get("buffers", ())]
@@ -491,7 +472,7 @@ def _restore_output_history(
             report.outputs_not_kept.append(f"Out[{n}] ({result.get('dropped', 'not stored')})")
             results.append("")  # _, __ and ___ keep their places: an output not kept leaves its place empty
             continue
-        if value is _MISSING:
+        if value is MISSING:
             report.outputs_not_kept.append(f"Out[{n}] (its value is no longer stored)")
             results.append("")
             continue
@@ -503,7 +484,7 @@ def _restore_output_history(
         setattr(hook, name, value)
 
 
-def _check_rebuilt_values(ns: dict[str, Any], store: Any, plan: _Plan, report: RestoreReport) -> None:
+def _check_rebuilt_values(ns: dict[str, Any], store: Any, plan: ReplayPlan, report: RestoreReport) -> None:
     """A stored value rebuilt by replay (its bytes never reached the disk, or failed to load) is
     compared with the digest it was stored with: a replay drawing new random numbers, reading the
     clock or a changed file does not stand in for it silently."""
@@ -529,7 +510,6 @@ def _check_rebuilt_values(ns: dict[str, Any], store: Any, plan: _Plan, report: R
             )
 
 
-_MISSING = object()
 
 
 def _refusals_in_words(store: Any, by_seq: dict[int, CellRecord]) -> list[str]:
@@ -562,7 +542,7 @@ def _touched_by(replayed: list[CellRecord]) -> set[str]:
     return touched
 
 
-def _digests_as_loaded(ns: dict[str, Any], plan: _Plan, replayed: list[CellRecord]) -> dict[str, str]:
+def _digests_as_loaded(ns: dict[str, Any], plan: ReplayPlan, replayed: list[CellRecord]) -> dict[str, str]:
     """Before replaying: the digest of each loaded group the replayed cells touch, as loaded.
 
     A loaded group need not hash to its stored digest (a dict's key iterator comes back
@@ -572,13 +552,13 @@ def _digests_as_loaded(ns: dict[str, Any], plan: _Plan, replayed: list[CellRecor
     digests = {}
     for key, version in plan.versions.items():
         names = version["names"]
-        if touched.intersection(names) and all(n in plan.stored and ns.get(n, _MISSING) is plan.stored[n] for n in names):
+        if touched.intersection(names) and all(n in plan.stored and ns.get(n, MISSING) is plan.stored[n] for n in names):
             with contextlib.suppress(Exception):
                 digests[key] = dumps({n: ns[n] for n in names}, key_in_scope).group_digest
     return digests
 
 
-def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[CellRecord], as_loaded: dict[str, str]) -> None:
+def _undo_replay_mutations(shell: Any, store: Any, plan: ReplayPlan, replayed: list[CellRecord], as_loaded: dict[str, str]) -> None:
     """Stored values win in place too: a group a replayed cell mutated is loaded again from its blob.
 
     (``a.append(3); g = (x for x in a)`` replayed to rebuild ``g`` appends to the
@@ -592,7 +572,7 @@ def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[C
         # Only the names whose latest value this version is: a name rebound since
         # (`b = [9]` after `a = [1]; b = a`) has a newer version of its own.
         names = [n for n in version["names"] if (state := plan.states.get(n)) is not None and state.version == key]
-        if not touched.intersection(names) or not all(n in plan.stored and ns.get(n, _MISSING) is plan.stored[n] for n in names):
+        if not touched.intersection(names) or not all(n in plan.stored and ns.get(n, MISSING) is plan.stored[n] for n in names):
             continue
         if len(names) == len(version["names"]):
             try:
@@ -601,13 +581,13 @@ def _undo_replay_mutations(shell: Any, store: Any, plan: _Plan, replayed: list[C
                 unchanged = False
             if unchanged:
                 continue
-        values = _load_version(shell.user_module, store, version)
+        values = load_version(shell.user_module, store, version)
         if isinstance(values, dict):
             for name in names:
                 ns[name] = plan.stored[name] = values[name]
 
 
-def _share_with_rebuilt(ns: dict[str, Any], plan: _Plan, replayed: CellRecord, inexact: dict[str, str]) -> None:
+def _share_with_rebuilt(ns: dict[str, Any], plan: ReplayPlan, replayed: CellRecord, inexact: dict[str, str]) -> None:
     """After a cell replayed to rebuild something: the stored values it also made, made to share with it.
 
     ``data = [1, 2]; g = (x for x in data)`` replayed for ``g`` makes a new ``data``;
@@ -624,16 +604,16 @@ def _share_with_rebuilt(ns: dict[str, Any], plan: _Plan, replayed: CellRecord, i
         return
     copies: dict[str, Any] = {}  # stored name -> the replay's object it replaces
     for name in replayed.writes or ():
-        stored = plan.stored.get(name, _MISSING)
-        made = ns.get(name, _MISSING)
-        if stored is _MISSING or made is _MISSING or made is stored or plan.stored_at.get(name, 0) < replayed.seq:
+        stored = plan.stored.get(name, MISSING)
+        made = ns.get(name, MISSING)
+        if stored is MISSING or made is MISSING or made is stored or plan.stored_at.get(name, 0) < replayed.seq:
             continue
         version = plan.versions.get(plan.states[name].version) if name in plan.states else None
-        contents = _contents(stored)
+        contents = contents_of(stored)
         alone = version is not None and version.get("names") == [name]
-        if alone and type(made) is type(stored) and contents is not _MISSING and _holds_only_atomic(contents):
+        if alone and type(made) is type(stored) and contents is not MISSING and _holds_only_atomic(contents):
             try:
-                _fill(made, contents)
+                fill_with(made, contents)
             except Exception:  # noqa: BLE001
                 copies[name] = made
                 continue
@@ -653,18 +633,18 @@ def _share_with_rebuilt(ns: dict[str, Any], plan: _Plan, replayed: CellRecord, i
 
 
 def _holds_only_atomic(contents: Any) -> bool:
-    """Contents (from ``_contents``) of small immutable values only: filling them in shares nothing."""
+    """Contents (from ``contents_of``) of small immutable values only: filling them in shares nothing."""
     if type(contents) is bytes:
         return True
     values = [*contents.keys(), *contents.values()] if type(contents) is dict else contents
     return all(is_atomic(value) for value in values)
 
 
-def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed: CellRecord) -> None:
+def _keep_newest(ns: dict[str, Any], plan: ReplayPlan, replayed: CellRecord) -> None:
     """After a replayed cell: stored values win, unless the cell was never checkpointed and
     ran after a name's stored version (then what it made is the newer state)."""
     for name, value in list(plan.stored.items()):
-        if ns.get(name, _MISSING) is value:
+        if ns.get(name, MISSING) is value:
             continue
         if replayed.checkpointed or plan.stored_at[name] >= replayed.seq:
             ns[name] = value
@@ -672,7 +652,7 @@ def _keep_newest(ns: dict[str, Any], plan: _Plan, replayed: CellRecord) -> None:
             del plan.stored[name]
 
 
-def _keep_bases(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, replayed: CellRecord) -> None:
+def _keep_bases(main: Any, ns: dict[str, Any], store: Any, plan: ReplayPlan, replayed: CellRecord) -> None:
     """After a cell from before the version a rebuild starts from (replayed for another name):
     that version again, loaded afresh if the cell used the name (it may have changed it in place)."""
     used = set(replayed.reads or ()) | set(replayed.writes or ())
@@ -680,38 +660,19 @@ def _keep_bases(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, replayed
         if base_seq < replayed.seq:
             continue
         if name in used:
-            values = _load_version(main, store, version)
+            values = load_version(main, store, version)
             if isinstance(values, dict) and name in values:
                 value = values[name]
                 plan.bases[name] = (value, base_seq, version)
         ns[name] = value
 
 
-@dataclass
-class _Plan:
-    stored: dict[str, Any] = field(default_factory=dict)  # name -> the loaded object (or module)
-    stored_at: dict[str, int] = field(default_factory=dict)  # name -> the cell its stored value is from
-    deleted: set[str] = field(default_factory=set)  # names the session deleted
-    live: set[str] = field(default_factory=set)  # names the session has
-    versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # loaded version key -> version
-    rebuild: dict[str, str] = field(default_factory=dict)  # name -> why it must be recomputed
-    cells: dict[str, set[int]] = field(default_factory=dict)  # name -> cells that rebuild it
-    states: dict[str, NameState] = field(default_factory=dict)
-    recompute_states: dict[str, NameState] = field(default_factory=dict)
-    based: set[str] = field(default_factory=set)  # rebuilt from an earlier version: replay only the cells since
-    helpers: set[str] = field(default_factory=set)  # other names bound only so those cells can run
-    # name -> (the earlier version bound for a rebuild, its cell): a cell replayed from before that
-    # cell (for another name) must neither see nor change it
-    bases: dict[str, tuple[Any, int, dict[str, Any]]] = field(default_factory=dict)
-    excluded: set[str] = field(default_factory=set)  # never stored (%persist exclude): rebuilt if cheap
-    # name -> the restored objects given their contents from before a replayed cell, with their latest contents
-    rewound: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
 
 
 def _start_from_earlier(
     shell: Any,
     journal: Journal,
-    plan: _Plan,
+    plan: ReplayPlan,
     report: RestoreReport,
     loaded: dict[str, Any],
     versions: dict[str, Any],
@@ -726,16 +687,16 @@ def _start_from_earlier(
     helper, removed after the replay) and replay its cells since, then ``name``'s.
     """
     store = journal.store
-    via, base, upto = name, _landed_base(store, name, seq), seq
+    via, base, upto = name, landed_base(store, name, seq), seq
     if base is None:
-        found = _base_by_content(store, version, seq)
+        found = base_by_content(store, version, seq)
         if found is None:
             return  # rebuilt from the cell that bound it, like any "recompute" name
         via, base, upto = found
     base_key, base_version, base_seq = base
     if base_key not in loaded:
         journal.set_meta(loading=base_key)
-        loaded[base_key] = _load_version(shell.user_module, store, base_version)
+        loaded[base_key] = load_version(shell.user_module, store, base_version)
         journal.set_meta(loading=None)
         versions[base_key] = base_version
     values = loaded[base_key]
@@ -753,183 +714,33 @@ def _start_from_earlier(
         plan.cells[name] = live | {p["seq"] for p in store.name_history(via) if base_seq < p["seq"] <= upto and p["state"] == "live"}
 
 
-def _bind_reads_as_of(main: Any, ns: dict[str, Any], store: Any, plan: _Plan, record: CellRecord, cache: dict) -> None:
-    """Before replaying a cell: what it reads and deletes, as it stood before it ran.
-
-    The namespace holds the latest stored values; ``big += n; n += 1`` replayed
-    with the latest ``n`` would add the wrong amount. Stored names the cell read
-    and a later cell changed are bound to their version from before the cell;
-    after the replay ``_keep_newest`` binds the latest ones again. A name the
-    session no longer has (``a = 1``, then ``del a; g = …``) is bound too, from
-    its version before the cell, or as a placeholder when the cell only deletes
-    it; the restore removes such names again after the replay.
-    """
-    deletes = set(record.deletes or ())
-    for name in (*(record.reads or ()), *deletes):
-        absent = name not in ns
-        before_base = name in plan.bases and plan.bases[name][1] >= record.seq
-        if not absent and not before_base and (name in plan.based or name not in plan.stored or plan.stored_at.get(name, 0) < record.seq):
-            continue
-        value = _value_before(main, store, name, record.seq, cache)
-        if value is not _MISSING:
-            current = ns.get(name, _MISSING)
-            if current is not _MISSING and name in plan.stored and current is plan.stored[name] and _rewind(plan, name, current, value):
-                continue  # the restored object itself, as it was before the cell: what the cell builds shares it
-            ns[name] = value
-        elif absent and name in deletes:
-            ns[name] = None  # the cell deletes it; what it was does not matter
 
 
-def _contents(obj: Any) -> Any:
-    """A shallow copy of what a mutable container (or a plain instance) holds, or _MISSING."""
-    kind = type(obj)
-    if kind is list:
-        return obj[:]
-    if kind is dict:
-        return dict(obj)
-    if kind is set:
-        return set(obj)
-    if kind is bytearray:
-        return bytes(obj)
-    if kind.__module__ == "__main__" and not any("__slots__" in vars(klass) for klass in kind.__mro__):
-        state = instance_dict(obj)
-        if state is not None:
-            return dict(state)
-    return _MISSING
 
 
-def _fill(obj: Any, contents: Any) -> None:
-    """Make ``obj`` hold ``contents`` (from ``_contents``), in place: its identity is kept."""
-    kind = type(obj)
-    if kind is list or kind is bytearray:
-        obj[:] = contents
-    elif kind is dict or kind is set:
-        obj.clear()
-        obj.update(contents)
-    else:
-        state = instance_dict(obj)
-        state.clear()
-        state.update(contents)
 
 
-REWIND_DEPTH = 4  # levels of containers and instances a rewind walks into
 
 
-def _rewind(plan: _Plan, name: str, obj: Any, before: Any) -> bool:
-    """Give the restored ``obj`` the contents it had before a replayed cell, to be put forward after it.
-
-    ``g = (x for x in data)`` replayed after ``data.append(4)`` must iterate the
-    restored ``data`` itself, as it did before the crash, not an older copy. The
-    rewind is structural: an element that is itself a container or a plain instance
-    (matched by key, position or attribute) is the restored object rewound too, so a
-    ``WeakValueDictionary(items)`` replayed holds the restored items.
-    """
-    if type(before) is not type(obj) or name in plan.rewound or _contents(obj) is _MISSING:
-        return False
-    saved: list[tuple[Any, Any]] = []
-    try:
-        _rewind_object(obj, before, saved, set(), REWIND_DEPTH)
-    except Exception:  # noqa: BLE001 - a bytearray with an exported buffer cannot change size
-        for changed, latest in reversed(saved):
-            with contextlib.suppress(Exception):
-                _fill(changed, latest)
-        return False
-    plan.rewound[name] = saved
-    return True
 
 
-def _rewind_object(current: Any, before: Any, saved: list[tuple[Any, Any]], seen: set[int], depth: int) -> Any:
-    """``current`` holding what ``before`` held, its elements matched to the current ones; returns the object to hold."""
-    if depth <= 0 or type(before) is not type(current) or id(current) in seen:
-        return current if id(current) in seen else before
-    latest = _contents(current)
-    earlier = _contents(before)
-    if latest is _MISSING or earlier is _MISSING:
-        return before
-    seen.add(id(current))
-
-    def match(now: Any, then: Any) -> Any:
-        if now is _MISSING or type(now) is not type(then) or _contents(now) is _MISSING:
-            return then
-        return _rewind_object(now, then, saved, seen, depth - 1)
-
-    if type(earlier) is dict:
-        earlier = {key: match(latest.get(key, _MISSING), value) for key, value in earlier.items()}
-    elif type(earlier) is list:
-        earlier = [match(latest[i] if i < len(latest) else _MISSING, value) for i, value in enumerate(earlier)]
-    _fill(current, earlier)
-    saved.append((current, latest))
-    return current
 
 
-def _forward_rewound(ns: dict[str, Any], plan: _Plan, inexact: dict[str, str]) -> None:
-    """After a replayed cell: the rewound objects hold their latest contents again."""
-    for name, saved in plan.rewound.items():
-        for obj, latest in reversed(saved):
-            try:
-                _fill(obj, latest)
-            except Exception as exc:  # noqa: BLE001 - e.g. a memoryview the cell made pins the bytearray's size
-                if obj is plan.stored.get(name):
-                    # The value is right, under a new object: what the cell made shares the old one.
-                    ns[name] = plan.stored[name] = type(obj)(latest) if type(obj) in (list, dict, set, bytearray) else obj
-                inexact[name] = f"restored as a new object: what a replayed cell built on it cannot share it ({type(exc).__name__})"
-    plan.rewound.clear()
 
 
-def _value_before(main: Any, store: Any, name: str, seq: int, cache: dict) -> Any:
-    """``name``'s stored value as it stood before cell ``seq`` ran, or ``_MISSING``."""
-    earlier = [p for p in store.name_history(name) if p["seq"] < seq]
-    if not earlier or earlier[-1]["state"] != "live":
-        return _MISSING
-    key = earlier[-1]["version"]
-    if key not in cache:
-        version = store.version(bytes.fromhex(key))
-        with old_versions():  # definitions in it are the live ones: their latest state stays
-            cache[key] = _load_version(main, store, version) if _loadable(store, version) else LookupError(key)
-    values = cache[key]
-    return values[name] if isinstance(values, dict) and name in values else _MISSING
 
 
-def _loadable(store: Any, version: dict[str, Any] | None) -> bool:
-    """A stored version whose bytes are all there (a crash can come between a file's landing and its mark)."""
-    if version is None or version.get("kind") != STORED or version.get("pruned"):
-        return False
-    return is_landed(version) or all(store.files.exists(bytes.fromhex(blob)) for blob in version.get("files", {}))
 
 
-def _base_by_content(store: Any, version: dict[str, Any], before: int) -> tuple[str, tuple[str, dict[str, Any], int], int] | None:
-    """For a value that never landed and has no earlier version of its own: an earlier
-    unlanded version of another name holding the same large bytes, and that name's
-    newest landed version. Returns (that name, its base, the seq of the shared version)."""
-    wanted = set(version.get("files", {}))
-    for key, other, seq in store.versions_with_files(wanted, before):
-        for other_name in other["names"]:
-            base = _landed_base(store, other_name, seq)
-            if base is not None:
-                return other_name, base, seq
-    return None
 
 
-def _landed_base(store: Any, name: str, before: int) -> tuple[str, dict[str, Any], int] | None:
-    """The newest version of ``name`` from before cell ``before`` whose bytes are all stored."""
-    for pointer in reversed(store.name_history(name)):
-        if pointer["seq"] >= before:
-            continue
-        if pointer["state"] != "live":
-            return None  # deleted in between: what came before is not its history
-        version = store.version(bytes.fromhex(pointer["version"]))
-        if _loadable(store, version):
-            return pointer["version"], version, pointer["seq"]
-        if version is None or version.get("kind") != STORED:
-            return None  # a recompute version: the full rebuild replays its cells anyway
-    return None
 
 
-def _leave_out_costly_excluded(plan: _Plan, report: RestoreReport, by_seq: dict[int, CellRecord], limit: float) -> None:
+def _leave_out_costly_excluded(plan: ReplayPlan, report: RestoreReport, by_seq: dict[int, CellRecord], limit: float) -> None:
     """An excluded name is rebuilt only when its cells are cheap to run again; otherwise it stays absent."""
     for name in sorted(plan.excluded):
         # Its cells and those of what they read that is rebuilt too (an excluded token a header is made from).
-        cells = _cells_for(plan.rebuild, plan.cells, by_seq, start=[name])
+        cells = cells_for(plan.rebuild, plan.cells, by_seq, start=[name])
         seconds = sum(by_seq[seq].duration or 0.0 for seq in cells)
         if seconds > limit:
             report.excluded[name] = f"not restored: its cells took {seconds:.1f} s to run"
@@ -937,7 +748,7 @@ def _leave_out_costly_excluded(plan: _Plan, report: RestoreReport, by_seq: dict[
         del plan.rebuild[name]
 
 
-def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: RestoreProgress, plan: _Plan) -> None:
+def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: RestoreProgress, plan: ReplayPlan) -> None:
     """Load the latest version of every live group; list what must be recomputed.
 
     Modules are imported first (unpickling may need them). A load that killed two
@@ -986,7 +797,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
         tried: set[str] = set()
         for _name, pointer in live:
             key, version = pointer["version"], versions[pointer["version"]]
-            if not _loadable(store, version) or isinstance(loaded.get(key), dict) or key in tried:
+            if not loadable(store, version) or isinstance(loaded.get(key), dict) or key in tried:
                 continue
             tried.add(key)
             progress.step(len(loaded), len(versions), _name)
@@ -995,7 +806,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
                 continue
             journal.set_meta(loading=key)
             with released_locks() as released:
-                loaded[key] = _load_version(shell.user_module, store, version)
+                loaded[key] = load_version(shell.user_module, store, version)
             if released and isinstance(loaded[key], dict):
                 _name_released_locks(loaded[key], released, ns, report)
     journal.set_meta(loading=None)
@@ -1012,7 +823,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
                 plan.excluded.add(name)
             plan.cells[name] = set(version["cells"])
             plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]), None, tuple(version["cells"]))
-        elif not _loadable(store, version):
+        elif not loadable(store, version):
             # Its large blobs never landed (the kernel died while writing them) or were pruned:
             # start from the newest complete version before it and replay the cells since.
             plan.rebuild[name] = f"its value from cell {pointer['seq']} never reached the disk"
@@ -1086,12 +897,12 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
                 "(PersistentKernel.history_budget)"
             )
             continue
-        if not _loadable(store, version):
+        if not loadable(store, version):
             why = version.get("dropped") or "the kernel stopped while writing it"
             missing[name] = f"its version from cell {pointer['seq']} never reached the disk ({why})"
             continue
         if pointer["version"] not in loaded:
-            loaded[pointer["version"]] = _load_version(main, store, version)
+            loaded[pointer["version"]] = load_version(main, store, version)
         group = loaded[pointer["version"]]
         if isinstance(group, Exception):
             missing[name] = f"{type(group).__name__}: {group}"
@@ -1108,43 +919,11 @@ def _name_released_locks(values: dict[str, Any], released: list[Any], ns: dict[s
             report.inexact.setdefault(name, "a lock in it was held; it comes back released")
 
 
-def _load_version(main: Any, store: Any, version: dict[str, Any]) -> dict[str, Any] | Exception:
-    try:
-        inline = version.get("inline")
-        payload = base64.b64decode(inline) if inline is not None else store.read_blob(bytes.fromhex(version["payload"]))
-        buffers = [store.read_blob(bytes.fromhex(b)) for b in version["buffers"]]
-        values = loads(version["method"], bytes(payload), buffers, main)
-        if not isinstance(values, dict):
-            return TypeError("a stored group is not a dict")
-        return values
-    except Exception as exc:  # noqa: BLE001 - a bad blob costs only its own variables
-        return exc
 
 
-def _cells_for(
-    rebuild: dict[str, str], cells: dict[str, set[int]], by_seq: dict[int, CellRecord], start: list[str] | None = None
-) -> set[int]:
-    """The cells that rebuild ``start`` (default: all of ``rebuild``), plus the cells for what
-    those cells read that is also being rebuilt."""
-    needed: set[int] = set()
-    pending = list(rebuild if start is None else start)
-    planned: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if name in planned:
-            continue
-        planned.add(name)
-        for seq in cells.get(name, ()):
-            if seq in needed or seq not in by_seq:
-                continue
-            needed.add(seq)
-            for dependency in by_seq[seq].reads or ():
-                if dependency in rebuild and dependency not in planned:
-                    pending.append(dependency)
-    return needed
 
 
-def _cells_for_unstorable_reads(store: Any, needed: set[int], by_seq: dict[int, CellRecord], plan: _Plan) -> set[int]:
+def _cells_for_unstorable_reads(store: Any, needed: set[int], by_seq: dict[int, CellRecord], plan: ReplayPlan) -> set[int]:
     """The cells that rebuild an unstorable object a replayed cell reads and the session has since deleted.
 
     (``g = g; big[…] += 4`` replayed for ``big``, then ``del g``: ``g`` is no longer the
@@ -1163,7 +942,7 @@ def _cells_for_unstorable_reads(store: Any, needed: set[int], by_seq: dict[int, 
                 continue
             version = store.version(bytes.fromhex(earlier[-1]["version"]))
             if version is None or version.get("kind") != RECOMPUTE:
-                continue  # a stored one is bound as it was before the cell (_bind_reads_as_of)
+                continue  # a stored one is bound as it was before the cell (bind_reads_as_of)
             bound_at = earlier[-1].get("bound_at", earlier[-1]["seq"])
             cells = set(version["cells"]) | {p["seq"] for p in earlier if p["seq"] >= bound_at and p["state"] == "live"}
             for cell in cells - needed - extra:
@@ -1173,19 +952,6 @@ def _cells_for_unstorable_reads(store: Any, needed: set[int], by_seq: dict[int, 
     return extra
 
 
-def _random_state_at(records: list[CellRecord], seq: int) -> dict[str, Any] | None:
-    """The generators' state when cell ``seq`` started (states are recorded only when they change)."""
-    for record in reversed(records):
-        if record.seq > seq:
-            continue
-        if record.seq == seq:
-            if record.random_state_before:
-                return record.random_state_before
-            continue
-        state = record.random_state_after or record.random_state_before
-        if state:
-            return state
-    return None
 
 
 def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
@@ -1208,64 +974,14 @@ def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
             shell.user_ns[f"_i{number}"] = code  # numbered inputs, as IPython keeps them
 
 
-def _replay_cell(shell: Any, record: CellRecord, random_state: dict[str, Any] | None) -> tuple[str, str] | None:
-    """Run one journaled cell as it ran; returns (ename, evalue) if it raised."""
-    if random_state:
-        # The generators as the cell found them: the same deck is dealt again.
-        apply_random_state(random_state)
-    if record.store_history:
-        # So In[n], Out[n] and _n line up with what the user saw.
-        shell.execution_count = record.execution_count
-    try:
-        result = shell.run_cell(record.code, store_history=record.store_history, silent=record.silent)
-    except BaseException as exc:  # noqa: BLE001 - a replay must never take the kernel down
-        return type(exc).__name__, str(exc)
-    finally:
-        # Payloads (exit, help pages, set_next_input) belong to the original reply.
-        shell.payload_manager.clear_payload()
-    if record.random_state_after:
-        # As the cell left them, even if it drew from a generator it created
-        # (``import numpy`` seeds numpy's from the OS): later draws match.
-        apply_random_state(record.random_state_after)
-    error = result.error_before_exec or result.error_in_exec
-    if error is None:
-        return None
-    return type(error).__name__, str(error)
 
 
-REPLAYED_THREADS_WAIT = 2.0  # seconds a restore waits for threads replayed cells started
 
 
-@contextlib.contextmanager
-def threads_started() -> Iterator[list[threading.Thread]]:
-    """Within: the threads this thread starts (a replayed ``Thread(...).start()``) are listed."""
-    started: list[threading.Thread] = []
-    original = threading.Thread.start
-    restoring = threading.get_ident()
-
-    def start(thread: threading.Thread) -> None:
-        if threading.get_ident() == restoring:
-            started.append(thread)
-        original(thread)
-
-    threading.Thread.start = start  # type: ignore[method-assign]
-    try:
-        yield started
-    finally:
-        threading.Thread.start = original  # type: ignore[method-assign]
 
 
-def _still_running(threads: list[threading.Thread], wait: float) -> list[threading.Thread]:
-    deadline = time.monotonic() + wait
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return [thread for thread in threads if thread.is_alive()]
 
 
-def _no_input(*_args: Any, **_kwargs: Any) -> str:
-    from IPython.core.error import StdinNotImplementedError
-
-    raise StdinNotImplementedError("input() is not available while a session is being restored")
 
 
 # -- no file changes while cells are replayed -----------------------------------------------
@@ -1277,135 +993,21 @@ def _no_input(*_args: Any, **_kwargs: Any) -> str:
 # data and is allowed. Writes a C library makes on its own (a sqlite connection's
 # INSERT) are not visible here.
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_CHANGING_EVENTS = frozenset({"os.rename", "os.remove", "os.rmdir", "os.truncate", "shutil.rmtree", "shutil.move", "os.chmod", "os.chown"})
-_guarded_thread: int | None = None
-_hook_installed = False
 
 
-_created_in_replay: set[Any] = set()  # files a replay made exclusively: it may remove them again
 
 
-def _file_guard(event: str, args: tuple) -> None:
-    if _guarded_thread is None or _guarded_thread != threading.get_ident():
-        return
-    if event == "open":
-        path, _mode, flags = args
-        flags = flags or 0
-        if flags & os.O_CREAT and flags & os.O_EXCL:
-            _created_in_replay.add(path)
-        elif flags & _WRITE_FLAGS:
-            raise PermissionError(f"a restore does not write files ({path!r} was opened for writing in a replayed cell)")
-    elif event == "os.remove" and args[0] in _created_in_replay:
-        return
-    elif event in _CHANGING_EVENTS:
-        raise PermissionError(f"a restore does not change files ({event} {args[0]!r} in a replayed cell)")
 
 
-@contextlib.contextmanager
-def no_file_changes() -> Iterator[None]:
-    """While replaying: a replayed cell cannot write, truncate, move or delete existing files, nor recreate them."""
-    global _guarded_thread, _hook_installed
-    if not _hook_installed:
-        sys.addaudithook(_file_guard)
-        _hook_installed = True
-    tempfile.gettempdir()  # its one-time probe writes and removes a file: done before the guard
-    _guarded_thread = threading.get_ident()
-    try:
-        yield
-    finally:
-        _guarded_thread = None
-        _created_in_replay.clear()
 
 
-_replaying = threading.local()
 
 
-def is_replaying() -> bool:
-    """Whether this thread is replaying journaled cells (``%persist`` then does nothing)."""
-    return getattr(_replaying, "active", False)
 
 
-@contextlib.contextmanager
-def quiet_output(shell: Any) -> Iterator[list[Any]]:
-    """Suppress everything replayed code would show: streams, displays, results, tracebacks.
-
-    Yields a list that collects the tracebacks IPython would have sent.
-    """
-    tracebacks: list[Any] = []
-
-    def drop(_msg: Any) -> None:
-        return None  # a None from a hook suppresses the send
-
-    hooks = [obj for obj in (shell.displayhook, shell.display_pub) if hasattr(obj, "register_hook")]
-    for obj in hooks:
-        obj.register_hook(drop)
-    # ipykernel sends tracebacks on IOPub from this method; capture them instead.
-    shell._showtraceback = lambda etype, evalue, stb: tracebacks.append((etype, evalue))
-    saved_input, saved_getpass = builtins.input, getpass.getpass
-    builtins.input = getpass.getpass = _no_input
-    sink = io.StringIO()
-    _replaying.active = True
-    try:
-        with _quiet_fds(), _muted_streams(sink), no_file_changes():
-            yield tracebacks
-    finally:
-        _replaying.active = False
-        builtins.input, getpass.getpass = saved_input, saved_getpass
-        del shell._showtraceback
-        for obj in hooks:
-            obj.unregister_hook(drop)
 
 
-@contextlib.contextmanager
-def _muted_streams(sink: io.StringIO) -> Iterator[None]:
-    """Replayed code writes into ``sink``, yet ``sys.stdout`` and ``sys.stderr`` stay the kernel's own objects.
-
-    What a replayed cell keeps of a stream (``logging.StreamHandler(sys.stdout)``, a default
-    argument ``file=sys.stdout``, a progress bar) must be the stream it kept in the original
-    run, so the streams are muted in place (their ``write`` shadowed on the instance) rather
-    than swapped; a stream that refuses that (a C-level file) is swapped for the sink as before.
-    """
-    with contextlib.ExitStack() as stack:
-        for name, redirect in (("stdout", contextlib.redirect_stdout), ("stderr", contextlib.redirect_stderr)):
-            stream = getattr(sys, name)
-            try:
-                stream.write = sink.write
-            except (AttributeError, TypeError):
-                stack.enter_context(redirect(sink))
-            else:
-                stack.callback(_unmute, stream)
-        yield
 
 
-def _unmute(stream: Any) -> None:
-    with contextlib.suppress(AttributeError):
-        del stream.write
 
 
-@contextlib.contextmanager
-def _quiet_fds() -> Iterator[None]:
-    """Point file descriptors 1 and 2 at /dev/null (subprocesses, C extensions).
-
-    ipykernel forwards what reaches these descriptors to the frontend; during a
-    replay nothing must. The saved duplicates keep ipykernel's pipes open.
-    """
-    saved: list[tuple[int, int]] = []
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        yield
-        return
-    try:
-        for fd in (1, 2):
-            try:
-                saved.append((fd, os.dup(fd)))
-                os.dup2(devnull, fd)
-            except OSError:
-                pass
-        yield
-    finally:
-        for fd, copy in saved:
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)

@@ -19,18 +19,18 @@ from typing import Any
 from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
 from .context import apply_random_state
 from .definitions import key_in_scope, resolving
+from .loading import load_version, loadable
 from .records import CellRecord
-from .restore import (
-    _bind_reads_as_of,
-    _cells_for,
-    _forward_rewound,
-    _label_order,
-    _load_version,
-    _loadable,
-    _Plan,
-    _random_state_at,
+from .replay import (
+    ReplayPlan,
+    bind_reads_as_of,
+    cells_for,
     definition_replayer,
+    forward_rewound,
+    label_order,
     quiet_output,
+    random_state_at,
+    replay_cell,
     replayable,
 )
 from .serialize import dumps, import_stored_module
@@ -80,7 +80,7 @@ class Checkout:
         changed = len(self.bound) + len(self.recomputed)
         parts.append(f"{changed} variable{'' if changed == 1 else 's'} restored, {len(self.kept)} unchanged, {len(self.removed)} removed.")
         if self.recomputed:
-            cells = sorted({c for labels in self.recomputed.values() for c in labels}, key=_label_order)
+            cells = sorted({c for labels in self.recomputed.values() for c in labels}, key=label_order)
             parts.append(f"Recomputed {', '.join(sorted(self.recomputed))} by replaying {', '.join(cells)}.")
         if self.missing:
             parts.append(
@@ -142,11 +142,11 @@ def _checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRec
                 rebuild[name] = version
             continue
         pointer = as_of[names[0]]
-        if not _loadable(store, version):
+        if not loadable(store, version):
             for name in names:
                 result.missing[name] = why_not_loadable(store, pointer, version)
             continue
-        loaded = _load_version(shell.user_module, store, version)
+        loaded = load_version(shell.user_module, store, version)
         if isinstance(loaded, Exception):
             for name in names:
                 result.missing[name] = f"its stored value failed to load ({type(loaded).__name__}: {loaded})"[:200]
@@ -166,7 +166,7 @@ def _checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRec
             del ns[name]
         ns.update(before)
         raise
-    random_state = _random_state_at(records, target.seq + 1)
+    random_state = random_state_at(records, target.seq + 1)
     if random_state:
         apply_random_state(random_state)
     result.removed.sort()
@@ -241,9 +241,9 @@ def _reload_touched(
     """
     ns = shell.user_ns
     for key, (version, names) in stored_versions.items():
-        if not touched.intersection(names) or not _loadable(store, version):
+        if not touched.intersection(names) or not loadable(store, version):
             continue
-        loaded = _load_version(shell.user_module, store, version)
+        loaded = load_version(shell.user_module, store, version)
         if isinstance(loaded, Exception):
             continue
         for name in names:
@@ -277,28 +277,25 @@ def _rebuild(
     for name, version in rebuild.items():
         history = {p["seq"] for p in store.name_history(name) if p["seq"] <= target.seq and p["state"] == "live"}
         cells[name] = {c for c in set(version["cells"]) | history if c in by_seq and replayable(by_seq[c])}
-    needed = _cells_for({name: "" for name in rebuild}, cells, by_seq)
+    needed = cells_for({name: "" for name in rebuild}, cells, by_seq)
     replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
     ns = shell.user_ns
     before = set(ns)
-    plan = _Plan(stored=dict(stored), stored_at=dict(stored_at))
+    plan = ReplayPlan(stored=dict(stored), stored_at=dict(stored_at))
     as_of_cache: dict[str, Any] = {}
     interrupted = False
     with quiet_output(shell) as tracebacks:
         for record in replay:
-            _bind_reads_as_of(shell.user_module, ns, store, plan, record, as_of_cache)
-            random_state = _random_state_at(records, record.seq)
-            if random_state:
-                apply_random_state(random_state)
+            bind_reads_as_of(shell.user_module, ns, store, plan, record, as_of_cache)
             # Never stored in history: this runs inside the user's %persist cell.
-            outcome = shell.run_cell(record.code, store_history=False, silent=True)
+            error = replay_cell(shell, record, random_state_at(records, record.seq), in_history=False)
             tracebacks.clear()
-            _forward_rewound(ns, plan, {})  # objects given their earlier contents for the cell get theirs back
+            forward_rewound(ns, plan, {})  # objects given their earlier contents for the cell get theirs back
             stored.update((name, plan.stored[name]) for name in stored if name in plan.stored)
             for name, value in stored.items():
                 if ns.get(name, _MISSING) is not value:
                     ns[name] = value  # the values after the target win over what a replayed cell made
-            if isinstance(outcome.error_in_exec, KeyboardInterrupt):
+            if error is not None and error[0] == "KeyboardInterrupt":
                 interrupted = True
                 break
     for name in set(ns) - before - set(rebuild):
@@ -333,7 +330,7 @@ def describe(store: Any, name: str, pointer: dict[str, Any] | None, cache: dict[
         return "recompute", key
     identity = version.get("digest") or key
     if "inline" in version and version.get("nbytes", 0) <= SHOWN_VALUE_BYTES:
-        values = cache.setdefault(("values", key), _load_version(main, store, version))
+        values = cache.setdefault(("values", key), load_version(main, store, version))
         if isinstance(values, dict) and name in values:
             try:
                 return _shorten(repr(values[name]), 40), identity

@@ -207,7 +207,7 @@ class BackgroundWriter:
             done[0] += size
             ahead = done[0] / rate - (time.monotonic() - started)
             if ahead > 0:
-                time.sleep(ahead)
+                self._cancel.wait(ahead)  # a stop calls the write off at once, not after the pause
 
         return wait
 

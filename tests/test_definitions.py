@@ -9,10 +9,10 @@ of class-making constructs held in several ways, SIGKILL them and compare.
 from __future__ import annotations
 
 import contextlib
+import enum
 import io
 import itertools
 import pickle
-import enum
 import textwrap
 import types
 from typing import Any

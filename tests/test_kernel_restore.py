@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-
 from .conftest import check_store, crash_and_restart, run
 
 pytestmark = pytest.mark.slow

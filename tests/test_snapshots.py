@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from persistent_kernel.restore import state_as_of
 from persistent_kernel.session import resolve_session
 from persistent_kernel.store import Store
-from persistent_kernel.restore import state_as_of
 
 from .conftest import check_store, crash_and_restart, run
 
