@@ -13,7 +13,6 @@ import random
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,29 +21,18 @@ from traitlets import Bool, Float, Int, List, Unicode
 
 from . import __version__, identity
 from . import records as rec
-from .checkpoint import Checkpoint, Checkpointer
+from .checkpoint import Checkpointer
 from .context import ProcessContextTracker, RandomStateTracker
 from .events import COMM_MESSAGES, NotebookCodeRecorder, describe_comm_message
 from .journal import Journal
 from .magics import PersistMagics
 from .notice import restore_notice
+from .recorder import SessionRecorder
 from .restore import RestoreProgress, RestoreReport, restore_session
 from .session import directory_session, persistent_home
 from .store import DEFAULT_MAP_SIZE
 
 T = TypeVar("T")
-
-
-def outcome_of(reply: dict[str, Any] | None) -> tuple[str, str | None, str | None]:
-    """(status, ename, evalue) for the journal from an execute reply; None means it never replied."""
-    if reply is None:
-        return rec.INTERRUPTED, None, None
-    if reply.get("status") == "ok":
-        return rec.OK, None, None
-    ename, evalue = reply.get("ename"), reply.get("evalue")
-    if ename == "KeyboardInterrupt" or reply.get("status") == "aborted":
-        return rec.INTERRUPTED, ename, evalue
-    return rec.ERROR, ename, evalue
 
 
 class PersistentKernel(IPythonKernel):
@@ -155,20 +143,13 @@ class PersistentKernel(IPythonKernel):
         self.checkpointer = Checkpointer(self.shell, large_blob_bytes=self.large_blob_bytes)
         self.journal.on_unlanded = lambda job, _reason: self.checkpointer.unlanded.add(job.version_key.hex())
         self.process_context = ProcessContextTracker(self.shell)
-        self._told_unstorable: set[str] = set()
-        self._told_failures: set[str] = set()  # kinds of persistence failure the user was told of
+        self.recorder = SessionRecorder(self.shell, self.journal, self.checkpointer, self.random_states, self.process_context, self.log)
         self._idle_check: Any = None
         self._last_activity = time.monotonic()
         # One execution or event at a time, whatever shell or thread it comes from: the journal has
         # one order, and a checkpoint's identity scan never sees half of another execution's changes.
         self._turn = threading.Lock()
         self._turn_owner: int | None = None
-        # A comm handler running user code and a checkpoint scanning the namespace never overlap.
-        self._namespace_lock = threading.RLock()
-        # Comm messages handled while the turn was held (an awaiting cell, a cell on another shell):
-        # (what set it off, the notebook code it ran, whether that record is complete). The next
-        # checkpoint takes them: the cell's own, or an event when the turn is given back.
-        self._folded: list[tuple[str, set[types.CodeType], bool]] = []
         if self.persist:
             for msg_type in COMM_MESSAGES:
                 handler = self.shell_handlers.get(msg_type)
@@ -180,7 +161,7 @@ class PersistentKernel(IPythonKernel):
                     self.shell,
                     self.journal,
                     self.checkpointer,
-                    checkpoint_now=self._checkpoint_event,
+                    checkpoint_now=self.recorder.record_event,
                     configured_exclusions=list(self.exclude),
                 )
             )
@@ -277,7 +258,7 @@ class PersistentKernel(IPythonKernel):
                 # What was rebuilt by replay is checkpointed again by the next cell; the
                 # summary already said it cannot be stored, so no note repeats it.
                 self.checkpointer.adopt(states, dirty=set(self.restore_report.recomputed))
-                self._told_unstorable.update(self.restore_report.recomputed)
+                self.recorder.told_unstorable.update(self.restore_report.recomputed)
                 self._notice_parts = self.restore_report.summary_parts() + ([f"({renamed}.)"] if renamed else [])
                 self.log.info("persistent_kernel: %s", " ".join(self._notice_parts))
             else:
@@ -377,11 +358,11 @@ class PersistentKernel(IPythonKernel):
             silent=request["silent"],
             store_history=request["store_history"],
             cell_id=request["cell_id"],
-            random_state_before=self._random_state() if self.journal.journals(code) else None,
+            random_state_before=self.recorder.random_state() if self.journal.journals(code) else None,
         )
 
     def _after_cell(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
-        self._checkpoint(record, code, reply, duration)
+        self.recorder.record_cell(record, code, reply, duration)
         self._schedule_idle_check()
 
     def _guarded(self, doing: str, step: Callable[..., T], *args: Any, interruptible: bool = False) -> T | None:
@@ -398,48 +379,12 @@ class PersistentKernel(IPythonKernel):
             if interruptible:
                 raise
             self.log.warning("persistent_kernel: an interrupt arrived while %s; the journal is intact", doing)
-            self._reset_after_failure()
+            self.recorder.reset_after_failure()
             return None
         except BaseException as exc:  # noqa: BLE001 - SystemExit from a library, anything: never the reply's problem
             self.log.exception("persistent_kernel: %s failed", doing)
-            self._tell_failure(doing, exc, "the cell ran as usual; the next cell stores the namespace whole")
-            self._reset_after_failure()
-            return None
-
-    def _reset_after_failure(self) -> None:
-        """Assume nothing is stored: the next checkpoint looks at every name and stores what changed."""
-        try:
-            self.checkpointer.recover()
-            self.process_context.reset(None)
-            self.random_states.reset()
-        except BaseException:  # noqa: BLE001
-            self.log.exception("persistent_kernel: could not reset after a failure")
-
-    def _tell_failure(self, doing: str, exc: BaseException, consequence: str) -> None:
-        if doing not in self._told_failures:
-            self._told_failures.add(doing)
-            self.journal.notify(f"Persistence failed {doing} ({type(exc).__name__}: {exc}); {consequence}.")
-
-    def _random_state(self) -> dict[str, Any] | None:
-        """The random generators' state if it changed; a failure to read it is told, not raised."""
-        try:
-            return self.random_states.changed_state()
-        except Exception as exc:  # noqa: BLE001 - e.g. a library's generator replaced by notebook code
-            self.log.exception("persistent_kernel: reading the random state failed")
-            self.random_states.reset()
-            self._tell_failure("reading the random generators' state", exc, "a replay may draw other numbers")
-            return None
-
-    def _process_context(self) -> dict[str, Any] | None:
-        """The process context (cwd, sys.path, settings …) if it changed; a failure is told, not raised."""
-        try:
-            return self.process_context.changed()
-        except Exception as exc:  # noqa: BLE001 - e.g. a sys.path entry whose str() raises
-            self.log.exception("persistent_kernel: reading the process context failed")
-            self.process_context.reset(None)
-            self._tell_failure(
-                "reading the process context (working directory, sys.path, settings)", exc, "a restore may not put it back"
-            )
+            self.recorder.tell_failure(doing, exc, "the cell ran as usual; the next cell stores the namespace whole")
+            self.recorder.reset_after_failure()
             return None
 
     async def _execute_within_turn(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -448,8 +393,7 @@ class PersistentKernel(IPythonKernel):
             try:
                 return await super().do_execute(**request)
             finally:
-                with self._namespace_lock:
-                    self._folded.append(("execution inside a running cell", recorder.codes, recorder.complete))
+                self.recorder.fold("execution inside a running cell", recorder.codes, recorder.complete)
 
     # -- turns: one execution or event at a time -----------------------------------------
 
@@ -462,17 +406,16 @@ class PersistentKernel(IPythonKernel):
     def _release_turn(self) -> None:
         """Give the turn back, first committing comm messages handled while it was held."""
         while True:
-            with self._namespace_lock:
-                if not self._folded:
+            with self.recorder.namespace_lock:
+                if not self.recorder.has_folded():
                     self._turn_owner = None
                     self._turn.release()
                     return
             try:
-                self._checkpoint_event("comm", only_if_changed=True)
+                self.recorder.record_event("comm", only_if_changed=True)
             except Exception:  # noqa: BLE001 - a failed event must not keep the turn
                 self.log.exception("persistent_kernel: journaling comm messages failed")
-                with self._namespace_lock:
-                    self._folded.clear()
+                self.recorder.drop_folded()
                 self.checkpointer.recover()
 
     def _handle_comm(self, handler: Any, stream: Any, idents: Any, msg: dict[str, Any]) -> Any:
@@ -484,11 +427,11 @@ class PersistentKernel(IPythonKernel):
         """
         trigger = describe_comm_message(msg, getattr(self, "comm_manager", None))  # before a comm_close removes it
         try:
-            with self._namespace_lock, NotebookCodeRecorder(self.shell.user_ns) as recorder:
+            with self.recorder.namespace_lock, NotebookCodeRecorder(self.shell.user_ns) as recorder:
                 try:
                     return handler(stream, idents, msg)
                 finally:
-                    self._folded.append((trigger, recorder.codes, recorder.complete))
+                    self.recorder.fold(trigger, recorder.codes, recorder.complete)
         finally:
             if self._take_turn():
                 self._release_turn()
@@ -515,114 +458,17 @@ class PersistentKernel(IPythonKernel):
             self._idle_check = self.io_loop.call_later(self.idle_verify_delay, self._idle_verify)
             return
         try:
-            with self._namespace_lock:
+            with self.recorder.namespace_lock:
                 findings = self.checkpointer.verify()
             if not findings["changed"] and not findings["unstored"]:
                 self.checkpointer.full_pass = False
                 return
             self.log.info("persistent_kernel: idle check stores %s", ", ".join(findings["changed"] + findings["unstored"]))
-            self._checkpoint_event("verify")
+            self.recorder.record_event("verify")
         except Exception:  # noqa: BLE001 - a background check must never disturb the session
             self.log.exception("persistent_kernel: idle check failed")
         finally:
             self._release_turn()
-
-    def _checkpoint_event(self, kind: str, *, only_if_changed: bool = False) -> None:
-        """Journal a change no cell's code made (an idle check, %persist on, widget callbacks) and store it.
-
-        The caller holds the turn. Comm messages handled meanwhile are part of the event
-        (their notebook code widens its reads). With ``only_if_changed`` an event that
-        changed nothing leaves no journal entry: most comm messages (a widget asking for
-        its state, an echo of a value) run no user code.
-        """
-        if not self.journal.journals_events:
-            with self._namespace_lock:
-                self._folded.clear()
-            return
-        seq = self.journal.next_seq
-        checkpoint, handled = self._prepare(seq, "")
-        random_state_after = self._random_state()
-        context = self._process_context()
-        unchanged = checkpoint is not None and not (checkpoint.pointers or checkpoint.versions) and random_state_after is None and context is None
-        if only_if_changed and unchanged:
-            self.checkpointer.applied(checkpoint)
-            return
-        record = self.journal.begin_event(kind, self.shell.execution_count, trigger="; ".join(handled) or None)
-        if record is None or record.seq != seq:  # not journaled (a full disk): the next checkpoint stores it
-            if checkpoint is not None:
-                self.checkpointer.not_committed(checkpoint)
-            if record is not None:
-                self.journal.finish(record, rec.OK, 0.0)
-            return
-        self._commit(record, {"status": "ok"}, 0.0, checkpoint, random_state_after, context)
-
-    def _checkpoint(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
-        """Commit the cell's outcome and namespace changes in one transaction."""
-        checkpoint, handled = self._prepare(record.seq, code)
-        if handled:
-            record.handled_during = handled
-        self._commit(record, reply, duration, checkpoint, self._random_state(), self._process_context())
-
-    def _prepare(self, seq: int, code: str) -> tuple[Checkpoint | None, list[str]]:
-        """The namespace changes of ``code`` and of the comm messages handled since the last checkpoint."""
-        with self._namespace_lock:
-            folded, self._folded = self._folded, []
-            ran: set[types.CodeType] = set().union(*(codes for _trigger, codes, _complete in folded))
-            if not all(complete for _trigger, _codes, complete in folded):
-                self.checkpointer.full_pass = True  # another profiler hid what ran: look at every name
-            try:
-                checkpoint = self.checkpointer.prepare(seq, code, ran)
-            except BaseException as exc:  # noqa: BLE001 - incl. an interrupt while serializing: never the kernel's problem
-                self.log.exception("persistent_kernel: checkpoint failed")
-                again = "a restore will replay it" if code else "the next checkpoint stores it again"
-                self.journal.notify(f"Could not snapshot the changes ({type(exc).__name__}: {exc}); {again}.")
-                self.checkpointer.recover()
-                checkpoint = None
-        return checkpoint, [trigger for trigger, _codes, _complete in folded]
-
-    def _commit(
-        self,
-        record: rec.CellRecord,
-        reply: dict[str, Any] | None,
-        duration: float,
-        checkpoint: Checkpoint | None,
-        random_state_after: dict[str, Any] | None,
-        context: dict[str, Any] | None,
-    ) -> None:
-        status, ename, evalue = outcome_of(reply)
-        try:
-            committed = self.journal.finish(
-                record,
-                status,
-                duration,
-                ename,
-                evalue,
-                random_state_after=random_state_after,
-                checkpoint=checkpoint,
-                context=context,
-            )
-        except BaseException:  # noqa: BLE001 - e.g. an interrupt mid-commit: the transaction was aborted whole
-            self.log.exception("persistent_kernel: committing the cell failed")
-            committed = False
-        if checkpoint is None:
-            return
-        if committed:
-            self.checkpointer.applied(checkpoint)
-            self._tell_unstorable(checkpoint.unserializable)
-        else:
-            self.checkpointer.not_committed(checkpoint)
-            self.process_context.reset(None)
-            self.random_states.reset()
-
-    def _tell_unstorable(self, unstorable: dict[str, str]) -> None:
-        new = sorted(set(unstorable) - self._told_unstorable)
-        if new:
-            self._told_unstorable.update(new)
-            names = ", ".join(new)
-            self.journal.notify(
-                f"Note: {names} cannot be stored ({unstorable[new[0]]}); after a restart "
-                f"{'it is' if len(new) == 1 else 'they are'} rebuilt by replaying the cells that made {'it' if len(new) == 1 else 'them'}."
-            )
 
     def _show_restore_notice(self) -> None:
         """The restore summary, once, as information in the cell's output (``notice``)."""

@@ -17,7 +17,7 @@ def loadable(store: Any, version: dict[str, Any] | None) -> bool:
     """A stored version whose bytes are all there (a crash can come between a file's landing and its mark)."""
     if version is None or version.get("kind") != STORED or version.get("pruned"):
         return False
-    return is_landed(version) or all(store.files.exists(bytes.fromhex(blob)) for blob in version.get("files", {}))
+    return is_landed(version) or all(store.has_file(bytes.fromhex(blob)) for blob in version.get("files", {}))
 
 
 def base_by_content(store: Any, version: dict[str, Any], before: int) -> tuple[str, tuple[str, dict[str, Any], int], int] | None:

@@ -170,16 +170,8 @@ class BackgroundWriter:
             throttle = self._throttle(started)
             chunk_size = THROTTLED_CHUNK if throttle is not None else COPY_CHUNK
             for blob_digest, buffer in job.buffers.items():
-                if not self.store.has_file_tag(blob_digest):
-                    # A file left without its tag (a kill during a forget): written again, and tagged.
-                    self.store.files.remove(blob_digest)
-                self.bytes_written += self.store.files.write(
-                    blob_digest,
-                    buffer,
-                    throttle=throttle,
-                    chunk_size=chunk_size,
-                    cancelled=self._cancel.is_set,
-                    seal=lambda hashes, blob_digest=blob_digest: self.store.put_file_tag(blob_digest, hashes),
+                self.bytes_written += self.store.write_file(
+                    blob_digest, buffer, throttle=throttle, chunk_size=chunk_size, cancelled=self._cancel.is_set
                 )
         except WriteCancelled:
             self.dropped += 1
@@ -189,7 +181,7 @@ class BackgroundWriter:
             self._tell(job, str(exc))
             return
         except OSError as exc:
-            raise StoreWriteError(write_failure(f"writing a large value to {self.store.files.directory}", exc)) from exc
+            raise StoreWriteError(write_failure(f"writing a large value to {self.store.blob_directory}", exc)) from exc
         self.store.mark_landed(job.version_key)
         self.landed += 1
         self.problem = None

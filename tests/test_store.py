@@ -182,10 +182,10 @@ def test_kill_9_during_writes_loses_no_committed_record(tmp_path: Path) -> None:
 
 
 def test_checkpoint_commits_blobs_once_in_chunks_with_versions_and_pointers(store: Store, monkeypatch) -> None:
-    import persistent_kernel.store as store_module
+    import persistent_kernel.storecells as cells_module
     from persistent_kernel.store import version_key
 
-    monkeypatch.setattr(store_module, "BLOB_CHUNK", 1000)  # force chunking on a small blob
+    monkeypatch.setattr(cells_module, "BLOB_CHUNK", 1000)  # force chunking on a small blob (where commits read it)
     data = os.urandom(10_500)
     digest = b"d" * 16
     first = store.append(new_record("a = data"))

@@ -1,0 +1,202 @@
+"""What a cell or an event leaves in the journal: its checkpoint and its outcome, in one transaction.
+
+The kernel decides *when* something is recorded (a cell's end, a comm message
+handled with the turn free, the idle check, ``%persist on``); the recorder decides
+*what*: the namespace changes (``checkpoint``), together with the comm messages
+folded in since the last checkpoint, and the random state and process context
+after it, committed with the record; and what the user is told, once (a value
+that cannot be stored, a part of the bookkeeping that failed).
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+from typing import Any
+
+from . import records as rec
+from .checkpoint import Checkpoint
+
+
+def outcome_of(reply: dict[str, Any] | None) -> tuple[str, str | None, str | None]:
+    """(status, ename, evalue) for the journal from an execute reply; None means it never replied."""
+    if reply is None:
+        return rec.INTERRUPTED, None, None
+    if reply.get("status") == "ok":
+        return rec.OK, None, None
+    ename, evalue = reply.get("ename"), reply.get("evalue")
+    if ename == "KeyboardInterrupt" or reply.get("status") == "aborted":
+        return rec.INTERRUPTED, ename, evalue
+    return rec.ERROR, ename, evalue
+
+
+class SessionRecorder:
+    """Checkpoints and commits for one kernel's session (the caller holds the kernel's turn)."""
+
+    def __init__(self, shell: Any, journal: Any, checkpointer: Any, random_states: Any, process_context: Any, log: Any) -> None:
+        self.shell = shell
+        self.journal = journal
+        self.checkpointer = checkpointer
+        self.random_states = random_states
+        self.process_context = process_context
+        self.log = log
+        # A comm handler running user code and a checkpoint scanning the namespace never overlap.
+        self.namespace_lock = threading.RLock()
+        # Comm messages handled while the turn was held (an awaiting cell, a cell on another shell):
+        # (what set it off, the notebook code it ran, whether that record is complete). The next
+        # checkpoint takes them: the cell's own, or an event when the turn is given back.
+        self._folded: list[tuple[str, set[types.CodeType], bool]] = []
+        self.told_unstorable: set[str] = set()
+        self._told_failures: set[str] = set()  # kinds of persistence failure the user was told of
+
+    # -- what ran outside a cell's own code ---------------------------------------------
+
+    def fold(self, trigger: str, codes: set[types.CodeType], complete: bool) -> None:
+        """A comm message (or a nested execution) handled meanwhile: part of the next checkpoint."""
+        with self.namespace_lock:
+            self._folded.append((trigger, codes, complete))
+
+    def has_folded(self) -> bool:
+        with self.namespace_lock:
+            return bool(self._folded)
+
+    def drop_folded(self) -> None:
+        with self.namespace_lock:
+            self._folded.clear()
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record_event(self, kind: str, *, only_if_changed: bool = False) -> None:
+        """Journal a change no cell's code made (an idle check, %persist on, widget callbacks) and store it.
+
+        The caller holds the turn. Comm messages handled meanwhile are part of the event
+        (their notebook code widens its reads). With ``only_if_changed`` an event that
+        changed nothing leaves no journal entry: most comm messages (a widget asking for
+        its state, an echo of a value) run no user code.
+        """
+        if not self.journal.journals_events:
+            with self.namespace_lock:
+                self._folded.clear()
+            return
+        seq = self.journal.next_seq
+        checkpoint, handled = self._prepare(seq, "")
+        random_state_after = self.random_state()
+        context = self.process_context_changes()
+        unchanged = checkpoint is not None and not (checkpoint.pointers or checkpoint.versions) and random_state_after is None and context is None
+        if only_if_changed and unchanged:
+            self.checkpointer.applied(checkpoint)
+            return
+        record = self.journal.begin_event(kind, self.shell.execution_count, trigger="; ".join(handled) or None)
+        if record is None or record.seq != seq:  # not journaled (a full disk): the next checkpoint stores it
+            if checkpoint is not None:
+                self.checkpointer.not_committed(checkpoint)
+            if record is not None:
+                self.journal.finish(record, rec.OK, 0.0)
+            return
+        self._commit(record, {"status": "ok"}, 0.0, checkpoint, random_state_after, context)
+
+    def record_cell(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
+        """Commit the cell's outcome and namespace changes in one transaction."""
+        checkpoint, handled = self._prepare(record.seq, code)
+        if handled:
+            record.handled_during = handled
+        self._commit(record, reply, duration, checkpoint, self.random_state(), self.process_context_changes())
+
+    def _prepare(self, seq: int, code: str) -> tuple[Checkpoint | None, list[str]]:
+        """The namespace changes of ``code`` and of the comm messages handled since the last checkpoint."""
+        with self.namespace_lock:
+            folded, self._folded = self._folded, []
+            ran: set[types.CodeType] = set().union(*(codes for _trigger, codes, _complete in folded))
+            if not all(complete for _trigger, _codes, complete in folded):
+                self.checkpointer.full_pass = True  # another profiler hid what ran: look at every name
+            try:
+                checkpoint = self.checkpointer.prepare(seq, code, ran)
+            except BaseException as exc:  # noqa: BLE001 - incl. an interrupt while serializing: never the kernel's problem
+                self.log.exception("persistent_kernel: checkpoint failed")
+                again = "a restore will replay it" if code else "the next checkpoint stores it again"
+                self.journal.notify(f"Could not snapshot the changes ({type(exc).__name__}: {exc}); {again}.")
+                self.checkpointer.recover()
+                checkpoint = None
+        return checkpoint, [trigger for trigger, _codes, _complete in folded]
+
+    def _commit(
+        self,
+        record: rec.CellRecord,
+        reply: dict[str, Any] | None,
+        duration: float,
+        checkpoint: Checkpoint | None,
+        random_state_after: dict[str, Any] | None,
+        context: dict[str, Any] | None,
+    ) -> None:
+        status, ename, evalue = outcome_of(reply)
+        try:
+            committed = self.journal.finish(
+                record,
+                status,
+                duration,
+                ename,
+                evalue,
+                random_state_after=random_state_after,
+                checkpoint=checkpoint,
+                context=context,
+            )
+        except BaseException:  # noqa: BLE001 - e.g. an interrupt mid-commit: the transaction was aborted whole
+            self.log.exception("persistent_kernel: committing the cell failed")
+            committed = False
+        if checkpoint is None:
+            return
+        if committed:
+            self.checkpointer.applied(checkpoint)
+            self._tell_unstorable(checkpoint.unserializable)
+        else:
+            self.checkpointer.not_committed(checkpoint)
+            self.process_context.reset(None)
+            self.random_states.reset()
+
+    def _tell_unstorable(self, unstorable: dict[str, str]) -> None:
+        new = sorted(set(unstorable) - self.told_unstorable)
+        if new:
+            self.told_unstorable.update(new)
+            names = ", ".join(new)
+            self.journal.notify(
+                f"Note: {names} cannot be stored ({unstorable[new[0]]}); after a restart "
+                f"{'it is' if len(new) == 1 else 'they are'} rebuilt by replaying the cells that made {'it' if len(new) == 1 else 'them'}."
+            )
+
+    # -- the bookkeeping around a record: never raises ----------------------------------
+
+    def reset_after_failure(self) -> None:
+        """Assume nothing is stored: the next checkpoint looks at every name and stores what changed."""
+        try:
+            self.checkpointer.recover()
+            self.process_context.reset(None)
+            self.random_states.reset()
+        except BaseException:  # noqa: BLE001
+            self.log.exception("persistent_kernel: could not reset after a failure")
+
+    def tell_failure(self, doing: str, exc: BaseException, consequence: str) -> None:
+        if doing not in self._told_failures:
+            self._told_failures.add(doing)
+            self.journal.notify(f"Persistence failed {doing} ({type(exc).__name__}: {exc}); {consequence}.")
+
+    def random_state(self) -> dict[str, Any] | None:
+        """The random generators' state if it changed; a failure to read it is told, not raised."""
+        try:
+            return self.random_states.changed_state()
+        except Exception as exc:  # noqa: BLE001 - e.g. a library's generator replaced by notebook code
+            self.log.exception("persistent_kernel: reading the random state failed")
+            self.random_states.reset()
+            self.tell_failure("reading the random generators' state", exc, "a replay may draw other numbers")
+            return None
+
+    def process_context_changes(self) -> dict[str, Any] | None:
+        """The process context (cwd, sys.path, settings …) if it changed; a failure is told, not raised."""
+        try:
+            return self.process_context.changed()
+        except Exception as exc:  # noqa: BLE001 - e.g. a sys.path entry whose str() raises
+            self.log.exception("persistent_kernel: reading the process context failed")
+            self.process_context.reset(None)
+            self.tell_failure(
+                "reading the process context (working directory, sys.path, settings)", exc, "a restore may not put it back"
+            )
+            return None
