@@ -45,7 +45,7 @@ from pathlib import Path
 
 import xxhash
 
-from .privatefiles import open_private
+from .privatefiles import write_private
 from .session import (
     NOTEBOOK_ENV,
     SAFE_ID,
@@ -232,11 +232,7 @@ def _read_record(record: Path) -> str | None:
 def _write_record(record: Path, session: Session) -> None:
     try:
         ensure_private_dir(record.parent)
-        fd = open_private(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            os.write(fd, json.dumps({"session_id": session.id, "notebook_path": session.notebook_path}).encode())
-        finally:
-            os.close(fd)
+        write_private(record, json.dumps({"session_id": session.id, "notebook_path": session.notebook_path}).encode())
         _prune_records(record.parent, keep=record)
     except OSError:
         pass  # a full or read-only disk: a later rename starts a new session, nothing else is lost

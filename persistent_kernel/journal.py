@@ -26,7 +26,7 @@ from .errors import (
     StoreWriteError,
 )
 from .lock import SessionLock
-from .privatefiles import open_private
+from .privatefiles import open_private, write_private
 from .records import CellRecord
 from .session import Session, ensure_private_dir
 from .store import DEFAULT_MAP_SIZE, Store
@@ -58,11 +58,7 @@ def _read_count(path: Path) -> int:
 
 
 def _write_count(path: Path, count: int) -> None:
-    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # never written through a symlink
-    try:
-        os.write(fd, f"{count}\n".encode())
-    finally:
-        os.close(fd)
+    write_private(path, f"{count}\n".encode())
 
 
 LAND_BEFORE_REPLY_TIMEOUT = 120.0  # seconds a reply waits for its values to land; then they land in the background
@@ -105,9 +101,11 @@ class Journal:
             self.identify(session)
 
     def identify(self, session: Session) -> None:
-        """Say which session this is; a kernel that learns it from its first execution says it then."""
+        """Say which session this is; a kernel that learns it from its first execution says it then
+        (which also ends the wait ``turn_off`` stood for)."""
         self.session = session
         self._lock = SessionLock(session.store_path)
+        self.problem = None
 
     # -- opening ------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from .magics import PersistMagics
 from .notice import restore_notice
 from .recorder import SessionRecorder
 from .restore import RestoreProgress, RestoreReport, restore_session
-from .session import directory_session, persistent_home
+from .session import Session, directory_session, persistent_home
 from .store import DEFAULT_MAP_SIZE
 
 T = TypeVar("T")
@@ -124,12 +124,11 @@ class PersistentKernel(IPythonKernel):
         self._connection_file = getattr(self.parent, "abs_connection_file", None) or getattr(self.parent, "connection_file", None)
         self._start_cwd = os.getcwd()
         start = identity.at_start(connection_file=self._connection_file, cwd=self._start_cwd)
-        self.session_info = start.session  # None until the first execution says, or for good (``_identity_off``)
         self._identity_off = start.off
         self._identity_pending = False
         self._notice_parts: list[str] | None = None  # the restore summary, shown in the first visible cell
         self.journal = Journal(
-            self.session_info,
+            start.session,  # None until the first execution says, or for good (``_identity_off``)
             map_size=self.map_size,
             max_store_size=self.max_store_size,
             sync_interval=self.sync_interval,
@@ -165,6 +164,11 @@ class PersistentKernel(IPythonKernel):
                     configured_exclusions=list(self.exclude),
                 )
             )
+
+    @property
+    def session_info(self) -> Session | None:
+        """This kernel's session (the journal's); None while the first execution has yet to say, or for good."""
+        return self.journal.session
 
     @property
     def banner(self) -> str:
@@ -207,9 +211,7 @@ class PersistentKernel(IPythonKernel):
         except Exception:  # noqa: BLE001 - never the cell's problem: fall back to the directory, as before
             self.log.exception("persistent_kernel: could not tell the session from the first execution")
             session = directory_session(self._start_cwd, persistent_home())
-        self.session_info = session
         self.journal.identify(session)
-        self.journal.problem = None
         self._restore_session()
 
     def _restore_session(self) -> None:
@@ -280,7 +282,6 @@ class PersistentKernel(IPythonKernel):
             self.log.exception("persistent_kernel: could not follow a rename")
             return None
         if session != self.session_info:
-            self.session_info = session
             self.journal.identify(session)
         if note:
             self.log.info("persistent_kernel: %s", note)

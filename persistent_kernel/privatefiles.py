@@ -60,6 +60,15 @@ def open_private(path: Path, flags: int, mode: int = 0o600) -> int:
     return fd
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Replace a small private file's contents (never through a symlink; ``NotPrivate`` otherwise)."""
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def check_private(path: Path) -> os.stat_result | None:
     """Check a file something else opens (LMDB's ``data.mdb``); None when it does not exist yet."""
     try:

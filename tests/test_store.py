@@ -283,6 +283,25 @@ def test_close_syncs_what_the_background_flusher_has_not(tmp_path: Path) -> None
     assert not store._dirty.is_set()  # close() fsynced the environment and the slot
 
 
+def a_cell_commits_meanwhile(store: Store, code: str) -> bool:
+    """Whether a cell's write-ahead and commit finish while something else holds up the store
+    (a deadlock detector: 30 s, never a timing figure)."""
+    import threading
+
+    done: list[CellRecord] = []
+
+    def next_cell() -> None:
+        record = store.append(new_record(code))
+        record.status = rec.OK
+        store.set_outcome(record)
+        done.append(record)
+
+    cell = threading.Thread(target=next_cell)
+    cell.start()
+    cell.join(30)
+    return bool(done)
+
+
 class _EnvironmentProxy:
     """The store's LMDB environment with ``sync`` replaced (everything else passes through)."""
 
@@ -343,18 +362,8 @@ def test_the_write_ahead_and_a_commit_never_wait_for_an_fsync(tmp_path: Path) ->
     syncing.start()
     try:
         assert entered.wait(30)
-        done: list[CellRecord] = []
-
-        def next_cell() -> None:
-            record = store.append(new_record("y = 2"))
-            record.status = rec.OK
-            store.set_outcome(record)
-            done.append(record)
-
-        cell = threading.Thread(target=next_cell)
-        cell.start()
-        cell.join(30)  # a deadlock detector: while the fsync is still held up
-        assert done and not release.is_set(), "the cell's write-ahead and commit waited for the background fsync"
+        assert a_cell_commits_meanwhile(store, "y = 2"), "the cell's write-ahead and commit waited for the background fsync"
+        assert not release.is_set()
     finally:
         release.set()
         syncing.join(30)
@@ -386,18 +395,8 @@ def test_pruning_the_history_scans_without_holding_up_the_next_cell(tmp_path: Pa
     pruning.start()
     try:
         assert entered.wait(30)
-        done: list[CellRecord] = []
-
-        def next_cell() -> None:
-            record = store.append(new_record("z = 3"))
-            record.status = rec.OK
-            store.set_outcome(record)
-            done.append(record)
-
-        cell = threading.Thread(target=next_cell)
-        cell.start()
-        cell.join(30)  # a deadlock detector, while the scan is still held up
-        assert done and not release.is_set(), "the cell waited for the history scan"
+        assert a_cell_commits_meanwhile(store, "z = 3"), "the cell waited for the history scan"
+        assert not release.is_set()
     finally:
         release.set()
         pruning.join(30)
