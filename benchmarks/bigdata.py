@@ -239,10 +239,10 @@ def retention_case(root: Path, nbytes: int, cells: int, budget: int) -> dict[str
     store = Store(persistent.store_path, sync_interval=0)
     try:
         history = store.name_history("big")
-        pruned = sum(1 for p in history if (store.version(bytes.fromhex(p["version"])) or {}).get("pruned"))
-        values, missing = state_as_of(store, history[1]["seq"])
+        pruned = sum(1 for p in history if (version := store.version(p.version_key)) is not None and version.pruned)
+        values, missing = state_as_of(store, history[1].seq)
         early = missing.get("big", "loadable")
-        values, missing = state_as_of(store, history[-1]["seq"])
+        values, missing = state_as_of(store, history[-1].seq)
         latest_ok = "big" in values and float(values["big"][0]) == float(cells)
         problems = store.check()
     finally:

@@ -27,7 +27,7 @@ import hmac
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,9 @@ TAG_BYTES = 32
 SEGMENT_BYTES = 16 * 1024**2  # a large file is hashed in segments of this size, in parallel
 
 
-def key_path(env: dict[str, str] | None = None) -> Path:
+def key_path(env: Mapping[str, str] | None = None) -> Path:
     """Where this user's key is: ``PERSISTENT_KERNEL_KEY_FILE``, else beside the default session home."""
-    env = os.environ if env is None else env
-    configured = env.get(KEY_ENV)
+    configured = (os.environ if env is None else env).get(KEY_ENV)
     if configured:
         return Path(configured).expanduser().absolute()
     return Path(jupyter_data_dir()) / "persistent_kernel" / "key"

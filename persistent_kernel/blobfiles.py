@@ -154,8 +154,10 @@ class BlobFiles:
         _fsync_dir(self.directory)
         return view.nbytes
 
-    def map(self, blob_digest: bytes) -> mmap.mmap:
+    def map(self, blob_digest: bytes) -> mmap.mmap | bytes:
         """The blob as a private, writable mapping: pages load on first access; writes stay in memory.
+
+        An empty blob is ``b""`` (``mmap`` refuses length 0).
 
         Raises FileNotFoundError when the blob is not (or no longer) stored, and
         ``NotPrivate`` when it is not a private regular file of this user's: the

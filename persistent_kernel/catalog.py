@@ -22,9 +22,10 @@ from typing import Any
 
 from .errors import PersistenceError
 from .lock import SessionLock
-from .records import STARTED, CellRecord
+from .records import DELETED, LIVE, MODULE, RECOMPUTE, STARTED, CellRecord, Version
+from .restorereport import RestoreReport
 from .session import notebook_session, session_id_for
-from .store import Store, is_landed
+from .store import Store
 
 DATA_FILE = "data.mdb"
 
@@ -225,44 +226,35 @@ def _labels(records: list[CellRecord]) -> dict[int, str]:
 
 def _variables(store: Store, labels: dict[int, str]) -> list[dict[str, Any]]:
     """The latest state of every name: stored (with its group's size), recompute, or module."""
-    versions: dict[str, dict[str, Any] | None] = {}
+    versions: dict[str | None, Version | None] = {}
     found = []
     pointers = store.pointers_as_of()
-    sharing: dict[
-        str, list[str]
-    ] = {}  # version -> the live names it holds now (a version outlives a del)
+    sharing: dict[str, list[str]] = {}  # version -> the live names it holds now (a version outlives a del)
     for name, pointer in sorted(pointers.items()):
-        if pointer.get("state") == "live" and pointer.get("version"):
-            sharing.setdefault(pointer["version"], []).append(name)
+        if pointer.state == LIVE and pointer.version:
+            sharing.setdefault(pointer.version, []).append(name)
     for name, pointer in sorted(pointers.items()):
-        state = pointer.get("state")
-        if state == "deleted":
+        if pointer.state == DELETED:
             continue
-        bound_at = pointer.get("bound_at", pointer["seq"])
         entry: dict[str, Any] = {
             "name": name,
-            "cell": labels.get(bound_at),
-            "seq": bound_at,
+            "cell": labels.get(pointer.bound),
+            "seq": pointer.bound,
         }
-        if state == "module":
-            entry.update(kind="module", module=pointer.get("module"), nbytes=None)
+        if pointer.state == MODULE:
+            entry.update(kind="module", module=pointer.module, nbytes=None)
             found.append(entry)
             continue
-        key = pointer.get("version")
+        key = pointer.version
         if key not in versions:
             versions[key] = store.version(bytes.fromhex(key)) if key else None
         version = versions[key]
         if version is None:
             entry.update(kind="missing", nbytes=None)
-        elif version.get("kind") == "recompute":
-            entry.update(kind="recompute", nbytes=None, reason=version.get("reason"))
+        elif version.kind == RECOMPUTE:
+            entry.update(kind="recompute", nbytes=None, reason=version.reason)
         else:
-            entry.update(
-                kind=version.get("kind", "stored"),
-                nbytes=version.get("nbytes"),
-                landed=is_landed(version),
-                large_files=len(version.get("files", {})),
-            )
+            entry.update(kind=version.kind, nbytes=version.nbytes, landed=version.is_landed, large_files=len(version.files))
         entry["group"] = sharing.get(key, [name])
         found.append(entry)
     return found
@@ -273,9 +265,6 @@ def _restore_summary(report: dict[str, Any] | None) -> str | None:
     if not report:
         return None
     try:
-        # Imported here: only ``show`` needs it. It does not import IPython either.
-        from .restore import RestoreReport
-
         known = {f.name for f in dataclasses.fields(RestoreReport)}
         return RestoreReport(
             **{k: v for k, v in report.items() if k in known}
@@ -343,13 +332,13 @@ def history(path: Path, last: int | None = 10) -> list[dict[str, Any]]:
             recompute: list[str] = []
             nbytes = 0
             for version in versions.get(record.seq, []):
-                if version.get("kind") == "recompute":
+                if version.kind == RECOMPUTE:
                     # As %persist history marks them.
-                    mark = " (excluded)" if version.get("excluded") else ""
-                    recompute += [name + mark for name in version.get("names", [])]
+                    mark = " (excluded)" if version.excluded else ""
+                    recompute += [name + mark for name in version.names]
                 else:
-                    stored += version.get("names", [])
-                    nbytes += version.get("nbytes") or 0
+                    stored += version.names
+                    nbytes += version.nbytes
             entries.append(
                 {
                     "seq": record.seq,

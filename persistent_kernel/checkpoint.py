@@ -31,8 +31,9 @@ from collections.abc import (
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .definitions import DefinitionIndex
+from .definitionindex import DefinitionIndex
 from .localmodules import local_file
+from .records import DELETED, LIVE, MODULE, RECOMPUTE, STORED, Pointer, Version
 from .serialize import Unserializable, dumps
 from .store import version_key
 from .tracking import Groups, ReadTracker, components, rebound, user_names
@@ -40,9 +41,6 @@ from .writer import WriteJob
 
 INLINE_PAYLOAD_BYTES = 1024  # pickles up to this size are stored in the version record itself
 MAX_NAME_BYTES = 400  # LMDB keys stop at 511 bytes; a name is part of its key
-STORED = "stored"
-RECOMPUTE = "recompute"
-MODULE = "module"
 EXCLUDED_REASON = "excluded from persistence (%persist exclude)"
 
 
@@ -67,8 +65,8 @@ class Checkpoint:
     reads: set[str]
     writes: set[str]
     deletes: set[str]
-    versions: dict[bytes, dict[str, Any]] = field(default_factory=dict)
-    pointers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[bytes, Version] = field(default_factory=dict)
+    pointers: dict[str, Pointer] = field(default_factory=dict)
     blobs: dict[bytes, Any] = field(default_factory=dict)
     states: dict[str, NameState | None] = field(default_factory=dict)  # applied after the commit
     unserializable: dict[str, str] = field(default_factory=dict)  # name -> why (for the user)
@@ -159,7 +157,7 @@ class Checkpointer:
         self.unlanded: set[str] = set()
         # Set by %persist checkout: name -> (the object it bound, its pointer, its state), recorded by
         # the checkout cell's own checkpoint instead of storing the old values a second time.
-        self.checked_out: dict[str, tuple[Any, dict[str, Any], NameState]] = {}
+        self.checked_out: dict[str, tuple[Any, Pointer, NameState]] = {}
         self._excluded: re.Pattern[str] | None = None  # %persist exclude: never stored, see set_excluded
         # Notebook functions and classes a `def`/`class` bound: stored by reference (see definitions).
         self.definitions = DefinitionIndex(shell.user_ns)
@@ -219,7 +217,7 @@ class Checkpointer:
         for name in deleted:
             self.groups.remove(name)
             if name in self.names:
-                checkpoint.pointers[name] = {"state": "deleted"}
+                checkpoint.pointers[name] = Pointer(DELETED)
                 checkpoint.states[name] = None
         for name in touched:
             self.groups.update(name, ns[name], ns)
@@ -282,7 +280,7 @@ class Checkpointer:
         for name, (value, pointer, state) in pending.items():
             if ns.get(name, _MISSING) is not value:
                 continue  # the same cell rebound it after the checkout: stored like any change
-            checkpoint.pointers[name] = {**pointer, "bound_at": checkpoint.seq}
+            checkpoint.pointers[name] = replace(pointer, bound_at=checkpoint.seq)
             checkpoint.states[name] = checkpoint.checked_out[name] = replace(state, bound_at=checkpoint.seq)
             if state.kind == STORED and is_atomic(value):
                 checkpoint.atomics[name] = value
@@ -317,9 +315,7 @@ class Checkpointer:
         if previous is not None and previous.kind == MODULE and previous.version == module.__name__ and not bound and previous.digest == digest:
             return
         bound_at = checkpoint.seq if bound or previous is None or previous.kind != MODULE else previous.bound_at
-        checkpoint.pointers[name] = {"state": "module", "module": module.__name__, "bound_at": bound_at}
-        if state:
-            checkpoint.pointers[name]["module_state"] = state
+        checkpoint.pointers[name] = Pointer(MODULE, module=module.__name__, module_state=state or None, bound_at=bound_at)
         checkpoint.states[name] = NameState(MODULE, bound_at, version=module.__name__, digest=digest)
 
     def _bound_at(self, name: str, checkpoint: Checkpoint) -> int:
@@ -368,31 +364,30 @@ class Checkpointer:
         large = {
             blob: data for blob, data in blobs.items() if self.large_blob_bytes and memoryview(data).nbytes >= self.large_blob_bytes
         }
-        checkpoint.versions[key] = {
-            "kind": STORED,
-            "names": members,
-            "method": serialized.method,
-            "payload": serialized.payload_digest.hex(),
-            "buffers": [d.hex() for d in serialized.buffer_digests],
-            "nbytes": serialized.nbytes,
-            "digest": digest,
-        }
-        if serialized.notes:
-            checkpoint.versions[key]["notes"] = serialized.notes  # named by a restore: see serialize._copied_views
+        version = checkpoint.versions[key] = Version(
+            STORED,
+            members,
+            method=serialized.method,
+            payload=serialized.payload_digest.hex(),
+            buffers=[d.hex() for d in serialized.buffer_digests],
+            nbytes=serialized.nbytes,
+            digest=digest,
+            notes=serialized.notes or None,  # named by a restore: see serialize._copied_views
+        )
         if len(serialized.payload) <= INLINE_PAYLOAD_BYTES:
             # A small pickle travels inside its version record: one LMDB put fewer per cell.
-            checkpoint.versions[key]["inline"] = base64.b64encode(serialized.payload).decode("ascii")
+            version.inline = base64.b64encode(serialized.payload).decode("ascii")
             del blobs[serialized.payload_digest]
         if large:
-            checkpoint.versions[key]["files"] = {blob.hex(): memoryview(data).nbytes for blob, data in large.items()}
-            checkpoint.versions[key]["landed"] = False
+            version.files = {blob.hex(): memoryview(data).nbytes for blob, data in large.items()}
+            version.landed = False
             checkpoint.jobs.append(WriteJob(key, group, large))
         for blob, data in blobs.items():
             if blob not in large:
                 checkpoint.blobs[blob] = data
         for name in members:
             bound_at = self._bound_at(name, checkpoint)
-            checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
+            checkpoint.pointers[name] = Pointer(LIVE, version=key.hex(), bound_at=bound_at)
             checkpoint.states[name] = NameState(STORED, bound_at, key.hex(), group, digest, nbytes=serialized.nbytes)
             if is_atomic(ns[name]):
                 checkpoint.atomics[name] = ns[name]
@@ -450,12 +445,10 @@ class Checkpointer:
                 checkpoint.unserializable[name] = reason
         if unchanged:
             return 0
-        checkpoint.versions[key] = {"kind": RECOMPUTE, "names": members, "cells": list(ordered), "reason": reason[:300]}
-        if excluded:
-            checkpoint.versions[key]["excluded"] = True
+        checkpoint.versions[key] = Version(RECOMPUTE, members, cells=list(ordered), reason=reason[:300], excluded=excluded)
         for name in members:
             bound_at = self._bound_at(name, checkpoint)
-            checkpoint.pointers[name] = {"state": "live", "version": key.hex(), "bound_at": bound_at}
+            checkpoint.pointers[name] = Pointer(LIVE, version=key.hex(), bound_at=bound_at)
             checkpoint.states[name] = NameState(RECOMPUTE, bound_at, key.hex(), group, None, ordered)
         return 1
 

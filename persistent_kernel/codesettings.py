@@ -121,7 +121,7 @@ class DisplayFormatters(Provider):
     """Formatters added with ``for_type`` / ``for_type_by_name`` on the shell's display formatters.
 
     IPython makes its formatters at the first display; until then there is nothing
-    to capture, and they are never made early here (see ``settings.IPythonDisplaySettings``).
+    to capture, and they are never made early here (see ``settingsipython.IPythonDisplaySettings``).
     """
 
     name = "formatters"
@@ -245,7 +245,7 @@ _LOGGER_DEFAULTS: tuple[list[Any], list[Any], bool, bool] = ([], [], True, False
 class LoggerHandlers(Provider):
     """Handlers and filters the notebook put on its loggers, and their ``propagate`` and ``disabled``.
 
-    Levels are ``settings.LoggingLevels``'. Only the root logger and loggers that are no
+    Levels are ``settingspython.LoggingLevels``'. Only the root logger and loggers that are no
     module's (``getLogger('app')``, not ``getLogger('urllib3')``) are kept: what a library
     does to its own loggers at import it does again when the restore imports it. Each
     logger's handlers and filters are pickled on their own, the namespace's objects (the

@@ -2,21 +2,20 @@
 
 Wraps the store with the kernel's rules: a cell's record is committed before it
 runs and its outcome after; a failure to persist never raises into the kernel,
-it becomes a notice the user sees once and a line in ``%persist status``.
-No IPython here.
+it becomes a notice the user sees once and a line in ``%persist status``
+(kept by ``health``). Taking the session's lock and opening its store is
+``opening``'s; what to do when that fails (set the store aside, run without
+persistence) is decided here. No IPython here.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
     KeyUnusable,
-    NotPrivate,
     PersistenceError,
     SessionLocked,
     StoreFromNewerVersion,
@@ -25,40 +24,15 @@ from .errors import (
     StoreUnavailable,
     StoreWriteError,
 )
-from .lock import SessionLock
-from .privatefiles import open_private, write_private
+from .health import JournalHealth
+from .opening import LEFT_ALONE, StoreOpener
 from .records import CellRecord
-from .session import Session, ensure_private_dir
+from .session import Session
 from .store import DEFAULT_MAP_SIZE, Store
 from .writer import BackgroundWriter, WriteJob
 
 if TYPE_CHECKING:  # the checkpoint is built above us; only its fields are read here
     from .checkpoint import Checkpoint
-
-
-OPEN_ATTEMPTS_FILE = "opening"  # kernels that began opening the store and have not finished
-
-# Stores that are readable, but not by this kernel now: left exactly as they are.
-_LEFT_ALONE = (SessionLocked, StoreFromNewerVersion, StoreNotAuthenticated, StoreOfAnotherSession, KeyUnusable)
-
-
-def _read_count(path: Path) -> int:
-    try:
-        fd = open_private(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return 0
-    try:
-        text = os.read(fd, 64)
-    finally:
-        os.close(fd)
-    try:
-        return max(0, int(text or 0))
-    except ValueError:
-        return 0
-
-
-def _write_count(path: Path, count: int) -> None:
-    write_private(path, f"{count}\n".encode())
 
 
 LAND_BEFORE_REPLY_TIMEOUT = 120.0  # seconds a reply waits for its values to land; then they land in the background
@@ -84,19 +58,12 @@ class Journal:
         self.write_throttle = write_throttle  # bytes/s for the background writer; 0: unlimited
         self.writer: BackgroundWriter | None = None
         self.on_unlanded: Any = None  # called (from the writer thread) with the names of a version that did not land
-        self.map_size = map_size
-        self.max_store_size = max_store_size
         self.sync_interval = sync_interval
-        self.lock_timeout = lock_timeout
+        self._opener = StoreOpener(map_size=map_size, max_store_size=max_store_size, sync_interval=sync_interval, lock_timeout=lock_timeout)
         self.store: Store | None = None
         self.problem: str | None = None  # why persistence is off for this kernel
-        self.write_problem: str | None = None  # the current run of failed writes, if any
-        self.unjournaled = 0  # executions that ran while writes failed
-        self._notices: list[str] = []
+        self.health = JournalHealth()  # problems and the notices about them, told once
         self.paused: str | None = None  # %persist off: the label of the last cell journaled before the pause
-        self.background_problem: str | None = None  # a large value's background write failed (told once)
-        self._told_durability = False
-        self._lock: SessionLock | None = None
         if session is not None:
             self.identify(session)
 
@@ -104,7 +71,7 @@ class Journal:
         """Say which session this is; a kernel that learns it from its first execution says it then
         (which also ends the wait ``turn_off`` stood for)."""
         self.session = session
-        self._lock = SessionLock(session.store_path)
+        self._opener.identify(session)
         self.problem = None
 
     # -- opening ------------------------------------------------------------------
@@ -119,17 +86,17 @@ class Journal:
         where = self.session.store_path
         try:
             try:
-                self._open_at(where)
+                self._open_store()
             except (StoreUnavailable, FileExistsError, NotADirectoryError) as exc:
-                if isinstance(exc, _LEFT_ALONE):
+                if isinstance(exc, LEFT_ALONE):
                     raise
-                self._close_quietly()
-                aside = self._set_aside(where)
+                self._close_quietly(release_lock=False)  # held through the rename: no other kernel opens it meanwhile
+                aside = self._opener.set_aside()
                 self.notify(
                     f"The session's store could not be read ({exc}). It was moved to {aside}, nothing deleted, "
                     "and this session starts fresh. Your earlier variables are not restored."
                 )
-                self._open_at(where)
+                self._open_store()
         except (PersistenceError, OSError) as exc:
             self._close_quietly()
             self.problem = str(exc)
@@ -151,47 +118,8 @@ class Journal:
             return False
         return True
 
-    def _open_at(self, where: Path) -> None:
-        ensure_private_dir(self.session.home)
-        ensure_private_dir(where.parent)  # sessions/
-        ensure_private_dir(where)
-        assert self._lock is not None, "open() before identify()"
-        self._lock.acquire(self.lock_timeout)
-        # A store whose opening kills the process (LMDB trusts its file: damage it cannot see
-        # can crash it) would kill every restart. Count attempts in a file beside it: once may
-        # be an impatient kill -9, twice is the store's doing, and it is set aside.
-        attempts = where / OPEN_ATTEMPTS_FILE
-        crashed = _read_count(attempts)
-        if crashed >= 2:
-            raise StoreUnavailable(f"opening the store at {where} stopped the kernel {crashed} times")
-        try:
-            _write_count(attempts, crashed + 1)
-        except NotPrivate:
-            raise
-        except OSError:
-            attempts = None  # a full disk: open without counting rather than not at all
-        self.store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True)
-        if attempts is not None:
-            attempts.unlink(missing_ok=True)
-        stored_id = self.store.get_meta("session_id")
-        if stored_id is not None and stored_id != self.session.id:
-            # Records verify in any directory (the store's id travels with it): one session's
-            # store put in another's place would restore the wrong session's variables.
-            raise StoreOfAnotherSession(
-                f"the store at {where} belongs to session {stored_id}, not {self.session.id} (copied or moved "
-                f"there by hand?). `persistent-kernel attach` moves a session to a notebook; if you copied it on "
-                f"purpose, run `persistent-kernel trust {self.session.id}`"
-            )
-        self.store.set_meta(
-            session_id=self.session.id,
-            session_name=self.session.name,
-            session_source=self.session.source,
-            notebook_path=self.session.notebook_path,
-            session_origin=self.session.origin,
-            created=self.store.get_meta("created") or time.time(),
-            kernel_pid=os.getpid(),
-            kernel_started=time.time(),
-        )
+    def _open_store(self) -> None:
+        self.store = self._opener.open()
         self.writer = BackgroundWriter(
             self.store,
             history_budget=self.history_budget,
@@ -199,31 +127,15 @@ class Journal:
             on_unlanded=self._unlanded,
         )
 
-    def _set_aside(self, where: Path) -> Path:
-        """Move an unreadable store (or a file in its place) to ``<home>/unreadable/``; returns where.
-
-        Renamed while this kernel holds the session's lock (if it got it), so no
-        other kernel opens it meanwhile; one waiting for the lock takes it again
-        on the fresh store (see ``SessionLock.acquire``).
-        """
-        aside_dir = ensure_private_dir(self.session.home / "unreadable")
-        aside = aside_dir / f"{self.session.id}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        if where.is_dir():
-            (where / OPEN_ATTEMPTS_FILE).unlink(missing_ok=True)  # ours, not the store's
-        os.rename(where, aside)
-        if self._lock is not None:
-            self._lock.release()
-        return aside
-
-    def _close_quietly(self) -> None:
+    def _close_quietly(self, *, release_lock: bool = True) -> None:
         if self.writer is not None:
             self.writer.stop(timeout=0)
             self.writer = None
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self._lock is not None:
-            self._lock.release()
+        if release_lock:
+            self._opener.release()
 
     def turn_off(self, reason: str) -> None:
         """Run without persistence on purpose (configuration), without opening the store."""
@@ -249,20 +161,16 @@ class Journal:
     # -- notices: what the user is told, once ---------------------------------------
 
     def notify(self, message: str) -> None:
-        self._notices.append(message)
+        self.health.notify(message)
 
     def take_notices(self) -> list[str]:
-        if self.store is not None and self.store.durability_problem and not self._told_durability:
-            self._told_durability = True
-            self.notify(
-                f"The disk reported an error while making the session journal durable: {self.store.durability_problem}. "
-                "Your cells run and are journaled as usual; check the disk (dmesg) before relying on it."
-            )
-        if self.background_problem is not None and self.writer is not None and self.writer.problem is None:
-            self.background_problem = None  # a large value landed since
-            self.notify("Large values are written to disk again.")
-        notices, self._notices = self._notices, []
-        return notices
+        durability_problem = self.store.durability_problem if self.store is not None else None
+        return self.health.take(durability_problem, writer_working=self.writer is not None and self.writer.problem is None)
+
+    @property
+    def unjournaled(self) -> int:
+        """Executions that ran while journal writes failed (they are missing after a restore)."""
+        return self.health.unjournaled
 
     # -- the write-ahead protocol ----------------------------------------------------
 
@@ -326,10 +234,10 @@ class Journal:
         try:
             self.store.append(record)
         except StoreWriteError as exc:
-            self._write_failed(exc)
+            self.health.write_failed(exc)
             return None
         except (TypeError, ValueError) as exc:
-            self._write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
+            self.health.write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
             return None
         return record
 
@@ -365,12 +273,12 @@ class Journal:
                 record.checkpointed = True
                 committed = self.store.commit_checkpoint(record, checkpoint.versions, checkpoint.pointers, checkpoint.blobs, context)
         except StoreWriteError as exc:
-            self._write_failed(exc)
+            self.health.write_failed(exc)
             return False
         except (TypeError, ValueError) as exc:  # something in the record would not encode
-            self._write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
+            self.health.write_failed(StoreWriteError(f"a journal record could not be encoded: {exc}"))
             return False
-        self._write_worked()  # a whole cell went in: any earlier failure is over
+        self.health.write_worked()  # a whole cell went in: any earlier failure is over
         if committed and checkpoint is not None and self.writer is not None and checkpoint.jobs:
             for job in checkpoint.jobs:
                 self.writer.submit(job)
@@ -390,15 +298,8 @@ class Journal:
                 self.store.mark_dropped(job.version_key, reason)
             except StoreWriteError:
                 pass  # only an explanation for time travel is lost
-        if failed and self.background_problem is None:
-            # Not a journal failure: the cell and its outcome are committed; only this value's
-            # bytes are not on disk, and a restore rebuilds it from its previous version.
-            self.background_problem = f"{', '.join(sorted(job.names))}: {reason}"
-            self.notify(
-                f"Could not write a large value to disk ({self.background_problem}). It stays in memory; "
-                "after a crash it is rebuilt from its previous version by replaying the cells since. "
-                "It is written again when it next changes."
-            )
+        if failed:
+            self.health.background_failed(", ".join(sorted(job.names)), reason)
 
     def mark(self, record: CellRecord, status: str) -> None:
         """Set a recorded cell's status (restore marks cells that died or killed a replay)."""
@@ -408,24 +309,7 @@ class Journal:
         try:
             self.store.set_outcome(record)
         except StoreWriteError as exc:
-            self._write_failed(exc)
-
-    def _write_failed(self, exc: StoreWriteError) -> None:
-        self.unjournaled += 1
-        if self.write_problem is None:
-            self.notify(
-                f"Could not write to the session journal: {exc}. This cell runs, but cells run "
-                "while this lasts will not come back after a crash. The journal is tried again with every cell."
-            )
-        self.write_problem = str(exc)
-
-    def _write_worked(self) -> None:
-        if self.write_problem is not None:
-            self.notify(
-                f"The session journal works again. {self.unjournaled} execution(s) ran while it did not "
-                "and will be missing after a restore."
-            )
-            self.write_problem = None
+            self.health.write_failed(exc)
 
     # -- reading and housekeeping -------------------------------------------------------
 
@@ -442,7 +326,7 @@ class Journal:
         try:
             self.store.set_meta(**items)
         except StoreWriteError as exc:
-            self._write_failed(exc)
+            self.health.write_failed(exc)
 
     def forget(self) -> int:
         """Erase the session's store and stop journaling in this kernel; returns the cells dropped.
@@ -478,10 +362,10 @@ class Journal:
             "active": self.active,
             "paused": self.paused,
             "problem": self.problem,
-            "write_problem": self.write_problem,
-            "background_problem": self.background_problem,
+            "write_problem": self.health.write_problem,
+            "background_problem": self.health.background_problem,
             "durability_problem": self.store.durability_problem if self.store is not None else None,
-            "unjournaled": self.unjournaled,
+            "unjournaled": self.health.unjournaled,
             "cells": len(records),
             "cells_by_status": dict(Counter(r.status for r in records)),
             "sync_interval": self.sync_interval,
@@ -509,6 +393,5 @@ class Journal:
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self._lock is not None:
-            self._lock.release()
+        self._opener.release()
 

@@ -1,7 +1,9 @@
 """``PersistentKernel``: the IPython kernel with a write-ahead journal. Wiring only.
 
-Everything it does is delegated: the session comes from ``session``, the journal
-from ``journal``, the restore from ``restore``, the magic from ``magics``.
+Everything it does is delegated: the session and its restore to ``startup``, what
+a cell or an event leaves in the journal (and the turn they take) to ``recorder``,
+the journal to ``journal``, the idle check to ``idlecheck``, the magic to ``magics``.
+What stays here is configuration, the ``do_*`` overrides and the boundary around a cell.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import functools
 import os
 import random
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,13 +24,14 @@ from . import __version__, identity
 from . import records as rec
 from .checkpoint import Checkpointer
 from .context import ProcessContextTracker, RandomStateTracker
-from .events import COMM_MESSAGES, NotebookCodeRecorder, describe_comm_message
+from .events import COMM_MESSAGES, NotebookCodeRecorder
+from .idlecheck import IdleCheck
 from .journal import Journal
 from .magics import PersistMagics
-from .notice import restore_notice
 from .recorder import SessionRecorder
-from .restore import RestoreProgress, RestoreReport, restore_session
-from .session import Session, directory_session, persistent_home
+from .restore import RestoreReport
+from .session import Session
+from .startup import SessionStartup
 from .store import DEFAULT_MAP_SIZE
 
 T = TypeVar("T")
@@ -121,14 +123,11 @@ class PersistentKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._connection_file = getattr(self.parent, "abs_connection_file", None) or getattr(self.parent, "connection_file", None)
-        self._start_cwd = os.getcwd()
-        start = identity.at_start(connection_file=self._connection_file, cwd=self._start_cwd)
-        self._identity_off = start.off
-        self._identity_pending = False
-        self._notice_parts: list[str] | None = None  # the restore summary, shown in the first visible cell
+        connection_file = getattr(self.parent, "abs_connection_file", None) or getattr(self.parent, "connection_file", None)
+        cwd = os.getcwd()
+        start = identity.at_start(connection_file=connection_file, cwd=cwd)
         self.journal = Journal(
-            start.session,  # None until the first execution says, or for good (``_identity_off``)
+            start.session,  # None until the first execution says, or for good (``start.off``)
             map_size=self.map_size,
             max_store_size=self.max_store_size,
             sync_interval=self.sync_interval,
@@ -137,32 +136,44 @@ class PersistentKernel(IPythonKernel):
             write_throttle=self.write_throttle * 1e6,
             land_before_reply_bytes=self.land_before_reply_bytes,
         )
-        self.restore_report: RestoreReport | None = None
         self.random_states = RandomStateTracker()
         self.checkpointer = Checkpointer(self.shell, large_blob_bytes=self.large_blob_bytes)
         self.journal.on_unlanded = lambda job, _reason: self.checkpointer.unlanded.add(job.version_key.hex())
         self.process_context = ProcessContextTracker(self.shell)
         self.recorder = SessionRecorder(self.shell, self.journal, self.checkpointer, self.random_states, self.process_context, self.log)
-        self._idle_check: Any = None
-        self._last_activity = time.monotonic()
-        # One execution or event at a time, whatever shell or thread it comes from: the journal has
-        # one order, and a checkpoint's identity scan never sees half of another execution's changes.
-        self._turn = threading.Lock()
-        self._turn_owner: int | None = None
+        self.startup = SessionStartup(
+            self.shell,
+            self.journal,
+            self.checkpointer,
+            self.recorder,
+            self.process_context,
+            self.log,
+            connection_file=connection_file,
+            cwd=cwd,
+            identity_off=start.off,
+            persist=self.persist,
+            exclude=list(self.exclude),
+            excluded_replay_limit=self.excluded_replay_limit,
+            lock_timeout=self.lock_timeout,
+        )
+        self.idle_check = IdleCheck(
+            self.recorder,
+            self.journal,
+            self.checkpointer,
+            self.log,
+            delay=self.idle_verify_delay,
+            max_bytes=self.idle_verify_max_bytes,
+            loop=lambda: getattr(self, "io_loop", None),
+        )
         if self.persist:
+            # Widget callbacks run user code outside any cell: journaled as events (``recorder.handle_comm``).
             for msg_type in COMM_MESSAGES:
                 handler = self.shell_handlers.get(msg_type)
                 if handler is not None:
-                    self.shell_handlers[msg_type] = functools.partial(self._handle_comm, handler)
+                    self.shell_handlers[msg_type] = functools.partial(self.recorder.handle_comm, handler, getattr(self, "comm_manager", None))
         if self.shell is not None:
             self.shell.register_magics(
-                PersistMagics(
-                    self.shell,
-                    self.journal,
-                    self.checkpointer,
-                    checkpoint_now=self.recorder.record_event,
-                    configured_exclusions=list(self.exclude),
-                )
+                PersistMagics(self.shell, self.journal, self.checkpointer, self.recorder, configured_exclusions=list(self.exclude))
             )
 
     @property
@@ -191,101 +202,14 @@ class PersistentKernel(IPythonKernel):
             info["supported_features"] = [f for f in info.get("supported_features", []) if f != "kernel subshells"]
         return info
 
+    @property
+    def restore_report(self) -> RestoreReport | None:
+        """What the last restore found (None before one, or without persistence)."""
+        return self.startup.report
+
     def restore(self) -> None:
-        """Called once at start, before any request: restore now, or wait for the first execution.
-
-        A kernel whose environment does not say which notebook it runs (VS Code,
-        nbclient, ``jupyter console``) touches no session until its first
-        execution tells (see ``identity``); that execution restores, then runs.
-        """
-        if self.persist and self.session_info is None and self._identity_off is None:
-            self._identity_pending = True
-            self.journal.turn_off("waiting for the first execution, which tells which notebook this kernel runs")
-            return
-        self._restore_session()
-
-    def _identify_from_first_execution(self, request: dict[str, Any]) -> None:
-        self._identity_pending = False
-        try:
-            session = identity.from_first_execution(request["code"], bool(request["allow_stdin"]), cwd=self._start_cwd)
-        except Exception:  # noqa: BLE001 - never the cell's problem: fall back to the directory, as before
-            self.log.exception("persistent_kernel: could not tell the session from the first execution")
-            session = directory_session(self._start_cwd, persistent_home())
-        self.journal.identify(session)
-        self._restore_session()
-
-    def _restore_session(self) -> None:
-        """Open the session's journal and rebuild the namespace."""
-        # ipykernel and IPython set a few variables while starting (MPLBACKEND, PAGER …):
-        # only what cells change afterwards is the session's.
-        self.process_context.rebase()
-        if not self.persist:
-            self.journal.turn_off("turned off by configuration (PersistentKernel.persist = False)")
-            return
-        if self.session_info is None:
-            self.journal.turn_off(self._identity_off or "no session")
-            self.log.info("persistent_kernel: persistence is off: %s", self.journal.problem)
-            return
-        renamed = self._follow_rename()
-        if not self.journal.open():
-            self.log.warning("persistent_kernel: %s", self.journal.problem)
-            return
-        self.checkpointer.set_excluded(sorted(set(self.exclude) | set(self.journal.get_meta("excluded") or [])))
-        progress = RestoreProgress.to_kernel_log()
-        try:
-            # Inside the builtin trap, as a cell runs: a library first imported while a value is
-            # loaded (pandas, tqdm.auto, plotly) looks for `get_ipython` among the builtins to
-            # tell a kernel from a terminal, and would otherwise decide it runs in a terminal.
-            with self.shell.builtin_trap:
-                restored = restore_session(
-                    self.shell,
-                    self.journal,
-                    progress=progress,
-                    excluded_replay_limit=self.excluded_replay_limit,
-                    definitions=self.checkpointer.definitions,
-                )
-        except BaseException as exc:  # noqa: BLE001 - a restore must never stop the kernel (SystemExit, an interrupt)
-            self.log.exception("persistent_kernel: the restore failed")
-            self.journal.notify(
-                f"The session could not be fully restored ({type(exc).__name__}: {exc}); some variables may be "
-                "missing. The journal is intact and cells you run are journaled as usual."
-            )
-            self.journal.set_meta(replaying=None, loading=None)  # the failure was ours, not a cell's
-            restored = None
-        finally:
-            progress.finish()
-        try:
-            if restored is not None:
-                self.restore_report, states = restored
-                # What was rebuilt by replay is checkpointed again by the next cell; the
-                # summary already said it cannot be stored, so no note repeats it.
-                self.checkpointer.adopt(states, dirty=set(self.restore_report.recomputed))
-                self.recorder.told_unstorable.update(self.restore_report.recomputed)
-                self._notice_parts = self.restore_report.summary_parts() + ([f"({renamed}.)"] if renamed else [])
-                self.log.info("persistent_kernel: %s", " ".join(self._notice_parts))
-            else:
-                self.checkpointer.adopt({})
-                if self.journal.records():
-                    self.checkpointer.recover()  # a restore that failed: store what is live now, whole
-        except Exception:  # noqa: BLE001 - start with nothing assumed stored: the next cell stores everything
-            self.log.exception("persistent_kernel: could not take over the restored state")
-            self.checkpointer.adopt({})
-            self.checkpointer.recover()
-        self.process_context.reset(self.process_context.capture())
-
-    def _follow_rename(self) -> str | None:
-        """A notebook renamed since this kernel first started: its session follows the new name."""
-        assert self.session_info is not None
-        try:
-            session, note = identity.follow_rename(self.session_info, self._connection_file, self.lock_timeout)
-        except Exception:  # noqa: BLE001 - the session under the current name is still right to open
-            self.log.exception("persistent_kernel: could not follow a rename")
-            return None
-        if session != self.session_info:
-            self.journal.identify(session)
-        if note:
-            self.log.info("persistent_kernel: %s", note)
-        return note
+        """Called once at start (by the launcher), before any request: restore now, or at the first execution."""
+        self.startup.at_start()
 
     async def do_execute(
         self,
@@ -307,13 +231,13 @@ class PersistentKernel(IPythonKernel):
             "cell_meta": cell_meta,
             "cell_id": cell_id,
         }
-        if self._turn_owner == threading.get_ident():
+        if self.recorder.holds_turn():
             # Run from inside a running cell (a UI-polling loop processing requests): part of that cell.
             return await self._execute_within_turn(request)
         took_turn = self.persist
         if took_turn:
             try:
-                while not self._take_turn():  # another shell's cell or event: wait without blocking this event loop
+                while not self.recorder.take_turn():  # another shell's cell or event: wait without blocking this event loop
                     await asyncio.sleep(0.005)
             except (KeyboardInterrupt, asyncio.CancelledError):  # interrupted before it started: nothing ran
                 return {"status": "aborted", "execution_count": self.shell.execution_count}
@@ -321,7 +245,7 @@ class PersistentKernel(IPythonKernel):
             return await self._journaled_execute(request)
         finally:
             if took_turn:
-                self._release_turn()
+                self.recorder.release_turn()
 
     async def _journaled_execute(self, request: dict[str, Any]) -> dict[str, Any]:
         code = request["code"]
@@ -347,24 +271,16 @@ class PersistentKernel(IPythonKernel):
                 self._guarded("showing notices", self._show_notices)
 
     def _before_cell(self, request: dict[str, Any], users_cell: bool) -> rec.CellRecord | None:
-        if self._identity_pending:
-            self._identify_from_first_execution(request)
+        if self.startup.waiting_for_first_execution:
+            self.startup.from_first_execution(request)
         if users_cell:
-            self._show_restore_notice()
+            self.startup.show_restore_notice()
             self._show_notices()
-        code = request["code"]
-        return self.journal.begin(
-            code,
-            execution_count=self.shell.execution_count,
-            silent=request["silent"],
-            store_history=request["store_history"],
-            cell_id=request["cell_id"],
-            random_state_before=self.recorder.random_state() if self.journal.journals(code) else None,
-        )
+        return self.recorder.begin_cell(request)
 
     def _after_cell(self, record: rec.CellRecord, code: str, reply: dict[str, Any] | None, duration: float) -> None:
         self.recorder.record_cell(record, code, reply, duration)
-        self._schedule_idle_check()
+        self.idle_check.after_cell()
 
     def _guarded(self, doing: str, step: Callable[..., T], *args: Any, interruptible: bool = False) -> T | None:
         """The boundary where a failure of persistence becomes a notice: around a cell, nothing raises.
@@ -396,90 +312,6 @@ class PersistentKernel(IPythonKernel):
             finally:
                 self.recorder.fold("execution inside a running cell", recorder.codes, recorder.complete)
 
-    # -- turns: one execution or event at a time -----------------------------------------
-
-    def _take_turn(self) -> bool:
-        if not self._turn.acquire(blocking=False):
-            return False
-        self._turn_owner = threading.get_ident()
-        return True
-
-    def _release_turn(self) -> None:
-        """Give the turn back, first committing comm messages handled while it was held."""
-        while True:
-            with self.recorder.namespace_lock:
-                if not self.recorder.has_folded():
-                    self._turn_owner = None
-                    self._turn.release()
-                    return
-            try:
-                self.recorder.record_event("comm", only_if_changed=True)
-            except Exception:  # noqa: BLE001 - a failed event must not keep the turn
-                self.log.exception("persistent_kernel: journaling comm messages failed")
-                self.recorder.drop_folded()
-                self.checkpointer.recover()
-
-    def _handle_comm(self, handler: Any, stream: Any, idents: Any, msg: dict[str, Any]) -> Any:
-        """A comm message from the frontend: run its handler, then journal what it changed.
-
-        With the turn free, its changes commit as an event of their own. With the turn
-        held (a cell awaiting on this shell, a cell on another shell), they are left to
-        that cell's checkpoint: committing them apart would store half of the cell.
-        """
-        trigger = describe_comm_message(msg, getattr(self, "comm_manager", None))  # before a comm_close removes it
-        try:
-            with self.recorder.namespace_lock, NotebookCodeRecorder(self.shell.user_ns) as recorder:
-                try:
-                    return handler(stream, idents, msg)
-                finally:
-                    self.recorder.fold(trigger, recorder.codes, recorder.complete)
-        finally:
-            if self._take_turn():
-                self._release_turn()
-
-    def _schedule_idle_check(self) -> None:
-        # One timer at a time; when it fires early (cells ran since) it sets itself again for
-        # the rest of the delay. Re-arming a tornado timeout after every cell costs more.
-        self._last_activity = time.monotonic()
-        loop = getattr(self, "io_loop", None)
-        if loop is None or self.idle_verify_delay <= 0 or self._idle_check is not None:
-            return
-        self._idle_check = loop.call_later(self.idle_verify_delay, self._idle_verify)
-
-    def _idle_verify(self) -> None:
-        """When the kernel has been idle a while and the namespace is small, store what cells did not show."""
-        self._idle_check = None
-        idle_for = time.monotonic() - self._last_activity
-        if idle_for < self.idle_verify_delay:  # cells ran since the timer was set
-            self._idle_check = self.io_loop.call_later(max(self.idle_verify_delay - idle_for, 0.05), self._idle_verify)
-            return
-        if not self.journal.active or self.checkpointer.stored_bytes() > self.idle_verify_max_bytes:
-            return
-        if not self._take_turn():  # a cell is running or awaiting (its own checkpoint comes first): check after it
-            self._idle_check = self.io_loop.call_later(self.idle_verify_delay, self._idle_verify)
-            return
-        try:
-            with self.recorder.namespace_lock:
-                findings = self.checkpointer.verify()
-            if not findings["changed"] and not findings["unstored"]:
-                self.checkpointer.full_pass = False
-                return
-            self.log.info("persistent_kernel: idle check stores %s", ", ".join(findings["changed"] + findings["unstored"]))
-            self.recorder.record_event("verify")
-        except Exception:  # noqa: BLE001 - a background check must never disturb the session
-            self.log.exception("persistent_kernel: idle check failed")
-        finally:
-            self._release_turn()
-
-    def _show_restore_notice(self) -> None:
-        """The restore summary, once, as information in the cell's output (``notice``)."""
-        parts, self._notice_parts = self._notice_parts, None
-        if parts:
-            from IPython.display import publish_display_data
-
-            data, metadata = restore_notice(parts)
-            publish_display_data(data, metadata=metadata)
-
     def _show_notices(self) -> None:
         """Tell the user, once, what persistence did or could not do (on the cell's stderr)."""
         notices = self.journal.take_notices()
@@ -492,6 +324,5 @@ class PersistentKernel(IPythonKernel):
         # for a commit in progress on the shell thread.
         reply = super().do_shutdown(restart)
         self.journal.close(drain_timeout=self.shutdown_drain_timeout)
-        if not restart:  # a restart keeps the connection file: a rename is followed by its record
-            identity.forget_kernel(self.session_info, self._connection_file)
+        self.startup.kernel_stopped(restart)
         return reply

@@ -8,52 +8,49 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .checkpoint import STORED
+from .records import LIVE, STORED, Version
 from .serialize import loads
-from .store import is_landed
 
 
-def loadable(store: Any, version: dict[str, Any] | None) -> bool:
+def loadable(store: Any, version: Version | None) -> bool:
     """A stored version whose bytes are all there (a crash can come between a file's landing and its mark)."""
-    if version is None or version.get("kind") != STORED or version.get("pruned"):
-        return False
-    return is_landed(version) or all(store.has_file(bytes.fromhex(blob)) for blob in version.get("files", {}))
+    return version is not None and version.loadable(store.has_file)
 
 
-def base_by_content(store: Any, version: dict[str, Any], before: int) -> tuple[str, tuple[str, dict[str, Any], int], int] | None:
+def base_by_content(store: Any, version: Version, before: int) -> tuple[str, tuple[str, Version, int], int] | None:
     """For a value that never landed and has no earlier version of its own: an earlier
     unlanded version of another name holding the same large bytes, and that name's
     newest landed version. Returns (that name, its base, the seq of the shared version)."""
-    wanted = set(version.get("files", {}))
+    wanted = set(version.files)
     for key, other, seq in store.versions_with_files(wanted, before):
-        for other_name in other["names"]:
+        for other_name in other.names:
             base = landed_base(store, other_name, seq)
             if base is not None:
                 return other_name, base, seq
     return None
 
 
-def landed_base(store: Any, name: str, before: int) -> tuple[str, dict[str, Any], int] | None:
+def landed_base(store: Any, name: str, before: int) -> tuple[str, Version, int] | None:
     """The newest version of ``name`` from before cell ``before`` whose bytes are all stored."""
     for pointer in reversed(store.name_history(name)):
-        if pointer["seq"] >= before:
+        if pointer.seq >= before:
             continue
-        if pointer["state"] != "live":
+        if pointer.state != LIVE:
             return None  # deleted in between: what came before is not its history
-        version = store.version(bytes.fromhex(pointer["version"]))
+        version = store.version(pointer.version_key)
         if loadable(store, version):
-            return pointer["version"], version, pointer["seq"]
-        if version is None or version.get("kind") != STORED:
+            return pointer.version, version, pointer.seq
+        if version is None or version.kind != STORED:
             return None  # a recompute version: the full rebuild replays its cells anyway
     return None
 
 
-def load_version(main: Any, store: Any, version: dict[str, Any]) -> dict[str, Any] | Exception:
+def load_version(main: Any, store: Any, version: Version) -> dict[str, Any] | Exception:
     try:
-        inline = version.get("inline")
-        payload = base64.b64decode(inline) if inline is not None else store.read_blob(bytes.fromhex(version["payload"]))
-        buffers = [store.read_blob(bytes.fromhex(b)) for b in version["buffers"]]
-        values = loads(version["method"], bytes(payload), buffers, main)
+        inline = version.inline
+        payload = base64.b64decode(inline) if inline is not None else store.read_blob(version.payload_digest)
+        buffers = [store.read_blob(bytes.fromhex(b)) for b in version.buffers]
+        values = loads(version.pickler, bytes(payload), buffers, main)
         if not isinstance(values, dict):
             return TypeError("a stored group is not a dict")
         return values

@@ -1,14 +1,15 @@
 """``%persist``: the user's handle on the session's persistence.
 
-Thin over the journal, the checkpointer and time travel: it gathers facts and
-renders them (``views``); the decisions are made in those modules.
+Thin over the journal, the checkpointer, the recorder and time travel: it gathers
+facts and renders them (``views``); the decisions are made in those modules. What
+changes the next checkpoint (a checkout, a resume, names to store again) goes
+through the recorder, never the checkpointer's own state.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -16,11 +17,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import timetravel, views
-from .checkpoint import MODULE, RECOMPUTE, STORED, Checkpointer
+from .checkpoint import Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
-from .records import CellRecord
-from .replay import is_replaying, replayable
+from .recorder import SessionRecorder
+from .records import MODULE, RECOMPUTE, STORED, CellRecord
+from .replay import is_replaying
+from .restoreplan import replayable
 from .tracking import user_names
 
 COMMANDS = ("status", "history", "checkout", "diff", "forget", "exclude", "include", "off", "on", "verify")
@@ -128,14 +131,14 @@ class PersistMagics(Magics):
         shell: Any,
         journal: Journal,
         checkpointer: Checkpointer,
+        recorder: SessionRecorder,
         *,
-        checkpoint_now: Callable[[str], None] | None = None,
         configured_exclusions: list[str] | None = None,
     ) -> None:
         super().__init__(shell)
         self.journal = journal
         self.checkpointer = checkpointer
-        self.checkpoint_now = checkpoint_now  # journals an event (kind) that stores what changed, outside a cell
+        self.recorder = recorder
         self.configured_exclusions = list(configured_exclusions or [])
 
     @magic_arguments()
@@ -242,9 +245,9 @@ class PersistMagics(Magics):
         rows = []
         for record in records:
             made = versions.get(record.seq, [])
-            stored = sorted(n for v in made if v["kind"] == STORED for n in v["names"])
-            recompute = sorted(n + (" (excluded)" if v.get("excluded") else "") for v in made if v["kind"] == RECOMPUTE for n in v["names"])
-            changed = sorted(set(record.writes or ()) | set(record.deletes or ()) | {n for v in made for n in v["names"]})
+            stored = sorted(n for v in made if v.kind == STORED for n in v.names)
+            recompute = sorted(n + (" (excluded)" if v.excluded else "") for v in made if v.kind == RECOMPUTE for n in v.names)
+            changed = sorted(set(record.writes or ()) | set(record.deletes or ()) | {n for v in made for n in v.names})
             deleted = set(record.deletes or ())
             rows.append(
                 [
@@ -305,8 +308,7 @@ class PersistMagics(Magics):
         if target.status not in ("ok", "error", "interrupted"):
             print(f"%persist checkout: cell {target.label} did not finish ({target.status}); its state was never stored.")
             return
-        result = timetravel.checkout(self.shell, journal.store, records, target, self.checkpointer)
-        self.checkpointer.checked_out = result.pointers
+        result = self.recorder.checkout(records, target)
         print(result.summary() + f" ({time.monotonic() - started:.1f} s)")
 
     def _exclude(self, args: list[str]) -> None:
@@ -327,7 +329,7 @@ class PersistMagics(Magics):
         self.journal.set_meta(excluded=sorted(set(stored) | set(patterns)))
         self._apply_exclusions()
         hit = self._excluded_now()
-        self.checkpointer.dirty.update(hit)  # stored again (as excluded) when this cell ends
+        self.recorder.look_again(hit)  # stored again (as excluded) when this cell ends
         already = sorted(n for n in hit if (s := self.checkpointer.names.get(n)) is not None and s.kind == STORED)
         print(
             f"Excluded from persistence: {', '.join(patterns)}."
@@ -350,7 +352,7 @@ class PersistMagics(Magics):
         self.journal.set_meta(excluded=[p for p in stored if p not in patterns])
         self._apply_exclusions()
         ns = self.shell.user_ns
-        self.checkpointer.dirty.update(n for n in user_names(ns, self.shell.user_ns_hidden) if not self.checkpointer.is_excluded(n))
+        self.recorder.look_again(n for n in user_names(ns, self.shell.user_ns_hidden) if not self.checkpointer.is_excluded(n))
         message = f"Stored again from now on: {', '.join(p for p in patterns if p in stored) or 'nothing'}."
         still = [p for p in patterns if self.checkpointer.is_excluded(p)]
         if still:
@@ -376,10 +378,7 @@ class PersistMagics(Magics):
         if not self.journal.paused:
             print("Persistence is already on." if self.journal.active else f"Persistence is off: {self.journal.problem}.")
             return
-        self.journal.resume()
-        self.checkpointer.full_pass = True  # whatever the paused cells did is stored now, whole
-        if self.checkpoint_now is not None:
-            self.checkpoint_now("resume")
+        self.recorder.resume()  # whatever the paused cells did is stored now, whole
         print("Persistence is on again: the namespace as it is now is stored, and cells are journaled.")
 
     def _verify(self, _args: list[str]) -> None:

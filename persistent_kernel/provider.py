@@ -1,4 +1,5 @@
-"""The one interface every settings provider implements (settings.py, codesettings.py)."""
+"""The one interface every settings provider implements (settingslibraries.py, settingspython.py, settingsipython.py,
+codesettings.py); settings.py keeps them in a registry."""
 
 from __future__ import annotations
 

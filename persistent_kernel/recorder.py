@@ -6,16 +6,23 @@ handled with the turn free, the idle check, ``%persist on``); the recorder decid
 folded in since the last checkpoint, and the random state and process context
 after it, committed with the record; and what the user is told, once (a value
 that cannot be stored, a part of the bookkeeping that failed).
+
+It also holds the *turn* (one execution or event at a time, whatever shell or
+thread it comes from) and is what ``%persist`` calls to change what the next
+checkpoint does (a checkout, names to look at again, a resume).
 """
 
 from __future__ import annotations
 
 import threading
 import types
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import records as rec
+from . import timetravel
 from .checkpoint import Checkpoint
+from .events import NotebookCodeRecorder, describe_comm_message
 
 
 def outcome_of(reply: dict[str, Any] | None) -> tuple[str, str | None, str | None]:
@@ -31,7 +38,8 @@ def outcome_of(reply: dict[str, Any] | None) -> tuple[str, str | None, str | Non
 
 
 class SessionRecorder:
-    """Checkpoints and commits for one kernel's session (the caller holds the kernel's turn)."""
+    """Checkpoints and commits for one kernel's session, and the turn they take: recording
+    methods expect the caller to hold it (``take_turn``), ``handle_comm`` takes it itself."""
 
     def __init__(self, shell: Any, journal: Any, checkpointer: Any, random_states: Any, process_context: Any, log: Any) -> None:
         self.shell = shell
@@ -48,6 +56,55 @@ class SessionRecorder:
         self._folded: list[tuple[str, set[types.CodeType], bool]] = []
         self.told_unstorable: set[str] = set()
         self._told_failures: set[str] = set()  # kinds of persistence failure the user was told of
+        # One execution or event at a time, whatever shell or thread it comes from: the journal has
+        # one order, and a checkpoint's identity scan never sees half of another execution's changes.
+        self._turn = threading.Lock()
+        self._turn_owner: int | None = None
+
+    # -- the turn: one execution or event at a time -------------------------------------
+
+    def holds_turn(self) -> bool:
+        """Whether this thread holds the turn (an execution nested in the running cell)."""
+        return self._turn_owner == threading.get_ident()
+
+    def take_turn(self) -> bool:
+        if not self._turn.acquire(blocking=False):
+            return False
+        self._turn_owner = threading.get_ident()
+        return True
+
+    def release_turn(self) -> None:
+        """Give the turn back, first committing comm messages handled while it was held."""
+        while True:
+            with self.namespace_lock:
+                if not self._folded:
+                    self._turn_owner = None
+                    self._turn.release()
+                    return
+            try:
+                self.record_event("comm", only_if_changed=True)
+            except Exception:  # noqa: BLE001 - a failed event must not keep the turn
+                self.log.exception("persistent_kernel: journaling comm messages failed")
+                self.drop_folded()
+                self.checkpointer.recover()
+
+    def handle_comm(self, handler: Callable[..., Any], comm_manager: Any, stream: Any, idents: Any, msg: dict[str, Any]) -> Any:
+        """A comm message from the frontend: run its handler, then journal what it changed.
+
+        With the turn free, its changes commit as an event of their own. With the turn
+        held (a cell awaiting on this shell, a cell on another shell), they are left to
+        that cell's checkpoint: committing them apart would store half of the cell.
+        """
+        trigger = describe_comm_message(msg, comm_manager)  # before a comm_close removes it
+        try:
+            with self.namespace_lock, NotebookCodeRecorder(self.shell.user_ns) as recorder:
+                try:
+                    return handler(stream, idents, msg)
+                finally:
+                    self.fold(trigger, recorder.codes, recorder.complete)
+        finally:
+            if self.take_turn():
+                self.release_turn()
 
     # -- what ran outside a cell's own code ---------------------------------------------
 
@@ -56,15 +113,23 @@ class SessionRecorder:
         with self.namespace_lock:
             self._folded.append((trigger, codes, complete))
 
-    def has_folded(self) -> bool:
-        with self.namespace_lock:
-            return bool(self._folded)
-
     def drop_folded(self) -> None:
         with self.namespace_lock:
             self._folded.clear()
 
     # -- recording ------------------------------------------------------------------------
+
+    def begin_cell(self, request: dict[str, Any]) -> rec.CellRecord | None:
+        """Commit the cell's record before it runs, with the random state it starts from; None: not journaled."""
+        code = request["code"]
+        return self.journal.begin(
+            code,
+            execution_count=self.shell.execution_count,
+            silent=request["silent"],
+            store_history=request["store_history"],
+            cell_id=request["cell_id"],
+            random_state_before=self.random_state() if self.journal.journals(code) else None,
+        )
 
     def record_event(self, kind: str, *, only_if_changed: bool = False) -> None:
         """Journal a change no cell's code made (an idle check, %persist on, widget callbacks) and store it.
@@ -162,6 +227,36 @@ class SessionRecorder:
                 f"Note: {names} cannot be stored ({unstorable[new[0]]}); after a restart "
                 f"{'it is' if len(new) == 1 else 'they are'} rebuilt by replaying the cells that made {'it' if len(new) == 1 else 'them'}."
             )
+
+    # -- what the next checkpoint does (the idle check, %persist) -------------------------
+
+    def verify_when_idle(self) -> None:
+        """Hash every name against the store (the caller holds the turn); journal an event
+        storing what changed without a cell naming it (e.g. by a background thread)."""
+        with self.namespace_lock:
+            findings = self.checkpointer.verify()
+        if not findings["changed"] and not findings["unstored"]:
+            self.checkpointer.full_pass = False  # verify() asks the next checkpoint for one: nothing is left to find
+            return
+        self.log.info("persistent_kernel: idle check stores %s", ", ".join(findings["changed"] + findings["unstored"]))
+        self.record_event("verify")
+
+    def checkout(self, records: list[rec.CellRecord], target: rec.CellRecord) -> timetravel.Checkout:
+        """``%persist checkout``: the namespace as of ``target``, journaled by this cell's checkpoint."""
+        result = timetravel.checkout(self.shell, self.journal.store, records, target, self.checkpointer)
+        self.checkpointer.checked_out = result.pointers
+        return result
+
+    def look_again(self, names: Iterable[str]) -> None:
+        """The next checkpoint considers these names whatever the cell did (their exclusion changed)."""
+        self.checkpointer.dirty.update(names)
+
+    def resume(self) -> None:
+        """``%persist on``: journal again, starting with an event that stores the namespace whole
+        (whatever the paused cells did)."""
+        self.journal.resume()
+        self.checkpointer.full_pass = True
+        self.record_event("resume")
 
     # -- the bookkeeping around a record: never raises ----------------------------------
 

@@ -7,7 +7,9 @@ human with ``mdb_dump`` can still read it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 # A cell's status moves from STARTED (committed before it runs) to one final state.
 STARTED = "started"  # written ahead; still running, or the kernel died while it ran
@@ -105,3 +107,146 @@ def _decode(data: bytes, names: tuple[str, ...]) -> dict:
         raise ValueError("a journal record must be a JSON object")
     # Unknown keys come from a newer minor writer; keep what we understand.
     return {k: v for k, v in raw.items() if k in names}
+
+
+# What a group version holds: its pickled values, or the cells that rebuild them.
+STORED = "stored"
+RECOMPUTE = "recompute"
+
+
+@dataclass
+class Version:
+    """One stored state of a group of names that share objects (a version record in the store).
+
+    A STORED version names its pickle (``payload``, or ``inline`` when small) and
+    its out-of-band ``buffers``; large ones are ``files`` written after the commit,
+    so it is ``landed`` only once they are durable. A RECOMPUTE version names the
+    ``cells`` that rebuild values that cannot be stored, and why (``reason``).
+    Versions are never rewritten except to mark them landed, dropped or pruned.
+    """
+
+    kind: str  # STORED | RECOMPUTE
+    names: list[str]
+    method: str | None = None  # the pickler that wrote the payload (serialize.loads takes it back)
+    payload: str | None = None  # hex digest of the pickle's blob
+    inline: str | None = None  # base64 pickle, when small enough to travel in the record itself
+    buffers: list[str] = field(default_factory=list)  # hex digests, in pickle-5 buffer order
+    nbytes: int = 0
+    digest: str | None = None  # hash of the whole group: unchanged groups are not stored again
+    notes: dict[str, str] | None = None  # name -> what a restore must say about it (see serialize._copied_views)
+    files: dict[str, int] = field(default_factory=dict)  # large blobs (hex digest -> size), written after the commit
+    landed: bool = True  # False until every file is durable
+    dropped: str | None = None  # why its files will never land
+    pruned: bool = False  # its files were deleted to keep the store within its history budget
+    cells: list[int] = field(default_factory=list)  # RECOMPUTE: the cells that rebuild it
+    reason: str | None = None  # RECOMPUTE: why it was not stored
+    excluded: bool = False  # RECOMPUTE: excluded by the user (%persist exclude), not unstorable
+
+    @property
+    def is_landed(self) -> bool:
+        """Stored, with every byte durable and none pruned."""
+        return self.kind == STORED and self.landed and not self.pruned
+
+    def loadable(self, has_file: Callable[[bytes], bool]) -> bool:
+        """Whether its values can be loaded: every byte there (a crash can come between a file's landing and its mark)."""
+        if self.kind != STORED or self.pruned:
+            return False
+        return self.landed or all(has_file(bytes.fromhex(blob)) for blob in self.files)
+
+    @property
+    def pickler(self) -> str:
+        """The pickler of a STORED version's payload (``serialize.loads`` takes it): every stored version names one."""
+        if self.method is None:
+            raise ValueError(f"a stored version of {', '.join(self.names)} names no pickler")
+        return self.method
+
+    @property
+    def payload_digest(self) -> bytes:
+        """The blob key of a STORED version's pickle: every stored version names one (even when it is ``inline``)."""
+        if self.payload is None:
+            raise ValueError(f"a stored version of {', '.join(self.names)} names no payload")
+        return bytes.fromhex(self.payload)
+
+    @staticmethod
+    def why_not(version: Version | None, seq: int) -> str:
+        """In plain words, why the version a name had after cell ``seq`` cannot be loaded (None: it is missing)."""
+        if version is None:
+            return "its stored version is missing"
+        if version.pruned:
+            return f"its version from cell {seq} was pruned to keep the store within its history budget (PersistentKernel.history_budget)"
+        return f"its version from cell {seq} never reached the disk ({version.dropped or 'the kernel stopped while writing it'})"
+
+    def encode(self) -> bytes:
+        return _encode({k: v for k, v in self._fields().items() if v != _VERSION_DEFAULTS.get(k, _ABSENT)})
+
+    def _fields(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in _VERSION_FIELDS}
+        if self.files:
+            values["landed"] = self.landed  # written explicitly while a version has files: false until they land
+        return values
+
+    @classmethod
+    def decode(cls, data: bytes) -> Version:
+        return cls(**_decode(data, _VERSION_FIELDS))
+
+
+_ABSENT = object()
+_VERSION_FIELDS = tuple(Version.__dataclass_fields__)
+_VERSION_DEFAULTS: dict[str, Any] = {
+    "method": None, "payload": None, "inline": None, "buffers": [], "nbytes": 0, "digest": None, "notes": None,
+    "files": {}, "landed": True, "dropped": None, "pruned": False, "cells": [], "reason": None, "excluded": False,
+}
+
+
+# Where a name stands after a cell.
+LIVE = "live"  # bound to the value of ``version``
+DELETED = "deleted"
+MODULE = "module"  # bound to an imported module, imported again at a restore
+
+
+@dataclass
+class Pointer:
+    """Where one name stood after one cell: live at a version, a module, or deleted.
+
+    ``seq`` is the cell whose commit wrote it (part of its key, never encoded);
+    ``bound_at`` the cell that last *bound* the name (a checkout rebinds without a
+    new value). A pointer that failed authentication is ``refused``: live at a
+    version that does not exist, so the name is rebuilt from its cells or named lost.
+    """
+
+    state: str  # LIVE | DELETED | MODULE
+    version: str | None = None  # hex key of its group version
+    module: str | None = None  # MODULE: the module's name
+    module_state: dict | None = None  # MODULE: the user's own module: the variables cells set in it (localmodules)
+    bound_at: int | None = None
+    refused: bool = False
+    seq: int = 0
+
+    @property
+    def bound(self) -> int:
+        """The cell that last bound the name."""
+        return self.seq if self.bound_at is None else self.bound_at
+
+    @property
+    def version_key(self) -> bytes | None:
+        return bytes.fromhex(self.version) if self.version else None
+
+    @property
+    def live_version(self) -> str:
+        """The hex key of the version a LIVE pointer stands at: every live pointer names one."""
+        if self.version is None:
+            raise ValueError(f"a live pointer (cell #{self.seq}) names no version")
+        return self.version
+
+    def encode(self) -> bytes:
+        values = {"state": self.state, "version": self.version, "module": self.module, "bound_at": self.bound_at, "module_state": self.module_state}
+        if self.refused:
+            values["refused"] = True
+        return _encode({k: v for k, v in values.items() if v is not None})
+
+    @classmethod
+    def decode(cls, data: bytes, seq: int) -> Pointer:
+        return cls(**_decode(data, _POINTER_FIELDS), seq=seq)
+
+
+_POINTER_FIELDS = ("state", "version", "module", "module_state", "bound_at", "refused")

@@ -1,6 +1,6 @@
 """The replay engine: re-running journaled cells to rebuild what could not be stored.
 
-Shared by the restore and time travel: which cells rebuild a name (``cells_for``),
+Shared by the restore and time travel (which cells to replay is ``restoreplan``'s):
 what a replayed cell read bound as it stood before it ran (``bind_reads_as_of``, with
 objects rewound and forwarded again), the random state it drew from
 (``random_state_at``), one cell run with its guards (``replay_cell``: no input, no
@@ -15,7 +15,6 @@ import contextlib
 import getpass
 import io
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -24,34 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import records as rec
 from .checkpoint import NameState
 from .context import apply_random_state
-from .definitions import (
-    DefinitionReplayer,
-    old_versions,
-)
+from .definitionreplay import DefinitionReplayer
+from .definitions import old_versions
 from .loading import load_version, loadable
-from .records import CellRecord
+from .records import LIVE, CellRecord, Version
 from .tracking import instance_dict
-
-_PERSIST_MAGIC_LINE = re.compile(r"^\s*%persist\b")
-
-
-def label_order(label: str) -> tuple[int, str]:
-    digits = "".join(ch for ch in label if ch.isdigit())
-    return (int(digits) if digits else 0, label)
-
-
-def replayable(record: CellRecord) -> bool:
-    """A cell that ran to its end (or its error), with code that builds state: not an event, not ``%persist``."""
-    return record.status in rec.REPLAYED_STATUSES and record.kind == "cell" and not is_persist_command(record.code)
-
-
-def is_persist_command(code: str) -> bool:
-    """A cell made only of ``%persist`` lines: about the journal, not the namespace; never replayed."""
-    lines = [line for line in code.splitlines() if line.strip()]
-    return bool(lines) and all(_PERSIST_MAGIC_LINE.match(line) for line in lines)
 
 
 def definition_replayer(shell: Any, store: Any, by_seq: dict[int, CellRecord], plan: ReplayPlan | None = None, cache: dict | None = None) -> DefinitionReplayer:
@@ -84,7 +62,7 @@ class ReplayPlan:
     stored_at: dict[str, int] = field(default_factory=dict)  # name -> the cell its stored value is from
     deleted: set[str] = field(default_factory=set)  # names the session deleted
     live: set[str] = field(default_factory=set)  # names the session has
-    versions: dict[str, dict[str, Any]] = field(default_factory=dict)  # loaded version key -> version
+    versions: dict[str, Version] = field(default_factory=dict)  # loaded version key -> version
     rebuild: dict[str, str] = field(default_factory=dict)  # name -> why it must be recomputed
     cells: dict[str, set[int]] = field(default_factory=dict)  # name -> cells that rebuild it
     states: dict[str, NameState] = field(default_factory=dict)
@@ -93,7 +71,7 @@ class ReplayPlan:
     helpers: set[str] = field(default_factory=set)  # other names bound only so those cells can run
     # name -> (the earlier version bound for a rebuild, its cell): a cell replayed from before that
     # cell (for another name) must neither see nor change it
-    bases: dict[str, tuple[Any, int, dict[str, Any]]] = field(default_factory=dict)
+    bases: dict[str, tuple[Any, int, Version]] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)  # never stored (%persist exclude): rebuilt if cheap
     # name -> the restored objects given their contents from before a replayed cell, with their latest contents
     rewound: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
@@ -224,39 +202,16 @@ def forward_rewound(ns: dict[str, Any], plan: ReplayPlan, inexact: dict[str, str
 
 def stored_value_before(main: Any, store: Any, name: str, seq: int, cache: dict) -> Any:
     """``name``'s stored value as it stood before cell ``seq`` ran, or ``MISSING``."""
-    earlier = [p for p in store.name_history(name) if p["seq"] < seq]
-    if not earlier or earlier[-1]["state"] != "live":
+    earlier = [p for p in store.name_history(name) if p.seq < seq]
+    if not earlier or earlier[-1].state != LIVE:
         return MISSING
-    key = earlier[-1]["version"]
+    key = earlier[-1].version
     if key not in cache:
         version = store.version(bytes.fromhex(key))
         with old_versions():  # definitions in it are the live ones: their latest state stays
             cache[key] = load_version(main, store, version) if loadable(store, version) else LookupError(key)
     values = cache[key]
     return values[name] if isinstance(values, dict) and name in values else MISSING
-
-
-def cells_for(
-    rebuild: dict[str, str], cells: dict[str, set[int]], by_seq: dict[int, CellRecord], start: list[str] | None = None
-) -> set[int]:
-    """The cells that rebuild ``start`` (default: all of ``rebuild``), plus the cells for what
-    those cells read that is also being rebuilt."""
-    needed: set[int] = set()
-    pending = list(rebuild if start is None else start)
-    planned: set[str] = set()
-    while pending:
-        name = pending.pop()
-        if name in planned:
-            continue
-        planned.add(name)
-        for seq in cells.get(name, ()):
-            if seq in needed or seq not in by_seq:
-                continue
-            needed.add(seq)
-            for dependency in by_seq[seq].reads or ():
-                if dependency in rebuild and dependency not in planned:
-                    pending.append(dependency)
-    return needed
 
 
 def random_state_at(records: list[CellRecord], seq: int) -> dict[str, Any] | None:

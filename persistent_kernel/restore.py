@@ -28,19 +28,14 @@ Rules that protect the user:
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
-import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import records as rec
-from .checkpoint import MODULE, RECOMPUTE, STORED, NameState, is_atomic
+from .checkpoint import NameState
 from .context import apply_process_context, apply_random_state
+from .definitionindex import DefinitionIndex
 from .definitions import (
-    DefinitionIndex,
-    key_in_scope,
     old_versions,
     resolving,
     settle,
@@ -48,222 +43,41 @@ from .definitions import (
 from .journal import Journal
 from .loading import base_by_content, landed_base, load_version, loadable
 from .localmodules import restore_local_modules
-from .records import CellRecord
+from .reconcile import (
+    check_rebuilt_values,
+    digests_as_loaded,
+    keep_bases,
+    keep_newest,
+    share_with_rebuilt,
+    undo_replay_mutations,
+)
+from .records import DELETED, LIVE, MODULE, RECOMPUTE, STORED, CellRecord, Version
 from .replay import (
     MISSING,
     REPLAYED_THREADS_WAIT,
     ReplayPlan,
     bind_reads_as_of,
-    cells_for,
-    contents_of,
     definition_replayer,
-    fill_with,
     forward_rewound,
-    label_order,
     quiet_output,
     random_state_at,
     replay_cell,
-    replayable,
     still_running,
     stored_value_before,
     threads_started,
 )
-from .serialize import dumps, import_stored_module, loads
+from .restoreplan import (
+    cells_to_replay,
+    costly_excluded,
+    full_rebuild_cells,
+    needed_cells,
+    plan_names,
+    rebuild_after_failed_load,
+)
+from .restorereport import RestoreProgress, RestoreReport
+from .serialize import import_stored_module, loads
 from .syncobjects import released_locks
 from .tracking import reachable_ids
-
-_LIST_AT_MOST = 5
-LONG_RESTORE_SECONDS = 2.0  # a restore this long reports its progress (log) and its phases (summary)
-
-
-class RestoreProgress:
-    """Progress of a restore, for the kernel log: silent for the first seconds, then a line a second.
-
-    The restore runs before the kernel serves its first request, so the log is
-    where progress can go while it runs (a thread writes it, so one long replayed
-    cell is reported too); the phases' times go into the summary the first cell shows.
-    """
-
-    @classmethod
-    def to_kernel_log(cls) -> RestoreProgress:
-        """Lines on the kernel's stderr (its log), through a copy of the descriptor taken now:
-        while cells are replayed, descriptors 1 and 2 point at /dev/null."""
-        try:
-            stream = os.fdopen(os.dup(2), "w", buffering=1)
-        except OSError:
-            return cls()
-        return cls(lambda line: stream.write(f"[persistent_kernel] {line}\n"), closing=stream)
-
-    def __init__(self, log: Any = None, *, after: float = LONG_RESTORE_SECONDS, every: float = 1.0, closing: Any = None) -> None:
-        self.log = log  # a callable taking one line, or None
-        self._closing = closing  # closed by finish()
-        self.every = every
-        self.started = time.monotonic()
-        self.phases: dict[str, float] = {}
-        self._phase: str | None = None
-        self._phase_started = self.started
-        self._where = ""
-        self._done = threading.Event()
-        if log is not None:
-            self._timer = threading.Timer(after, self._report)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def phase(self, name: str) -> None:
-        now = time.monotonic()
-        if self._phase is not None:
-            self.phases[self._phase] = self.phases.get(self._phase, 0.0) + now - self._phase_started
-        self._phase, self._phase_started = name, now
-        self._where = name
-
-    def step(self, done: int, total: int, what: str = "") -> None:
-        self._where = f"{self._phase} {done + 1}/{total}{f' ({what})' if what else ''}"
-
-    def _report(self) -> None:
-        while not self._done.is_set():
-            try:
-                self.log(f"restoring the session: {self._where}, {time.monotonic() - self.started:.0f} s so far")
-            except (OSError, ValueError):  # the stream closed as the restore finished
-                return
-            self._done.wait(self.every)
-
-    def finish(self) -> dict[str, float]:
-        if not self._done.is_set():
-            self._done.set()
-            self.phase("done")
-            self.phases.pop("done", None)
-            if self._closing is not None:
-                if self.log is not None and time.monotonic() - self.started >= LONG_RESTORE_SECONDS:
-                    self.log(f"restored the session in {time.monotonic() - self.started:.1f} s")
-                self._closing.close()
-        return {phase: seconds for phase, seconds in self.phases.items() if seconds >= 0.05}
-
-
-@dataclass
-class RestoreReport:
-    """What a restore did; shown once to the user and kept for ``%persist status``."""
-
-    session_name: str
-    loaded: int = 0  # variables loaded from stored versions
-    loaded_bytes: int = 0
-    recomputed: dict[str, list[str]] = field(default_factory=dict)  # name -> labels of the cells replayed for it
-    lost: dict[str, str] = field(default_factory=dict)  # name -> why it could not be rebuilt
-    incomplete: dict[str, list[str]] = field(default_factory=dict)  # rebuilt without some of its cells
-    unlanded: dict[str, int] = field(default_factory=dict)  # name -> cell whose version never reached the disk
-    replayed: int = 0  # cells replayed
-    seconds: float = 0.0
-    died: list[str] = field(default_factory=list)  # running when the kernel died
-    skipped: list[str] = field(default_factory=list)  # killed an earlier restore
-    failures: list[dict[str, str]] = field(default_factory=list)  # ran before, failed in replay
-    context_problems: list[str] = field(default_factory=list)
-    excluded: dict[str, str] = field(default_factory=dict)  # excluded name -> "recomputed" or why it is absent
-    paused_after: str | None = None  # persistence was paused (%persist off) after this cell when the kernel died
-    refused: list[str] = field(default_factory=list)  # stored records that failed authentication (never used)
-    inexact: dict[str, str] = field(default_factory=dict)  # name -> what of it could not come back exactly
-    modules: dict[str, str] = field(default_factory=dict)  # the user's module files changed since: what was done
-    outputs_not_kept: list[str] = field(default_factory=list)  # "Out[5] (too large to keep)"
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for a long restore
-    next_execution_count: int = 1
-    finished_at: float = 0.0
-
-    def summary(self) -> str:
-        """One line: what was restored and how, then what was not and why."""
-        return " ".join(self.summary_parts())
-
-    def summary_parts(self) -> list[str]:
-        """The headline (``Restored session …``), then one sentence per kind of news."""
-        what = []
-        if self.loaded or not self.replayed:
-            what.append(f"loaded {self.loaded} variable{_s(self.loaded)} ({_human(self.loaded_bytes)})")
-        if self.replayed:
-            what.append(f"replayed {self.replayed} cell{_s(self.replayed)}")
-        took = f"{self.seconds:.1f} s"
-        if self.seconds >= LONG_RESTORE_SECONDS and self.phases:
-            took += " (" + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.phases.items()) + ")"
-        parts = [f"Restored session '{self.session_name}': {' and '.join(what)} in {took}."]
-        if self.refused:
-            shown = "; ".join(self.refused[:_LIST_AT_MOST]) + (
-                f" (and {len(self.refused) - _LIST_AT_MOST} more)" if len(self.refused) > _LIST_AT_MOST else ""
-            )
-            parts.append(
-                f"Refused {len(self.refused)} stored record{_s(len(self.refused))} that failed authentication "
-                f"(not written by your kernel, or changed since), so nothing in them was loaded or run: {shown}."
-            )
-        recomputed = {name: labels for name, labels in self.recomputed.items() if name not in self.excluded}
-        if recomputed:
-            cells = sorted({label for labels in recomputed.values() for label in labels}, key=label_order)
-            parts.append(f"Recomputed {_join(sorted(recomputed))} by replaying cell{_s(len(cells))} {_join(cells)}.")
-        if self.excluded:
-            rebuilt = sorted(name for name, how in self.excluded.items() if how == "recomputed")
-            absent = [f"{name} ({how})" for name, how in sorted(self.excluded.items()) if how != "recomputed"]
-            said = [f"recomputed by replay: {_join(rebuilt)}"] if rebuilt else []
-            said += [_join(absent)] if absent else []
-            parts.append(f"Excluded from persistence (%persist exclude): {'; '.join(said)}.")
-        if self.paused_after:
-            parts.append(
-                f"Persistence was paused (%persist off) after cell {self.paused_after}: what later cells did was not kept."
-            )
-        unlanded = sorted(name for name in self.unlanded if name in self.recomputed)
-        if unlanded:
-            verb = "was" if len(unlanded) == 1 else "were"
-            parts.append(
-                f"({_join(unlanded)} {verb} still being written to disk when the kernel stopped, "
-                "so the replay started from the version before.)"
-            )
-        lost = {name: why for name, why in self.lost.items() if name not in self.excluded}
-        if lost:
-            shown = [f"{name} ({why})" for name, why in sorted(lost.items())]
-            parts.append(f"Could not rebuild {_join(shown)}.")
-        rebuilt_partly = {name: labels for name, labels in self.incomplete.items() if name in self.recomputed}
-        if rebuilt_partly:
-            shown = [f"{name} (cell {', '.join(labels)} is never replayed)" for name, labels in sorted(rebuilt_partly.items())]
-            parts.append(f"May differ from before the crash: {_join(shown)}.")
-        if self.modules:
-            parts.append(" ".join(f"{name} {what}." for name, what in sorted(self.modules.items())))
-        if self.outputs_not_kept:
-            parts.append(f"Not kept: {_join(self.outputs_not_kept)}.")
-        if self.inexact:
-            shown = [f"{name} ({why})" for name, why in sorted(self.inexact.items())]
-            parts.append(f"Not exact: {_join(shown)}.")
-        if self.died:
-            which = _join(self.died)
-            verb = "was" if len(self.died) == 1 else "were"
-            parts.append(f"Cell {which} {verb} running when the kernel died and {verb} not replayed.")
-        if self.skipped:
-            parts.append(f"Cell {_join(self.skipped)} stopped an earlier restore and is no longer replayed.")
-        if self.failures:
-            shown = "; ".join(f"{f['label']} {f['ename']}: {f['evalue']}" for f in self.failures[:_LIST_AT_MOST])
-            more = f" (and {len(self.failures) - _LIST_AT_MOST} more)" if len(self.failures) > _LIST_AT_MOST else ""
-            parts.append(f"{len(self.failures)} cell{_s(len(self.failures))} failed during replay: {shown}{more}.")
-        if self.context_problems:
-            parts.append(f"Not restored: {'; '.join(self.context_problems)}.")
-        return parts
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _s(n: int) -> str:
-    return "" if n == 1 else "s"
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-
-
-def _join(labels: list[str]) -> str:
-    shown = ", ".join(labels[:_LIST_AT_MOST])
-    return shown + (f" and {len(labels) - _LIST_AT_MOST} more" if len(labels) > _LIST_AT_MOST else "")
-
-
-
-
 
 
 def restore_session(
@@ -347,8 +161,6 @@ def restore_session(
     return report, plan.states
 
 
-
-
 def _restore_namespace(
     shell: Any,
     journal: Journal,
@@ -364,21 +176,15 @@ def _restore_namespace(
     ns = shell.user_ns
     _load_stored(shell, journal, report, progress, plan)
     settle()  # definitions' data states, now that every definition the loads needed is made
-    _leave_out_costly_excluded(plan, report, by_seq, excluded_replay_limit)
-    # Cells whose changes were never checkpointed (an older store, a failed checkpoint) are replayed whole.
-    needed = {r.seq for r in records if r.status in rec.REPLAYED_STATUSES and not r.checkpointed}
-    needed |= cells_for(plan.rebuild, plan.cells, by_seq)
+    report.excluded.update(costly_excluded(plan.excluded, plan.rebuild, plan.cells, by_seq, excluded_replay_limit))
+    for name in report.excluded:
+        del plan.rebuild[name]
+    needed = needed_cells(records, plan.rebuild, plan.cells)
     needed |= _cells_for_unstorable_reads(journal.store, needed, by_seq, plan)
-    # %persist cells act on the journal (a checkout's effect is in its checkpoint): never replayed.
-    to_replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
-    for name in plan.rebuild:
-        # Cells a rebuild needs that are never replayed (interrupted, died, skipped): say so.
-        missing = [by_seq[c].label for c in sorted(plan.cells.get(name, ())) if c in by_seq and by_seq[c].status not in rec.REPLAYED_STATUSES]
-        if missing:
-            report.incomplete[name] = missing
+    to_replay, report.incomplete = cells_to_replay(by_seq, needed, plan.rebuild, plan.cells)
 
     before = set(ns)
-    as_loaded = _digests_as_loaded(ns, plan, to_replay) if to_replay else {}
+    as_loaded = digests_as_loaded(ns, plan, to_replay) if to_replay else {}
     progress.phase("replaying")
     with quiet_output(shell) as tracebacks, threads_started() as threads:
         for done, record in enumerate(to_replay):
@@ -394,9 +200,9 @@ def _restore_namespace(
                 report.failures.append({"label": record.label, "ename": ename, "evalue": evalue[:200]})
             tracebacks.clear()
             forward_rewound(ns, plan, report.inexact)
-            _share_with_rebuilt(ns, plan, record, report.inexact)
-            _keep_newest(ns, plan, record)
-            _keep_bases(shell.user_module, ns, journal.store, plan, record)
+            share_with_rebuilt(ns, plan, record, report.inexact)
+            keep_newest(ns, plan, record)
+            keep_bases(shell.user_module, ns, journal.store, plan, record)
         # Threads the replayed cells started run on after them: let them finish (quietly), then
         # stored values win again, so nothing a replay started changes the restored namespace.
         for thread in still_running(threads, REPLAYED_THREADS_WAIT):
@@ -408,7 +214,7 @@ def _restore_namespace(
             if ns.get(name, MISSING) is not value:
                 ns[name] = value
     journal.set_meta(replaying=None)
-    _undo_replay_mutations(shell, journal.store, plan, to_replay, as_loaded)
+    undo_replay_mutations(shell, journal.store, plan, to_replay, as_loaded)
     report.replayed = len(to_replay)
     replayed_labels = {r.seq: r.label for r in to_replay}
     created = set(ns) - before
@@ -428,7 +234,7 @@ def _restore_namespace(
             report.lost[name] = reason
         if name in plan.excluded:
             report.excluded[name] = "recomputed" if name in ns else "not restored: replaying its cells did not rebuild it"
-    _check_rebuilt_values(ns, journal.store, plan, report)
+    check_rebuilt_values(ns, journal.store, plan, report)
     _restore_output_history(shell, journal.store, plan, report, records, as_of_cache)
 
 
@@ -484,42 +290,14 @@ def _restore_output_history(
         setattr(hook, name, value)
 
 
-def _check_rebuilt_values(ns: dict[str, Any], store: Any, plan: ReplayPlan, report: RestoreReport) -> None:
-    """A stored value rebuilt by replay (its bytes never reached the disk, or failed to load) is
-    compared with the digest it was stored with: a replay drawing new random numbers, reading the
-    clock or a changed file does not stand in for it silently."""
-    checked: dict[str, bool] = {}
-    for name in plan.rebuild:
-        state = plan.recompute_states.get(name)
-        if name not in ns or state is None or state.version is None:
-            continue
-        if state.version not in checked:
-            version = store.version(bytes.fromhex(state.version))
-            if version is None or version.get("kind") != STORED or not version.get("digest"):
-                continue
-            names = version["names"]
-            try:
-                same = all(n in ns for n in names) and dumps({n: ns[n] for n in names}, key_in_scope).group_digest == version["digest"]
-            except Exception:  # noqa: BLE001 - cannot tell: say so
-                same = False
-            checked[state.version] = same
-        if not checked[state.version]:
-            report.inexact[name] = (
-                "it was lost with the kernel (not yet on disk, or unreadable) and replaying its cells gave a different "
-                "value: they draw random numbers, read the clock or files"
-            )
-
-
-
-
 def _refusals_in_words(store: Any, by_seq: dict[int, CellRecord]) -> list[str]:
     """The store's refusals, a refused version named by the variables that pointed to it."""
     if not store.refusals:
         return []
     names_at: dict[str, list[str]] = {}
     for name, pointer in store.pointers_as_of().items():
-        if pointer.get("version"):
-            names_at.setdefault(pointer["version"], []).append(name)
+        if pointer.version:
+            names_at.setdefault(pointer.version, []).append(name)
     said = []
     for what in store.refusals:
         kind, _, key = what.partition(" ")
@@ -533,152 +311,16 @@ def _refusals_in_words(store: Any, by_seq: dict[int, CellRecord]) -> list[str]:
     return said
 
 
-def _touched_by(replayed: list[CellRecord]) -> set[str]:
-    touched: set[str] = set()
-    for record in replayed:
-        if record.checkpointed:
-            touched.update(record.reads or ())
-            touched.update(record.writes or ())
-    return touched
-
-
-def _digests_as_loaded(ns: dict[str, Any], plan: ReplayPlan, replayed: list[CellRecord]) -> dict[str, str]:
-    """Before replaying: the digest of each loaded group the replayed cells touch, as loaded.
-
-    A loaded group need not hash to its stored digest (a dict's key iterator comes back
-    as a list iterator): what a replay changed is what differs from this.
-    """
-    touched = _touched_by(replayed)
-    digests = {}
-    for key, version in plan.versions.items():
-        names = version["names"]
-        if touched.intersection(names) and all(n in plan.stored and ns.get(n, MISSING) is plan.stored[n] for n in names):
-            with contextlib.suppress(Exception):
-                digests[key] = dumps({n: ns[n] for n in names}, key_in_scope).group_digest
-    return digests
-
-
-def _undo_replay_mutations(shell: Any, store: Any, plan: ReplayPlan, replayed: list[CellRecord], as_loaded: dict[str, str]) -> None:
-    """Stored values win in place too: a group a replayed cell mutated is loaded again from its blob.
-
-    (``a.append(3); g = (x for x in a)`` replayed to rebuild ``g`` appends to the
-    stored ``a`` a second time.) Only cells whose changes were checkpointed count:
-    what a never-checkpointed cell does is the newer state. ``as_loaded``: the
-    groups' digests before the replay (``_digests_as_loaded``).
-    """
-    touched = _touched_by(replayed)
-    ns = shell.user_ns
-    for key, version in plan.versions.items():
-        # Only the names whose latest value this version is: a name rebound since
-        # (`b = [9]` after `a = [1]; b = a`) has a newer version of its own.
-        names = [n for n in version["names"] if (state := plan.states.get(n)) is not None and state.version == key]
-        if not touched.intersection(names) or not all(n in plan.stored and ns.get(n, MISSING) is plan.stored[n] for n in names):
-            continue
-        if len(names) == len(version["names"]):
-            try:
-                unchanged = dumps({n: ns[n] for n in names}, key_in_scope).group_digest in (as_loaded.get(key), version.get("digest"))
-            except Exception:  # noqa: BLE001 - cannot tell: reload to be safe
-                unchanged = False
-            if unchanged:
-                continue
-        values = load_version(shell.user_module, store, version)
-        if isinstance(values, dict):
-            for name in names:
-                ns[name] = plan.stored[name] = values[name]
-
-
-def _share_with_rebuilt(ns: dict[str, Any], plan: ReplayPlan, replayed: CellRecord, inexact: dict[str, str]) -> None:
-    """After a cell replayed to rebuild something: the stored values it also made, made to share with it.
-
-    ``data = [1, 2]; g = (x for x in data)`` replayed for ``g`` makes a new ``data``;
-    binding the stored ``data`` again would leave ``g`` iterating the replay's copy.
-    A container whose stored version holds it alone keeps the replay's object,
-    given the stored contents (``g`` then iterates the restored ``data``). Where that
-    cannot be exact (aliases, or contents that are objects of their own), the
-    rebuilt names are said to possibly refer to copies.
-    """
-    if not replayed.checkpointed:
-        return
-    rebuilt = [n for n in plan.rebuild if replayed.seq in plan.cells.get(n, ()) and n in ns]
-    if not rebuilt:
-        return
-    copies: dict[str, Any] = {}  # stored name -> the replay's object it replaces
-    for name in replayed.writes or ():
-        stored = plan.stored.get(name, MISSING)
-        made = ns.get(name, MISSING)
-        if stored is MISSING or made is MISSING or made is stored or plan.stored_at.get(name, 0) < replayed.seq:
-            continue
-        version = plan.versions.get(plan.states[name].version) if name in plan.states else None
-        contents = contents_of(stored)
-        alone = version is not None and version.get("names") == [name]
-        if alone and type(made) is type(stored) and contents is not MISSING and _holds_only_atomic(contents):
-            try:
-                fill_with(made, contents)
-            except Exception:  # noqa: BLE001
-                copies[name] = made
-                continue
-            plan.stored[name] = made
-            continue
-        copies[name] = made
-    if not copies:
-        return
-    replaced = {id(obj) for obj in copies.values()}
-    for name in rebuilt:
-        value = ns[name]
-        # Weak references are not followed by the walk: a weak container is named whenever it may hold copies.
-        if type(value).__module__ == "weakref" or replaced & reachable_ids(value, ns):
-            inexact.setdefault(
-                name, f"rebuilt by replaying cell {replayed.label}, which also made {_join(sorted(copies))}: it may refer to copies of them"
-            )
-
-
-def _holds_only_atomic(contents: Any) -> bool:
-    """Contents (from ``contents_of``) of small immutable values only: filling them in shares nothing."""
-    if type(contents) is bytes:
-        return True
-    values = [*contents.keys(), *contents.values()] if type(contents) is dict else contents
-    return all(is_atomic(value) for value in values)
-
-
-def _keep_newest(ns: dict[str, Any], plan: ReplayPlan, replayed: CellRecord) -> None:
-    """After a replayed cell: stored values win, unless the cell was never checkpointed and
-    ran after a name's stored version (then what it made is the newer state)."""
-    for name, value in list(plan.stored.items()):
-        if ns.get(name, MISSING) is value:
-            continue
-        if replayed.checkpointed or plan.stored_at[name] >= replayed.seq:
-            ns[name] = value
-        else:
-            del plan.stored[name]
-
-
-def _keep_bases(main: Any, ns: dict[str, Any], store: Any, plan: ReplayPlan, replayed: CellRecord) -> None:
-    """After a cell from before the version a rebuild starts from (replayed for another name):
-    that version again, loaded afresh if the cell used the name (it may have changed it in place)."""
-    used = set(replayed.reads or ()) | set(replayed.writes or ())
-    for name, (value, base_seq, version) in list(plan.bases.items()):
-        if base_seq < replayed.seq:
-            continue
-        if name in used:
-            values = load_version(main, store, version)
-            if isinstance(values, dict) and name in values:
-                value = values[name]
-                plan.bases[name] = (value, base_seq, version)
-        ns[name] = value
-
-
-
-
 def _start_from_earlier(
     shell: Any,
     journal: Journal,
     plan: ReplayPlan,
     report: RestoreReport,
     loaded: dict[str, Any],
-    versions: dict[str, Any],
+    versions: dict[str, Version | None],
     name: str,
     seq: int,
-    version: dict[str, Any],
+    version: Version,
 ) -> None:
     """Bind ``name`` to its newest landed version before cell ``seq`` and plan the cells since.
 
@@ -706,58 +348,30 @@ def _start_from_earlier(
     plan.bases[via] = (values[via], base_seq, base_version)
     plan.based.add(name)
     report.unlanded[name] = seq
-    live = {p["seq"] for p in store.name_history(name) if p["seq"] <= seq and p["state"] == "live"}
+    live = {p.seq for p in store.name_history(name) if p.seq <= seq and p.state == LIVE}
     if via == name:
         plan.cells[name] = {cell for cell in live if cell > base_seq}
     else:
         plan.helpers.add(via)
-        plan.cells[name] = live | {p["seq"] for p in store.name_history(via) if base_seq < p["seq"] <= upto and p["state"] == "live"}
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-def _leave_out_costly_excluded(plan: ReplayPlan, report: RestoreReport, by_seq: dict[int, CellRecord], limit: float) -> None:
-    """An excluded name is rebuilt only when its cells are cheap to run again; otherwise it stays absent."""
-    for name in sorted(plan.excluded):
-        # Its cells and those of what they read that is rebuilt too (an excluded token a header is made from).
-        cells = cells_for(plan.rebuild, plan.cells, by_seq, start=[name])
-        seconds = sum(by_seq[seq].duration or 0.0 for seq in cells)
-        if seconds > limit:
-            report.excluded[name] = f"not restored: its cells took {seconds:.1f} s to run"
-    for name in report.excluded:
-        del plan.rebuild[name]
+        plan.cells[name] = live | {p.seq for p in store.name_history(via) if base_seq < p.seq <= upto and p.state == LIVE}
 
 
 def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: RestoreProgress, plan: ReplayPlan) -> None:
-    """Load the latest version of every live group; list what must be recomputed.
+    """Carry out the names' plan (``restoreplan.plan_names``): import the modules, load every
+    live group's latest version, and start what never landed from an earlier one.
 
     Modules are imported first (unpickling may need them). A load that killed two
-    earlier restores (marker ``loading`` left behind) is not tried again.
+    earlier restores (marker ``loading`` left behind) is not tried again: its names are rebuilt.
     """
     store = journal.store
     pointers = store.pointers_as_of()
-    plan.deleted = {name for name, p in pointers.items() if p["state"] == "deleted"}
-    plan.live = set(pointers) - plan.deleted
+    versions: dict[str, Version | None] = {}
+    for pointer in pointers.values():
+        if pointer.state == LIVE and pointer.version not in versions:
+            versions[pointer.version] = store.version(pointer.version_key)
+    names = plan_names(pointers, versions, lambda version: loadable(store, version), store.missing_reason)
+    plan.live, plan.deleted, plan.excluded = names.live, names.deleted, names.excluded
+    plan.rebuild, plan.cells, plan.recompute_states = names.rebuild, names.cells, names.recompute_states
     crashes: dict[str, int] = journal.get_meta("load_crashes") or {}
     crashed_on = journal.get_meta("loading")
     if crashed_on:
@@ -767,92 +381,57 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
     poisoned = {marker for marker, count in crashes.items() if count >= 2}
     ns = shell.user_ns
 
-    for name, pointer in sorted(pointers.items()):
-        if pointer["state"] != "module":
-            continue
-        bound_at = pointer.get("bound_at", pointer["seq"])
-        marker = f"module:{pointer['module']}"
+    for name, pointer in names.modules.items():
+        marker = f"module:{pointer.module}"
         if marker in poisoned:
-            report.lost[name] = f"importing {pointer['module']} stopped an earlier restore"
+            report.lost[name] = f"importing {pointer.module} stopped an earlier restore"
             continue
         journal.set_meta(loading=marker)
         try:
-            ns[name] = plan.stored[name] = module = import_stored_module(pointer["module"])
-            plan.stored_at[name] = pointer["seq"]
-            state = pointer.get("module_state")
-            plan.states[name] = NameState(MODULE, bound_at, version=pointer["module"], digest=state and state.get("digest"))
+            ns[name] = plan.stored[name] = module = import_stored_module(pointer.module)
+            plan.stored_at[name] = pointer.seq
+            state = pointer.module_state
+            plan.states[name] = NameState(MODULE, pointer.bound, version=pointer.module, digest=state and state.get("digest"))
             if state:
                 _set_module_state(module, state, name, report)
         except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
-            report.lost[name] = f"module {pointer['module']}: {type(exc).__name__}"
+            report.lost[name] = f"module {pointer.module}: {type(exc).__name__}"
 
-    versions: dict[str, dict[str, Any] | None] = {}
-    live = [(name, p) for name, p in sorted(pointers.items()) if p["state"] == "live"]
-    for _name, pointer in live:
-        key = pointer["version"]
-        if key not in versions:
-            versions[key] = store.version(bytes.fromhex(key))
     loaded: dict[str, dict[str, Any] | Exception] = {}
     for _attempt in range(2):  # a group whose unpickling needs another group gets a second chance
-        tried: set[str] = set()
-        for _name, pointer in live:
-            key, version = pointer["version"], versions[pointer["version"]]
-            if not loadable(store, version) or isinstance(loaded.get(key), dict) or key in tried:
+        for key, bound in names.load.items():
+            if isinstance(loaded.get(key), dict):
                 continue
-            tried.add(key)
-            progress.step(len(loaded), len(versions), _name)
+            progress.step(len(loaded), len(versions), bound[0])
             if key in poisoned:
                 loaded[key] = RuntimeError("loading it stopped an earlier restore")
                 continue
             journal.set_meta(loading=key)
             with released_locks() as released:
-                loaded[key] = load_version(shell.user_module, store, version)
+                loaded[key] = load_version(shell.user_module, store, versions[key])
             if released and isinstance(loaded[key], dict):
                 _name_released_locks(loaded[key], released, ns, report)
     journal.set_meta(loading=None)
 
-    for name, pointer in live:
-        bound_at = pointer.get("bound_at", pointer["seq"])
-        key, version = pointer["version"], versions[pointer["version"]]
-        if version is None:
-            plan.rebuild[name] = store.missing_reason(key)
-            plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset({name}))
-        elif version["kind"] == RECOMPUTE:
-            plan.rebuild[name] = version.get("reason", "cannot be stored")
-            if version.get("excluded"):
-                plan.excluded.add(name)
-            plan.cells[name] = set(version["cells"])
-            plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]), None, tuple(version["cells"]))
-        elif not loadable(store, version):
-            # Its large blobs never landed (the kernel died while writing them) or were pruned:
-            # start from the newest complete version before it and replay the cells since.
-            plan.rebuild[name] = f"its value from cell {pointer['seq']} never reached the disk"
-            plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
-            _start_from_earlier(shell, journal, plan, report, loaded, versions, name, pointer["seq"], version)
-        else:
-            values = loaded[key]
+    for name, pointer in names.unlanded.items():
+        _start_from_earlier(shell, journal, plan, report, loaded, versions, name, pointer.seq, versions[pointer.version])
+    for key, bound in names.load.items():
+        version, values = versions[key], loaded[key]
+        for name in bound:
             if isinstance(values, Exception) or name not in values:
                 why = f"{type(values).__name__}: {values}" if isinstance(values, Exception) else "missing from its version"
-                plan.rebuild[name] = f"stored value failed to load ({why[:120]})"
-                plan.recompute_states[name] = NameState(RECOMPUTE, bound_at, key, frozenset(version["names"]))
-            else:
-                ns[name] = plan.stored[name] = values[name]
-                plan.stored_at[name] = pointer["seq"]
-                plan.versions[key] = version
-                if name in (version.get("notes") or {}):
-                    report.inexact.setdefault(name, version["notes"][name])
-                plan.states[name] = NameState(
-                    STORED, bound_at, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0)
-                )
-                report.loaded += 1
-    report.loaded_bytes = sum(
-        versions[key].get("nbytes", 0) for key, values in loaded.items() if isinstance(values, dict) and versions.get(key)
-    )
+                rebuild_after_failed_load(names, name, pointers[name], version, why)
+                continue
+            ns[name] = plan.stored[name] = values[name]
+            plan.stored_at[name] = pointers[name].seq
+            plan.versions[key] = version
+            if name in (version.notes or {}):
+                report.inexact.setdefault(name, version.notes[name])
+            plan.states[name] = NameState(STORED, pointers[name].bound, key, frozenset(version.names), version.digest, nbytes=version.nbytes)
+            report.loaded += 1
+    report.loaded_bytes = sum(versions[key].nbytes for key, values in loaded.items() if isinstance(values, dict) and versions.get(key))
     for name in set(plan.rebuild) - plan.based:
-        # Every cell that changed it since it was bound (its history), for a full rebuild.
-        bound_at = pointers[name].get("bound_at", pointers[name]["seq"])
-        history = {p["seq"] for p in store.name_history(name) if p["seq"] >= bound_at and p["state"] == "live"}
-        plan.cells[name] = plan.cells.get(name, set()) | history | {bound_at}
+        plan.cells[name] = full_rebuild_cells(pointers[name], store.name_history(name), plan.cells.get(name, set()))
 
 
 def _set_module_state(module: Any, state: dict[str, Any], name: str, report: RestoreReport) -> None:
@@ -879,31 +458,24 @@ def state_as_of(store: Any, seq: int, main: Any = None) -> tuple[dict[str, Any],
     missing: dict[str, str] = {}
     loaded: dict[str, dict[str, Any] | Exception] = {}
     for name, pointer in store.pointers_as_of(seq).items():
-        if pointer["state"] == "deleted":
+        if pointer.state == DELETED:
             continue
-        if pointer["state"] == "module":
+        if pointer.state == MODULE:
             try:
-                values[name] = import_stored_module(pointer["module"])
+                values[name] = import_stored_module(pointer.module)
             except Exception as exc:  # noqa: BLE001
-                missing[name] = f"module {pointer['module']}: {type(exc).__name__}"
+                missing[name] = f"module {pointer.module}: {type(exc).__name__}"
             continue
-        version = store.version(bytes.fromhex(pointer["version"]))
-        if version is None or version["kind"] == RECOMPUTE:
-            missing[name] = "cannot be stored" if version else store.missing_reason(pointer["version"])
-            continue
-        if version.get("pruned"):
-            missing[name] = (
-                f"its version from cell {pointer['seq']} was pruned to keep the store within its history budget "
-                "(PersistentKernel.history_budget)"
-            )
+        version = store.version(bytes.fromhex(pointer.version))
+        if version is None or version.kind == RECOMPUTE:
+            missing[name] = "cannot be stored" if version else store.missing_reason(pointer.version)
             continue
         if not loadable(store, version):
-            why = version.get("dropped") or "the kernel stopped while writing it"
-            missing[name] = f"its version from cell {pointer['seq']} never reached the disk ({why})"
+            missing[name] = Version.why_not(version, pointer.seq)
             continue
-        if pointer["version"] not in loaded:
-            loaded[pointer["version"]] = load_version(main, store, version)
-        group = loaded[pointer["version"]]
+        if pointer.version not in loaded:
+            loaded[pointer.version] = load_version(main, store, version)
+        group = loaded[pointer.version]
         if isinstance(group, Exception):
             missing[name] = f"{type(group).__name__}: {group}"
         else:
@@ -917,10 +489,6 @@ def _name_released_locks(values: dict[str, Any], released: list[Any], ns: dict[s
     for name, value in values.items():
         if wanted & reachable_ids(value, ns):
             report.inexact.setdefault(name, "a lock in it was held; it comes back released")
-
-
-
-
 
 
 def _cells_for_unstorable_reads(store: Any, needed: set[int], by_seq: dict[int, CellRecord], plan: ReplayPlan) -> set[int]:
@@ -937,21 +505,19 @@ def _cells_for_unstorable_reads(store: Any, needed: set[int], by_seq: dict[int, 
         for name in by_seq[seq].reads or ():
             if name in plan.live:
                 continue
-            earlier = [p for p in store.name_history(name) if p["seq"] < seq]
-            if not earlier or earlier[-1]["state"] != "live":
+            earlier = [p for p in store.name_history(name) if p.seq < seq]
+            if not earlier or earlier[-1].state != LIVE:
                 continue
-            version = store.version(bytes.fromhex(earlier[-1]["version"]))
-            if version is None or version.get("kind") != RECOMPUTE:
+            version = store.version(bytes.fromhex(earlier[-1].version))
+            if version is None or version.kind != RECOMPUTE:
                 continue  # a stored one is bound as it was before the cell (bind_reads_as_of)
-            bound_at = earlier[-1].get("bound_at", earlier[-1]["seq"])
-            cells = set(version["cells"]) | {p["seq"] for p in earlier if p["seq"] >= bound_at and p["state"] == "live"}
+            bound_at = earlier[-1].bound
+            cells = set(version.cells) | {p.seq for p in earlier if p.seq >= bound_at and p.state == LIVE}
             for cell in cells - needed - extra:
                 if cell in by_seq:
                     extra.add(cell)
                     pending.append(cell)
     return extra
-
-
 
 
 def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
@@ -974,16 +540,6 @@ def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
             shell.user_ns[f"_i{number}"] = code  # numbered inputs, as IPython keeps them
 
 
-
-
-
-
-
-
-
-
-
-
 # -- no file changes while cells are replayed -----------------------------------------------
 #
 # An audit hook (PEP 578) sees every open by Python code and C code that goes through
@@ -992,22 +548,5 @@ def _restore_input_history(shell: Any, records: list[CellRecord]) -> None:
 # file exclusively (O_CREAT|O_EXCL: bytecode caches, mkstemp) cannot harm a user's
 # data and is allowed. Writes a C library makes on its own (a sqlite connection's
 # INSERT) are not visible here.
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 

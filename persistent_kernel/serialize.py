@@ -40,7 +40,8 @@ from typing import Any
 
 import xxhash
 
-from .definitions import is_definition_object, reduce_definition
+from .definitionindex import is_definition_object
+from .definitions import reduce_definition
 from .errors import Unserializable, interruptions_as_errors
 from .filehandles import FILE_TYPES, reduce_file, reopen_file  # noqa: F401 - reopen_file: stores name serialize.reopen_file
 from .instances import reduce_instance
@@ -265,7 +266,7 @@ def dumps(values: dict[str, Any], by_reference: ByReference | None = None) -> Se
     """Serialize a group; raises Unserializable.
 
     ``by_reference(obj)`` names the notebook functions and classes to store as
-    references to their definitions (``definitions.DefinitionIndex.key_of``); the
+    references to their definitions (``definitionindex.DefinitionIndex.key_of``); the
     others are stored by value.
     """
     reducers = _Reducers(_array_bases(values), by_reference)

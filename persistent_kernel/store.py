@@ -36,22 +36,21 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from hmac import compare_digest as hmac_equal
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
 from .ahead import AheadSlot
-from .authentication import Authenticator, load_key, segment_hashes
-from .blobfiles import COPY_CHUNK, BlobFiles, write_failure
+from .authentication import Authenticator, load_key
+from .blobfiles import BlobFiles, write_failure
 from .errors import (
     NotPrivate,
     StoreUnavailable,
     StoreWriteError,
-    Unauthentic,
 )
 from .privatefiles import check_private
+from .storeblobs import StoreBlobs
 from .storecells import StoreCells
 from .storecheck import StoreCheck
 from .storeformat import StoreFormat
@@ -59,7 +58,6 @@ from .storehistory import StoreHistory
 from .storekeys import (
     AS_BLOB,
     AS_CELL,
-    AS_FILE,
     AS_META,
     AS_NAME,
     AS_OUTCOME,
@@ -76,18 +74,16 @@ from .storekeys import (
     UNTAGGED_META,
     VERSIONS,
     T,
-    chunk_key,
-    is_landed,
     truncation,
     version_key,
 )
 from .storemaintenance import StoreMaintenance
 
 # What the rest of the package uses of the store; the layout itself is in ``storekeys``.
-__all__ = ["DEFAULT_MAP_SIZE", "FORMAT_VERSION", "Store", "is_landed", "version_key"]
+__all__ = ["DEFAULT_MAP_SIZE", "FORMAT_VERSION", "Store", "version_key"]
 
 
-class Store(StoreFormat, StoreCells, StoreHistory, StoreCheck, StoreMaintenance):
+class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, StoreMaintenance):
     """A session's journal and metadata in LMDB.
 
     Not a context manager on purpose: the kernel keeps it open for its life.
@@ -209,9 +205,6 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreCheck, StoreMaintenance)
 
     # -- format -----------------------------------------------------------------
 
-
-
-
     # -- authentication -------------------------------------------------------------
 
     def _put(self, txn: Any, kind: bytes, db: Any, key: bytes, value: Any) -> None:
@@ -264,64 +257,6 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreCheck, StoreMaintenance)
             return "its stored record failed authentication and was not loaded"
         return "its stored version is missing"
 
-    # -- large blobs as files: what the writer and the restore ask of them ----------------
-
-    @property
-    def blob_directory(self) -> Path:
-        return self.files.directory
-
-    def has_file(self, blob_digest: bytes) -> bool:
-        """Whether a large blob's file is stored (a file appears only complete)."""
-        return self.files.exists(blob_digest)
-
-    def write_file(
-        self,
-        blob_digest: bytes,
-        buffer: Any,
-        *,
-        throttle: Callable[[int], None] | None = None,
-        chunk_size: int = COPY_CHUNK,
-        cancelled: Callable[[], bool] | None = None,
-    ) -> int:
-        """Write a large blob's file, fsynced and tagged; returns the bytes written (0: it was there).
-
-        A file found without its tag (a kill between a forget's steps) is written again.
-        Raises ``TornWrite`` if the buffer changed meanwhile, ``WriteCancelled``, ``OSError``.
-        """
-        if not self.has_file_tag(blob_digest):
-            self.files.remove(blob_digest)
-        return self.files.write(
-            blob_digest,
-            buffer,
-            throttle=throttle,
-            chunk_size=chunk_size,
-            cancelled=cancelled,
-            seal=lambda hashes: self.put_file_tag(blob_digest, hashes),
-        )
-
-    def has_file_tag(self, blob_digest: bytes) -> bool:
-        with self._env.begin(db=self._tags) as txn:
-            return self._auth is None or txn.get(AS_FILE + blob_digest) is not None
-
-    def put_file_tag(self, blob_digest: bytes, hashes: list[bytes]) -> None:
-        """Tag a large file from its segments' digests (the writer calls this before the file appears)."""
-        if self._auth is None:
-            return
-        tag = self._auth.file_tag(blob_digest, hashes)
-        self._write(lambda txn: txn.put(AS_FILE + blob_digest, tag, db=self._tags))
-
-    def _check_file(self, blob_digest: bytes, mapping: Any) -> None:
-        """Raise ``Unauthentic`` unless a large file's bytes are the ones this user's kernel wrote."""
-        if self._auth is None:
-            return
-        with self._env.begin(db=self._tags) as txn:
-            tag = txn.get(AS_FILE + blob_digest)
-            tag = None if tag is None else bytes(tag)
-        if tag is None or not hmac_equal(self._auth.file_tag(blob_digest, segment_hashes(mapping)), tag):
-            self._refuse(f"large value file {blob_digest.hex()}")
-            raise Unauthentic(f"the file of blob {blob_digest.hex()} in {self.path} failed authentication")
-
-
     # -- writing ------------------------------------------------------------------
 
     def _write(self, body: Callable[[Any], T]) -> T:
@@ -368,26 +303,6 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreCheck, StoreMaintenance)
 
         self._write(body)
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
     # -- reading ------------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -411,72 +326,10 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreCheck, StoreMaintenance)
                     self._refuse(f"metadata {key.decode(errors='replace')!r}")
         return found
 
-
-
-
-
-
-
-
-
-
-    def read_blob(self, blob_digest: bytes) -> bytearray | Any:
-        """A blob's bytes, in one writable buffer (arrays loaded from it are writable).
-
-        A large blob is a file, returned as a private mapping: its bytes are read
-        once to check its tag (on every core), then stay in the page cache;
-        changes to the mapping never reach the file. Raises ``Unauthentic`` when
-        the blob fails authentication, KeyError when it is not stored.
-        """
-        with self._env.begin(db=self._blobs, buffers=True) as txn:
-            parts = []
-            index = 0
-            while (part := txn.get(blob_digest + chunk_key(index))) is not None:
-                parts.append((blob_digest + chunk_key(index), part, txn.get(AS_BLOB + blob_digest + chunk_key(index), db=self._tags)))
-                index += 1
-            if parts:
-                # Copied out of the map first, then the copy is verified: what is checked is what is used.
-                data = bytearray(sum(len(p) for _, p, _ in parts))
-                offset = 0
-                for key, part, tag in parts:
-                    end = offset + len(part)
-                    data[offset:end] = part
-                    if self._auth is not None and not self._auth.is_authentic(AS_BLOB, key, memoryview(data)[offset:end], tag):
-                        self._refuse(f"blob {blob_digest.hex()}")
-                        raise Unauthentic(f"blob {blob_digest.hex()} in {self.path} failed authentication")
-                    offset = end
-                return data
-        try:
-            mapping = self.files.map(blob_digest)
-        except FileNotFoundError:
-            raise KeyError(f"blob {blob_digest.hex()} is missing from {self.path}") from None
-        except NotPrivate as exc:
-            self._refuse(f"large value file {blob_digest.hex()}")
-            raise Unauthentic(str(exc)) from None
-        self._check_file(blob_digest, mapping)
-        return mapping
-
-    def blob_bytes(self) -> int:
-        """Bytes held by blobs (content-addressed, so shared data counts once)."""
-        total = sum(self.files.size(blob) or 0 for blob in self.files.digests())
-        with self._env.begin(db=self._blobs, buffers=True) as txn:
-            for _, value in txn.cursor():
-                total += len(value)
-        return total
-
-
     def size_bytes(self) -> int:
         """Bytes the store occupies on disk (the data file grows as pages are used; large blobs are files)."""
         files = sum(f.stat().st_size for f in self.files.directory.iterdir() if f.is_file()) if self.files.directory.is_dir() else 0
         return files + sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
-
-
-
-
-    # -- maintenance: the command line, on a session no kernel holds ---------------
-
-
-
 
     # -- life cycle ---------------------------------------------------------------
 

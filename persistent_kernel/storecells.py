@@ -12,7 +12,8 @@ from .blobfiles import write_failure
 from .errors import (
     StoreWriteError,
 )
-from .records import UNRECORDED, CellRecord
+from .records import UNRECORDED, CellRecord, Pointer, Version
+from .storebase import StorePart
 from .storekeys import (
     AS_BLOB,
     AS_CELL,
@@ -30,7 +31,7 @@ from .storekeys import (
 )
 
 
-class StoreCells:
+class StoreCells(StorePart):
     """The write-ahead protocol for cells, part of ``Store``: a cell's record in the slot before it runs, then its outcome and its checkpoint in one transaction, the marks of large values landing, and reading the records back."""
 
     def _slot_record(self, next_seq: int) -> tuple[int, bytes] | None:
@@ -79,7 +80,8 @@ class StoreCells:
             if self._running is not None:
                 # The previous cell ran but its outcome could not be committed (a full disk): keep
                 # its record, saying so, not "started" (which a restore takes for a cell the kernel died in).
-                self._write(lambda txn: self._put_unrecorded(txn, *self._running))
+                running = self._running
+                self._write(lambda txn: self._put_unrecorded(txn, *running))
                 self._running = None
             record.seq = self._next_seq
             ahead = record.encode_ahead()
@@ -154,8 +156,8 @@ class StoreCells:
     def commit_checkpoint(
         self,
         record: CellRecord,
-        versions: dict[bytes, dict[str, Any]],
-        pointers: dict[str, dict[str, Any]],
+        versions: dict[bytes, Version],
+        pointers: dict[str, Pointer],
         blobs: dict[bytes, Any],
         context: dict[str, Any] | None = None,
     ) -> bool:
@@ -180,9 +182,9 @@ class StoreCells:
                     self._put(txn, AS_BLOB, self._blobs, blob_digest + chunk_key(index), view[index * BLOB_CHUNK : (index + 1) * BLOB_CHUNK])
                 self._authentic_blobs.add(blob_digest)  # if the transaction aborts, the blob's absence says so
             for version_key, version in versions.items():
-                self._put(txn, AS_VERSION, self._versions, version_key, json_bytes(version))
+                self._put(txn, AS_VERSION, self._versions, version_key, version.encode())
             for name, pointer in pointers.items():
-                self._put(txn, AS_NAME, self._names, name_key(name, record.seq), json_bytes(pointer))
+                self._put(txn, AS_NAME, self._names, name_key(name, record.seq), pointer.encode())
             self._put_record(txn, record)
             if context is not None:
                 self._put(txn, AS_META, self._meta, b"context", json_bytes(context))
@@ -218,9 +220,9 @@ class StoreCells:
             raw = self._get(txn, AS_VERSION, self._versions, key, f"version {key.hex()}")
             if raw is None:
                 return False  # the session was forgotten meanwhile (or the record is not ours: never re-signed)
-            version = json.loads(raw)
-            version["landed"] = True
-            self._put(txn, AS_VERSION, self._versions, key, json_bytes(version))
+            version = Version.decode(raw)
+            version.landed = True
+            self._put(txn, AS_VERSION, self._versions, key, version.encode())
             return True
 
         return self._write(body)
@@ -232,10 +234,10 @@ class StoreCells:
             raw = self._get(txn, AS_VERSION, self._versions, key, f"version {key.hex()}")
             if raw is None:
                 return
-            version = json.loads(raw)
-            if not version.get("landed", True):
-                version["dropped"] = reason[:200]
-                self._put(txn, AS_VERSION, self._versions, key, json_bytes(version))
+            version = Version.decode(raw)
+            if not version.landed:
+                version.dropped = reason[:200]
+                self._put(txn, AS_VERSION, self._versions, key, version.encode())
 
         self._write(body)
 
@@ -255,7 +257,8 @@ class StoreCells:
                 txn.delete(key, db=self._meta)
             txn.put(b"next_seq", json.dumps(self._next_seq).encode(), db=self._meta)
             if new_auth is not None:
-                kept, dropped = [], []
+                kept: list[tuple[bytes, bytes]] = []
+                dropped: list[tuple[bytes, bytes]] = []
                 for key, value in txn.cursor(db=self._meta):
                     key = bytes(key)
                     if key in UNTAGGED_META:

@@ -7,15 +7,15 @@ from typing import Any
 from .errors import (
     Unauthentic,
 )
-from .records import CellRecord
+from .records import CellRecord, Pointer, Version
+from .storebase import StorePart
 from .storekeys import (
     chunk_key,
-    json_object,
     split_name_key,
 )
 
 
-class StoreCheck:
+class StoreCheck(StorePart):
     """Integrity checks, part of ``Store``: ``check()`` after each test scenario and by ``persistent-kernel``, and the authentication of every tagged value."""
 
     def check(self, *, authentication: bool = True) -> list[str]:
@@ -52,26 +52,27 @@ class StoreCheck:
                 cell_key = bytes(key)[:8]
                 if txn.get(cell_key, db=self._outcomes) is None:
                     problems.append(f"version {bytes(key).hex()} has no outcome for its cell")
-                version = json_object(value)
+                version = _decoded(Version, value)
                 if version is None:
                     problems.append(f"version {bytes(key).hex()} does not decode")
                     continue
-                files = version.get("files", {})
-                payload = None if "inline" in version else version.get("payload")
-                for blob in [payload, *version.get("buffers", [])]:
+                files = version.files
+                payload = None if version.inline is not None else version.payload
+                for blob in [payload, *version.buffers]:
                     if blob and blob not in files and txn.get(bytes.fromhex(blob) + chunk_key(0), db=self._blobs) is None:
                         problems.append(f"version {bytes(key).hex()} names missing blob {blob}")
-                if version.get("landed", True) and not version.get("pruned"):
+                if version.landed and not version.pruned:
                     # Landed means durable: every large blob is a complete file.
                     for blob, size in files.items():
                         if self.files.size(bytes.fromhex(blob)) != size:
                             problems.append(f"landed version {bytes(key).hex()} lacks a complete file for blob {blob}")
             for key, value in txn.cursor(db=self._names):
-                pointer = json_object(value)
+                name, seq = split_name_key(bytes(key))
+                pointer = _decoded(Pointer, value, seq)
                 if pointer is None:
-                    problems.append(f"name {split_name_key(bytes(key))} has a pointer that does not decode")
+                    problems.append(f"name {(name, seq)} has a pointer that does not decode")
                     continue
-                if pointer.get("version") and txn.get(bytes.fromhex(pointer["version"]), db=self._versions) is None:
+                if pointer.version_key is not None and txn.get(pointer.version_key, db=self._versions) is None:
                     problems.append(f"name {split_name_key(bytes(key))} points to a missing version")
             if authentication:
                 problems += self._authentication_problems(txn)
@@ -93,9 +94,9 @@ class StoreCheck:
         landed_files = {
             blob
             for _, value in txn.cursor(db=self._versions)
-            for version in [json_object(value) or {"landed": False}]
-            if version.get("landed", True) and not version.get("pruned")
-            for blob in version.get("files", {})
+            for version in [_decoded(Version, value)]
+            if version is not None and version.landed and not version.pruned
+            for blob in version.files
         }
         for blob in sorted(landed_files):
             try:
@@ -110,3 +111,11 @@ class StoreCheck:
                 if hasattr(mapping, "close"):
                     mapping.close()
         return problems
+
+
+def _decoded(kind: Any, value: Any, *args: Any) -> Any:
+    """A stored record decoded, or None when its bytes are not one (``check`` reports, never raises)."""
+    try:
+        return kind.decode(bytes(value), *args)
+    except (ValueError, TypeError):
+        return None

@@ -11,6 +11,7 @@ from .errors import (
     StoreFromNewerVersion,
     StoreNotAuthenticated,
 )
+from .storebase import StorePart
 from .storekeys import (
     AS_FILE,
     FIRST_AUTHENTICATED_FORMAT,
@@ -18,7 +19,7 @@ from .storekeys import (
 )
 
 
-class StoreFormat:
+class StoreFormat(StorePart):
     """The store's format version and the trust migration: part of ``Store``."""
 
     def _check_format(self, *, owner: bool, trust: bool) -> bool:

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
+from .records import STORED, Pointer, Version
+from .storebase import StorePart
 from .storekeys import (
     AS_NAME,
     AS_VERSION,
-    is_landed,
-    json_bytes,
     refused_pointer,
+    refused_version_key,
     seq_key,
     split_name_key,
 )
 
 
-class StoreHistory:
+class StoreHistory(StorePart):
     """Version history, part of ``Store``: where each name stood after each cell, the versions, and the pruning of old large values by a budget."""
 
     def prune_history(self, budget: int) -> int:
@@ -44,7 +44,7 @@ class StoreHistory:
             newer = {key: version for key, version in self._authentic_versions(last_seq) if key not in versions}
             current = {**versions, **newer}
             still_used = self._protected_files(current, self.pointers_as_of())
-            still_used |= {blob for version in newer.values() for blob in version.get("files", {})}
+            still_used |= {blob for version in newer.values() for blob in version.files}
             drop = {blob: users for blob, users in plan.items() if blob not in still_used}
             if not drop:
                 return 0
@@ -53,39 +53,38 @@ class StoreHistory:
             def body(txn):
                 for key in pruned:
                     version = versions[key]
-                    version["pruned"] = True
-                    self._put(txn, AS_VERSION, self._versions, key, json_bytes(version))
+                    version.pruned = True
+                    self._put(txn, AS_VERSION, self._versions, key, version.encode())
 
             self._write(body)  # marked first: a crash before the unlink leaves a file, never a dangling version
             return sum(self.files.remove(bytes.fromhex(blob)) for blob in drop)
 
-    def _protected_files(self, versions: dict[bytes, dict[str, Any]], pointers: dict[str, dict[str, Any]]) -> set[str]:
+    def _protected_files(self, versions: dict[bytes, Version], pointers: dict[str, Pointer]) -> set[str]:
         """The blobs of the versions the latest pointers name, and of the landed version an unlanded one restores from."""
         protected: set[bytes] = set()
         for name, pointer in pointers.items():
-            if not pointer.get("version"):
+            key = pointer.version_key
+            if key is None:
                 continue
-            key = bytes.fromhex(pointer["version"])
             protected.add(key)
-            if versions.get(key, {}).get("kind") == "stored" and not is_landed(versions.get(key)):
+            version = versions.get(key)
+            if version is not None and version.kind == STORED and not version.is_landed:
                 for older in reversed(self.name_history(name)):
-                    older_key = bytes.fromhex(older["version"]) if older.get("version") else None
-                    if older["seq"] < pointer["seq"] and older_key is not None and is_landed(versions.get(older_key)):
+                    older_key = older.version_key
+                    if older.seq < pointer.seq and older_key is not None and _landed(versions.get(older_key)):
                         protected.add(older_key)
                         break
-        return {blob for key in protected for blob in versions.get(key, {}).get("files", {})}
+        return {blob for key in protected if key in versions for blob in versions[key].files}
 
-    def _prune_plan(
-        self, versions: dict[bytes, dict[str, Any]], pointers: dict[str, dict[str, Any]], budget: int
-    ) -> dict[str, list[bytes]]:
+    def _prune_plan(self, versions: dict[bytes, Version], pointers: dict[str, Pointer], budget: int) -> dict[str, list[bytes]]:
         """The blobs to delete (oldest last use first) and the versions using each; empty when within budget."""
         keep = self._protected_files(versions, pointers)
         users: dict[str, list[bytes]] = {}
         sizes: dict[str, int] = {}
         for key, version in versions.items():
-            if version.get("pruned"):
+            if version.pruned:
                 continue
-            for blob, size in version.get("files", {}).items():
+            for blob, size in version.files.items():
                 if blob not in keep:
                     users.setdefault(blob, []).append(key)
                     sizes[blob] = size
@@ -99,25 +98,22 @@ class StoreHistory:
             total -= sizes[blob]
         return drop
 
-    def _pointer(self, txn: Any, key: bytes, value: Any) -> dict[str, Any]:
+    def _pointer(self, txn: Any, key: bytes, value: Any) -> Pointer:
         name, seq = split_name_key(key)
         if self._authentic(txn, AS_NAME, key, value):
-            pointer = json.loads(bytes(value))
-        else:
-            self._refuse(f"where {name!r} stood after cell #{seq}")
-            pointer = refused_pointer(seq)
-            self._refused_versions.add(bytes.fromhex(pointer["version"]))
-        pointer["seq"] = seq
-        return pointer
+            return Pointer.decode(bytes(value), seq)
+        self._refuse(f"where {name!r} stood after cell #{seq}")
+        self._refused_versions.add(refused_version_key(seq))
+        return refused_pointer(seq)
 
-    def pointers_as_of(self, seq: int | None = None) -> dict[str, dict[str, Any]]:
+    def pointers_as_of(self, seq: int | None = None) -> dict[str, Pointer]:
         """Where every name stood after cell ``seq`` (default: the latest), deleted names included.
 
         Every version is kept, so this is the namespace "as of cell N". A pointer
         that fails authentication points at a version that does not exist: the
         name is rebuilt from its cells, or named as lost.
         """
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, Pointer] = {}
         with self._env.begin(db=self._names) as txn:
             for key, value in txn.cursor():
                 name, at = split_name_key(bytes(key))
@@ -125,7 +121,7 @@ class StoreHistory:
                     latest[name] = self._pointer(txn, bytes(key), value)
         return latest
 
-    def name_history(self, name: str) -> list[dict[str, Any]]:
+    def name_history(self, name: str) -> list[Pointer]:
         """Every pointer of one name, oldest first."""
         prefix = name.encode("utf-8", "surrogatepass") + b"\x00"
         history = []
@@ -138,15 +134,15 @@ class StoreHistory:
                     history.append(self._pointer(txn, bytes(key), value))
         return history
 
-    def version(self, key: bytes) -> dict[str, Any] | None:
+    def version(self, key: bytes) -> Version | None:
         """A group version, or None when it is not there or fails authentication (``missing_reason`` says which)."""
         with self._env.begin(db=self._versions) as txn:
             raw = self._get(txn, AS_VERSION, self._versions, key, f"version {key.hex()}")
         if raw is None and key not in self._refused_versions and f"version {key.hex()}" in self.refusals:
             self._refused_versions.add(key)
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else Version.decode(raw)
 
-    def _authentic_versions(self, first: int = 0) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def _authentic_versions(self, first: int = 0) -> Iterator[tuple[bytes, Version]]:
         """(key, version) of every authentic version from cell ``first`` on, in order; the others are refused."""
         with self._env.begin(db=self._versions) as txn:
             cursor = txn.cursor()
@@ -155,14 +151,14 @@ class StoreHistory:
             for key, value in cursor:
                 key = bytes(key)
                 if self._authentic(txn, AS_VERSION, key, value):
-                    yield key, json.loads(bytes(value))
+                    yield key, Version.decode(bytes(value))
                 else:
                     self._refuse(f"version {key.hex()}")
                     self._refused_versions.add(key)
 
-    def versions_between(self, first: int, last: int) -> dict[int, list[dict[str, Any]]]:
+    def versions_between(self, first: int, last: int) -> dict[int, list[Version]]:
         """The versions cells ``first`` … ``last`` created, by cell (for ``%persist history``)."""
-        found: dict[int, list[dict[str, Any]]] = {}
+        found: dict[int, list[Version]] = {}
         for key, version in self._authentic_versions(first):
             seq = int.from_bytes(key[:8], "big")
             if seq > last:
@@ -170,13 +166,17 @@ class StoreHistory:
             found.setdefault(seq, []).append(version)
         return found
 
-    def versions_with_files(self, blobs: set[str], before: int) -> list[tuple[bytes, dict[str, Any], int]]:
+    def versions_with_files(self, blobs: set[str], before: int) -> list[tuple[bytes, Version, int]]:
         """Versions of cells before ``before`` that name any of these large blobs, newest first."""
         found = []
         for key, version in self._authentic_versions():
             seq = int.from_bytes(key[:8], "big")
             if seq >= before:
                 break
-            if blobs & set(version.get("files", {})):
+            if blobs & set(version.files):
                 found.append((key, version, seq))
         return found[::-1]
+
+
+def _landed(version: Version | None) -> bool:
+    return version is not None and version.is_landed

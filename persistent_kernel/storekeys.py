@@ -8,6 +8,8 @@ import struct
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .records import LIVE, Pointer
+
 # 1: journal only (replay); 2: + versions, names, blobs (snapshots);
 # 3: + large blobs as files, versions that land later ("files", "landed", "pruned");
 # 4: + an HMAC-SHA256 tag for every record, blob and file ("tags", "store_id")
@@ -44,10 +46,15 @@ def version_key(seq: int, ordinal: int) -> bytes:
     return seq_key(seq) + ordinal.to_bytes(4, "big")
 
 
-def refused_pointer(seq: int) -> dict[str, Any]:
+def refused_version_key(seq: int) -> bytes:
+    """The version a refused pointer of cell ``seq`` points to: never written."""
+    return version_key(seq, REFUSED_ORDINAL)
+
+
+def refused_pointer(seq: int) -> Pointer:
     # A name whose pointer failed authentication: live, at a version that does not exist,
     # so it is rebuilt from its cells like any value whose version is missing.
-    return {"state": "live", "version": version_key(seq, REFUSED_ORDINAL).hex(), "refused": True}
+    return Pointer(LIVE, version=refused_version_key(seq).hex(), refused=True, seq=seq)
 
 
 def chunk_key(index: int) -> bytes:
@@ -65,15 +72,6 @@ def split_name_key(key: bytes) -> tuple[str, int]:
 
 def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
-
-
-def json_object(value: Any) -> dict[str, Any] | None:
-    """A stored JSON object, or None when the bytes are not one (for ``check``, which reports, never raises)."""
-    try:
-        decoded = json.loads(bytes(value))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return decoded if isinstance(decoded, dict) else None
 
 
 def is_blob_name(name: str) -> bool:
@@ -116,10 +114,3 @@ def truncation(path: Path) -> str | None:
     if size < needed:
         return f"its data file is truncated ({size:,} bytes; its last page ends at {needed:,})"
     return None
-
-
-def is_landed(version: dict[str, Any] | None) -> bool:
-    """Whether a stored version's bytes are all on disk (large blobs land after the commit)."""
-    return version is not None and version.get("kind") == "stored" and version.get("landed", True) and not version.get("pruned")
-
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lmdb
@@ -10,12 +9,14 @@ import lmdb
 from .errors import (
     StoreUnavailable,
 )
+from .records import Version
+from .storebase import StorePart
 from .storekeys import (
     is_blob_name,
 )
 
 
-class StoreMaintenance:
+class StoreMaintenance(StorePart):
     """Maintenance from the command line, part of ``Store``: the files the versions name, garbage files, and a compact copy for export."""
 
     def referenced_files(self) -> dict[str, int]:
@@ -28,9 +29,9 @@ class StoreMaintenance:
         referenced: dict[str, int] = {}
         with self._env.begin(db=self._versions) as txn:
             for _, value in txn.cursor():
-                version = json.loads(bytes(value))
-                if not version.get("pruned"):
-                    referenced.update(version.get("files", {}))
+                version = Version.decode(bytes(value))
+                if not version.pruned:
+                    referenced.update(version.files)
         return referenced
 
     def unreferenced_files(self) -> list[Path]:

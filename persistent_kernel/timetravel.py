@@ -16,23 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import MODULE, RECOMPUTE, STORED, NameState
+from .checkpoint import NameState
 from .context import apply_random_state
 from .definitions import key_in_scope, resolving
 from .loading import load_version, loadable
-from .records import CellRecord
+from .records import DELETED, LIVE, MODULE, RECOMPUTE, STORED, CellRecord, Pointer, Version
 from .replay import (
     ReplayPlan,
     bind_reads_as_of,
-    cells_for,
     definition_replayer,
     forward_rewound,
-    label_order,
     quiet_output,
     random_state_at,
     replay_cell,
-    replayable,
 )
+from .restoreplan import cells_for, replayable
+from .restorereport import label_order
 from .serialize import dumps, import_stored_module
 from .tracking import user_names
 
@@ -50,18 +49,6 @@ def cell_numbered(records: list[CellRecord], number: int) -> CellRecord:
     raise LookupError(f"there is no cell [{number}] in this session's journal ({span})")
 
 
-def why_not_loadable(store: Any, pointer: dict[str, Any], version: dict[str, Any] | None) -> str:
-    """In plain words, why a stored version cannot be loaded."""
-    if version is None:
-        return "its stored version is missing"
-    if version.get("pruned"):
-        return (
-            f"its version from cell {pointer['seq']} was pruned to keep the store within its history budget "
-            "(PersistentKernel.history_budget)"
-        )
-    return f"its version from cell {pointer['seq']} never reached the disk ({version.get('dropped') or 'the kernel stopped while writing it'})"
-
-
 @dataclass
 class Checkout:
     """What ``checkout`` did, and the pointers the checkpointer records for it."""
@@ -73,7 +60,7 @@ class Checkout:
     recomputed: dict[str, list[str]] = field(default_factory=dict)  # name -> cells replayed for it
     missing: dict[str, str] = field(default_factory=dict)  # name -> why it is not there
     # name -> (the object bound, its pointer, its state): recorded by the checkout cell's checkpoint
-    pointers: dict[str, tuple[Any, dict[str, Any], NameState]] = field(default_factory=dict)
+    pointers: dict[str, tuple[Any, Pointer, NameState]] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"Checked out the namespace as it was after cell {self.label}:"]
@@ -109,42 +96,42 @@ def checkout(shell: Any, store: Any, records: list[CellRecord], target: CellReco
 def _checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRecord, checkpointer: Any) -> Checkout:
     result = Checkout(label=target.label)
     ns = shell.user_ns
-    as_of = {name: p for name, p in store.pointers_as_of(target.seq).items() if p["state"] != "deleted"}
+    as_of = {name: p for name, p in store.pointers_as_of(target.seq).items() if p.state != DELETED}
     live_now = set(user_names(ns, shell.user_ns_hidden))
 
     by_version: dict[str, list[str]] = {}
-    rebuild: dict[str, dict[str, Any]] = {}
+    rebuild: dict[str, Version] = {}
     values: dict[str, Any] = {}  # loaded or imported: bound below
     kept: dict[str, Any] = {}  # live objects that are the values after the target
     for name, pointer in sorted(as_of.items()):
-        if pointer["state"] == MODULE:
+        if pointer.state == MODULE:
             try:
-                values[name] = import_stored_module(pointer["module"])
+                values[name] = import_stored_module(pointer.module)
             except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
-                result.missing[name] = f"module {pointer['module']}: {type(exc).__name__}"
+                result.missing[name] = f"module {pointer.module}: {type(exc).__name__}"
                 continue
-            state = NameState(MODULE, 0, version=pointer["module"])
-            result.pointers[name] = (values[name], {"state": MODULE, "module": pointer["module"]}, state)
+            state = NameState(MODULE, 0, version=pointer.module)
+            result.pointers[name] = (values[name], Pointer(MODULE, module=pointer.module), state)
         else:
-            by_version.setdefault(pointer["version"], []).append(name)
+            by_version.setdefault(pointer.version, []).append(name)
 
-    stored_versions: dict[str, tuple[dict[str, Any], list[str]]] = {}  # for undoing a replay's mutations
+    stored_versions: dict[str, tuple[Version, list[str]]] = {}  # for undoing a replay's mutations
     for key, names in by_version.items():
         version = store.version(bytes.fromhex(key))
-        if version is not None and version["kind"] == STORED:
+        if version is not None and version.kind == STORED:
             stored_versions[key] = (version, names)
         if _still_live(ns, checkpointer, key, names, version):
             result.kept.extend(names)
             kept.update((name, ns[name]) for name in names)
             continue
-        if version is not None and version["kind"] == RECOMPUTE:
+        if version is not None and version.kind == RECOMPUTE:
             for name in names:
                 rebuild[name] = version
             continue
         pointer = as_of[names[0]]
         if not loadable(store, version):
             for name in names:
-                result.missing[name] = why_not_loadable(store, pointer, version)
+                result.missing[name] = Version.why_not(version, pointer.seq)
             continue
         loaded = load_version(shell.user_module, store, version)
         if isinstance(loaded, Exception):
@@ -153,8 +140,8 @@ def _checkout(shell: Any, store: Any, records: list[CellRecord], target: CellRec
             continue
         for name in names:
             values[name] = loaded[name]
-            state = NameState(STORED, 0, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0))
-            result.pointers[name] = (loaded[name], {"state": "live", "version": key}, state)
+            state = NameState(STORED, 0, key, frozenset(version.names), version.digest, nbytes=version.nbytes)
+            result.pointers[name] = (loaded[name], Pointer(LIVE, version=key), state)
             result.bound.append(name)
 
     before = {name: ns[name] for name in live_now}
@@ -179,12 +166,12 @@ def _bind(
     store: Any,
     records: list[CellRecord],
     target: CellRecord,
-    as_of: dict[str, dict[str, Any]],
+    as_of: dict[str, Pointer],
     live_now: set[str],
-    rebuild: dict[str, dict[str, Any]],
+    rebuild: dict[str, Version],
     values: dict[str, Any],
     kept: dict[str, Any],
-    stored_versions: dict[str, tuple[dict[str, Any], list[str]]],
+    stored_versions: dict[str, tuple[Version, list[str]]],
     result: Checkout,
 ) -> None:
     """Bind the values after ``target`` in the namespace; rebuild what could not be stored."""
@@ -200,18 +187,18 @@ def _bind(
     cells: dict[str, set[int]] = {}
     if rebuild:
         around = {**values, **kept}
-        stored_at = {name: as_of[name]["seq"] for name in around}
+        stored_at = {name: as_of[name].seq for name in around}
         touched = _rebuild(shell, store, records, target, rebuild, around, stored_at, cells, result)
         _reload_touched(shell, store, stored_versions, touched, result)
     for name, version in rebuild.items():
         if name in ns:
-            key = as_of[name]["version"]
+            key = as_of[name].version
             # The checkout cell's checkpoint writes a new recompute version naming every cell replayed here.
-            state = NameState(RECOMPUTE, 0, key, frozenset(version["names"]), None, tuple(sorted(cells.get(name, ()))))
-            result.pointers[name] = (ns[name], {"state": "live", "version": key}, state)
+            state = NameState(RECOMPUTE, 0, key, frozenset(version.names), None, tuple(sorted(cells.get(name, ()))))
+            result.pointers[name] = (ns[name], Pointer(LIVE, version=key), state)
 
 
-def _still_live(ns: dict[str, Any], checkpointer: Any, key: str, names: list[str], version: dict[str, Any] | None) -> bool:
+def _still_live(ns: dict[str, Any], checkpointer: Any, key: str, names: list[str], version: Version | None) -> bool:
     """Whether the live objects of ``names`` are the values of version ``key``.
 
     The same version is not enough: the cell running the checkout (or cells run
@@ -224,16 +211,16 @@ def _still_live(ns: dict[str, Any], checkpointer: Any, key: str, names: list[str
             return False
         if name in checkpointer.dirty:
             return False
-    if version is None or version["kind"] != STORED:
+    if version is None or version.kind != STORED:
         return version is not None
     try:
-        return dumps({name: ns[name] for name in names}, key_in_scope).group_digest == version.get("digest")
+        return dumps({name: ns[name] for name in names}, key_in_scope).group_digest == version.digest
     except Exception:  # noqa: BLE001 - cannot tell: load it
         return False
 
 
 def _reload_touched(
-    shell: Any, store: Any, stored_versions: dict[str, tuple[dict[str, Any], list[str]]], touched: set[str], result: Checkout
+    shell: Any, store: Any, stored_versions: dict[str, tuple[Version, list[str]]], touched: set[str], result: Checkout
 ) -> None:
     """Stored values win in place too: a version whose names a replayed cell used is loaded again.
 
@@ -248,8 +235,8 @@ def _reload_touched(
             continue
         for name in names:
             ns[name] = loaded[name]
-            state = NameState(STORED, 0, key, frozenset(version["names"]), version.get("digest"), nbytes=version.get("nbytes", 0))
-            result.pointers[name] = (loaded[name], {"state": "live", "version": key}, state)
+            state = NameState(STORED, 0, key, frozenset(version.names), version.digest, nbytes=version.nbytes)
+            result.pointers[name] = (loaded[name], Pointer(LIVE, version=key), state)
             if name in result.kept:
                 result.kept.remove(name)
                 result.bound.append(name)
@@ -260,7 +247,7 @@ def _rebuild(
     store: Any,
     records: list[CellRecord],
     target: CellRecord,
-    rebuild: dict[str, dict[str, Any]],
+    rebuild: dict[str, Version],
     stored: dict[str, Any],
     stored_at: dict[str, int],
     cells: dict[str, set[int]],
@@ -275,8 +262,8 @@ def _rebuild(
     """
     by_seq = {r.seq: r for r in records if r.seq <= target.seq}
     for name, version in rebuild.items():
-        history = {p["seq"] for p in store.name_history(name) if p["seq"] <= target.seq and p["state"] == "live"}
-        cells[name] = {c for c in set(version["cells"]) | history if c in by_seq and replayable(by_seq[c])}
+        history = {p.seq for p in store.name_history(name) if p.seq <= target.seq and p.state == LIVE}
+        cells[name] = {c for c in set(version.cells) | history if c in by_seq and replayable(by_seq[c])}
     needed = cells_for({name: "" for name in rebuild}, cells, by_seq)
     replay = [by_seq[seq] for seq in sorted(needed) if replayable(by_seq[seq])]
     ns = shell.user_ns
@@ -311,32 +298,32 @@ def _rebuild(
     return {name for r in replay for name in (*(r.reads or ()), *(r.writes or ()), *(r.deletes or ()))}
 
 
-def describe(store: Any, name: str, pointer: dict[str, Any] | None, cache: dict[str, Any], main: Any = None) -> tuple[str, str | None]:
+def describe(store: Any, name: str, pointer: Pointer | None, cache: dict[str, Any], main: Any = None) -> tuple[str, str | None]:
     """(how a name stood, a comparable identity of its value) from its pointer.
 
     A small value stored inside its version record is shown as its repr.
     """
-    if pointer is None or pointer["state"] == "deleted":
+    if pointer is None or pointer.state == DELETED:
         return "-", None
-    if pointer["state"] == MODULE:
-        return f"module {pointer['module']}", f"module:{pointer['module']}"
-    key = pointer["version"]
+    if pointer.state == MODULE:
+        return f"module {pointer.module}", f"module:{pointer.module}"
+    key = pointer.version
     if key not in cache:
         cache[key] = store.version(bytes.fromhex(key))
     version = cache[key]
     if version is None:
         return "missing version", key
-    if version["kind"] == RECOMPUTE:
+    if version.kind == RECOMPUTE:
         return "recompute", key
-    identity = version.get("digest") or key
-    if "inline" in version and version.get("nbytes", 0) <= SHOWN_VALUE_BYTES:
+    identity = version.digest or key
+    if version.inline is not None and version.nbytes <= SHOWN_VALUE_BYTES:
         values = cache.setdefault(("values", key), load_version(main, store, version))
         if isinstance(values, dict) and name in values:
             try:
                 return _shorten(repr(values[name]), 40), identity
             except Exception:  # noqa: BLE001 - a user __repr__ may raise: fall back to the size
                 pass
-    return f"{_human(version.get('nbytes', 0))} stored", identity
+    return f"{_human(version.nbytes)} stored", identity
 
 
 def diff(store: Any, first: CellRecord, second: CellRecord, main: Any = None) -> list[tuple[str, str, str, str]]:

@@ -1,18 +1,39 @@
-"""Shared fixtures: real kernels on real LMDB stores in temp directories."""
+"""Shared fixtures: real kernels on real LMDB stores in temp directories.
+
+The helpers the tests call on those kernels and stores (``run``, ``crash_and_restart``,
+``check_store`` …) are in ``kernels.py``; which file proves which invariant: ``README.md``.
+"""
 
 from __future__ import annotations
 
 import os
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
+from persistent_kernel import KERNEL_NAME
 from persistent_kernel.authentication import KEY_ENV
-from persistent_kernel.driver import Execution, KernelDriver
-from persistent_kernel.session import resolve_session
-from persistent_kernel.store import Store
+from persistent_kernel.driver import KernelDriver
+
+# Older imports (``from .conftest import run``) keep working; new code imports from ``.kernels``.
+from .kernels import SESSION, check_store, crash_and_restart, kernel_env, run, stop  # noqa: F401
+
+# One marker per invariant the real-kernel tests prove (tests/README.md): ``-m durability`` and so on.
+# Selection is unchanged: every test still runs under ``python -m pytest``; ``slow`` and ``e2e`` are in pyproject.toml.
+INVARIANTS = {
+    "durability": "a SIGKILL at any point loses no acknowledged cell, and the store stays consistent",
+    "fidelity": "the namespace after a restore is the one before it (what the stock kernel would show)",
+    "robustness": "bad input, odd objects and a hostile store never kill the kernel; each costs only itself",
+    "sessions": "one notebook is one session, one session has one kernel writing it, wherever it is started",
+    "protocol": "a Jupyter kernel like any other: the messaging protocol, the debugger",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, invariant in INVARIANTS.items():
+        config.addinivalue_line("markers", f"{name}: {invariant} (tests/README.md)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +51,7 @@ def user_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def pk_home(tmp_path: Path) -> Path:
+    """The test's own PERSISTENT_KERNEL_HOME: every session store of its kernels is under it."""
     home = tmp_path / "pk-home"
     home.mkdir()
     return home
@@ -39,58 +61,33 @@ def pk_home(tmp_path: Path) -> Path:
 def session_env(pk_home: Path) -> Callable[..., dict[str, str]]:
     """Environment for a kernel on a named session under the test's own home."""
 
-    def make(session: str = "test-session", **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("JPY_SESSION_NAME", "PERSISTENT_KERNEL_SESSION")}
-        env.update(PERSISTENT_KERNEL_HOME=str(pk_home), PERSISTENT_KERNEL_SESSION=session, **extra)
-        return env
+    def make(session: str = SESSION, **extra: str) -> dict[str, str]:
+        return kernel_env(pk_home, session, **extra)
 
     return make
 
 
 @pytest.fixture
 def kernel(session_env: Callable[..., dict[str, str]], tmp_path: Path) -> Iterator[Callable[..., KernelDriver]]:
-    """Start persistent kernels; every one still alive is shut down after the test."""
+    """Start kernels (persistent ones unless ``kernel_name`` says e.g. ``python3``, the stock reference);
+    every one still alive is shut down after the test, pass or fail."""
     drivers: list[KernelDriver] = []
 
     def start(
-        session: str = "test-session",
+        session: str = SESSION,
         *,
+        kernel_name: str = KERNEL_NAME,
         extra_arguments: list[str] | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        kernel_log: IO[str] | None = None,
     ) -> KernelDriver:
-        driver = KernelDriver(env=env or session_env(session), cwd=str(cwd or tmp_path), extra_arguments=extra_arguments)
+        driver = KernelDriver(
+            kernel_name, env=env or session_env(session), cwd=str(cwd or tmp_path), extra_arguments=extra_arguments, kernel_log=kernel_log
+        )
         drivers.append(driver)
         return driver.start()
 
     yield start
     for driver in drivers:
-        if driver.km is not None:
-            try:
-                driver.shutdown()
-            except Exception:
-                driver.km.shutdown_kernel(now=True)
-
-
-def run(driver: KernelDriver, code: str, **kwargs) -> Execution:
-    """Execute a cell and insist that it succeeded."""
-    result = driver.execute(textwrap.dedent(code), **kwargs)
-    assert result.status == "ok", f"{code!r} failed: {result.ename}: {result.evalue}"
-    return result
-
-
-def crash_and_restart(driver: KernelDriver) -> str:
-    """SIGKILL the kernel, start a new one on the same session; returns the restore summary."""
-    driver.kill()
-    driver.start()
-    return driver.execute("pass").said
-
-
-def check_store(pk_home: Path, session: str = "test-session") -> None:
-    """The store's own consistency check, run after a scenario (the kernel must be gone)."""
-    path = resolve_session({"PERSISTENT_KERNEL_HOME": str(pk_home), "PERSISTENT_KERNEL_SESSION": session}).store_path
-    store = Store(path, sync_interval=0)
-    try:
-        assert store.check() == []
-    finally:
-        store.close()
+        stop(driver)

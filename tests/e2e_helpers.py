@@ -21,6 +21,8 @@ import pytest
 
 from persistent_kernel import DISPLAY_NAME, KERNEL_NAME  # noqa: F401 - the e2e tests import them from here
 
+from .kernels import kernel_env
+
 REPO = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"Restored session '([^']+)': loaded (\d+) variables")
 
@@ -58,11 +60,7 @@ def free_port() -> int:
 
 def jupyter_env(base: Path, **extra: str) -> dict[str, str]:
     """An environment whose Jupyter and kernel state all live under ``base``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("JPY_SESSION_NAME", "PERSISTENT_KERNEL_SESSION")
-    }
+    env = kernel_env(base / "pk-home")  # no session name inherited; the directory is made below
     dirs = {
         # The user's home stays untouched (npm's logs, chromium's crash settings, dconf).
         "HOME": "home",
@@ -124,6 +122,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def kill_9(pid: int, timeout: float = 30) -> None:
+    """SIGKILL a kernel a frontend started (as the OOM killer would) and wait until it is gone."""
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), timeout, f"kernel {pid} to die")
 
 
 def kill_all_with_arg(fragment: str) -> list[int]:

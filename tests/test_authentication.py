@@ -25,11 +25,12 @@ import xxhash
 from persistent_kernel.authentication import KEY_ENV, Authenticator, load_key
 from persistent_kernel.errors import KeyUnusable, NotPrivate, StoreNotAuthenticated, Unauthentic
 from persistent_kernel.lock import SessionLock
-from persistent_kernel.records import REFUSED, CellRecord
-from persistent_kernel.session import resolve_session
+from persistent_kernel.records import REFUSED, CellRecord, Pointer, Version
 from persistent_kernel.store import Store, version_key
 
-from .conftest import check_store, crash_and_restart, run
+from .kernels import check_store, crash_and_restart, kernel_env, run, store_path
+
+pytestmark = pytest.mark.robustness  # the invariant these tests prove (tests/README.md)
 
 # -- the key ----------------------------------------------------------------------------
 
@@ -81,8 +82,8 @@ def _fill(store: Store) -> tuple[CellRecord, bytes]:
     key = version_key(record.seq, 0)
     blob = pickle.dumps({"x": [1, 2]})
     digest = bytes(16)  # content addressing is the store's caller's business; any 16 bytes do here
-    version = {"kind": "stored", "names": ["x"], "method": "pickle", "payload": digest.hex(), "buffers": []}
-    store.commit_checkpoint(record, {key: version}, {"x": {"state": "live", "version": key.hex()}}, {digest: blob})
+    version = Version("stored", ["x"], method="pickle", payload=digest.hex())
+    store.commit_checkpoint(record, {key: version}, {"x": Pointer("live", version=key.hex())}, {digest: blob})
     return record, digest
 
 
@@ -196,10 +197,6 @@ def _downgrade(path: Path) -> None:
 slow = pytest.mark.slow
 
 
-def _store_path(pk_home: Path, session: str = "test-session") -> Path:
-    return resolve_session({"PERSISTENT_KERNEL_HOME": str(pk_home), "PERSISTENT_KERNEL_SESSION": session}).store_path
-
-
 class _Evil:
     """A pickle that runs code when it is loaded: it writes a file."""
 
@@ -218,7 +215,7 @@ def test_a_planted_pickle_and_a_planted_cell_never_run_and_the_rest_is_restored(
     run(k, "b = a + 1")
     k.kill()
 
-    path = _store_path(pk_home)
+    path = store_path(pk_home)
     reader = Store(path, sync_interval=0)
     pointer = reader.pointers_as_of()["victim"]
     last_seq = max(r.seq for r in reader.records())
@@ -234,7 +231,7 @@ def test_a_planted_pickle_and_a_planted_cell_never_run_and_the_rest_is_restored(
 
     # 1. victim's stored version now holds the malicious pickle.
     evil_version = {"kind": "stored", "names": ["victim"], "method": "pickle", "inline": base64.b64encode(payload).decode(), "buffers": []}
-    _put_raw(path, b"versions", bytes.fromhex(pointer["version"]), json.dumps(evil_version).encode())
+    _put_raw(path, b"versions", pointer.version_key, json.dumps(evil_version).encode())
     # 2. A cell appended to the journal, as if it had run, with a tag made under another key.
     seq = last_seq + 1
     key = seq.to_bytes(8, "big")
@@ -266,7 +263,7 @@ def test_a_changed_byte_in_a_large_file_is_refused_and_the_array_recomputed(kern
     k.execute("%persist status")  # waits for nothing; the drain below makes sure it landed
     assert "Writing" not in k.execute("import time; time.sleep(0.5)\n%persist status").text
     k.kill()
-    files = [p for p in (_store_path(pk_home) / "blobs").iterdir() if not p.name.startswith(".")]
+    files = [p for p in (store_path(pk_home) / "blobs").iterdir() if not p.name.startswith(".")]
     assert len(files) == 1
     data = bytearray(files[0].read_bytes())
     data[20 * 2**20] ^= 0xFF  # in the second segment
@@ -282,7 +279,7 @@ def test_an_older_store_waits_for_trust_then_restores(kernel, pk_home: Path) -> 
     k = kernel()
     run(k, "x = 'kept'")
     k.shutdown()
-    path = _store_path(pk_home)
+    path = store_path(pk_home)
     _downgrade(path)
     k = kernel()
     first = k.execute("1 + 1")
@@ -290,7 +287,7 @@ def test_an_older_store_waits_for_trust_then_restores(kernel, pk_home: Path) -> 
     assert "Persistence is off for this kernel" in first.stderr and "persistent-kernel trust test-session" in first.stderr
     assert k.evaluate("'x' in dir()") == "False"
     k.shutdown()
-    env = dict(os.environ, PERSISTENT_KERNEL_HOME=str(pk_home))
+    env = kernel_env(pk_home)
     done = subprocess.run([sys.executable, "-m", "persistent_kernel", "trust", "test-session", "--yes"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "Signed session test-session" in done.stdout
@@ -306,7 +303,7 @@ def test_an_archive_from_another_key_is_imported_only_with_trust(kernel, pk_home
     run(k, "x = {'from': 'elsewhere'}")
     k.shutdown()
     archive = tmp_path / "session.tar"
-    env = dict(os.environ, PERSISTENT_KERNEL_HOME=str(pk_home))
+    env = kernel_env(pk_home)
     done = subprocess.run([sys.executable, "-m", "persistent_kernel", "export", "test-session", str(archive)], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
 
@@ -401,7 +398,7 @@ def test_another_sessions_store_put_in_place_is_left_alone(kernel, pk_home: Path
     k = kernel("notebook-a")
     run(k, "a = 1")
     k.shutdown()
-    a, b = _store_path(pk_home, "notebook-a"), _store_path(pk_home, "notebook-b")
+    a, b = store_path(pk_home, "notebook-a"), store_path(pk_home, "notebook-b")
     (a / "data.mdb").write_bytes((b / "data.mdb").read_bytes())
     k = kernel("notebook-a")
     first = k.execute("'secret_of_b' in dir()")

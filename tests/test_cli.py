@@ -26,9 +26,10 @@ from persistent_kernel.lock import SessionLock
 from persistent_kernel.session import session_id_for
 from persistent_kernel.store import FORMAT_VERSION, Store
 
-from .conftest import run
+from .kernels import kernel_env, run
 
 slow = pytest.mark.slow  # these start kernels
+pytestmark = pytest.mark.sessions  # the invariant these tests prove (tests/README.md)
 
 BIG = "big = np.arange(3 * 2**20, dtype=np.float64)"  # 24 MiB: a large blob, written to a file
 BIG_SUM = str(float(sum(range(3 * 2**20))))
@@ -46,15 +47,9 @@ CELLS = [
 def cli(
     home: Path, *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("JPY_SESSION_NAME", "PERSISTENT_KERNEL_SESSION")
-    }
-    env["PERSISTENT_KERNEL_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "persistent_kernel", *args],
-        env=env,
+        env=kernel_env(home),
         cwd=cwd,
         check=False,
         stdin=subprocess.DEVNULL,
@@ -447,7 +442,7 @@ def test_usage_errors_exit_2_and_unknown_or_ambiguous_ids_exit_1(
     probe = "import sys; from persistent_kernel import cli; cli.main(['show', 'alpha-one']); print('IPython' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", probe],
-        env=dict(os.environ, PERSISTENT_KERNEL_HOME=str(pk_home)),
+        env=kernel_env(pk_home),
         check=False,
         capture_output=True,
         text=True,

@@ -13,7 +13,9 @@ import pytest
 
 from persistent_kernel import codesettings as cs
 
-from .conftest import crash_and_restart, run
+from .kernels import crash_and_restart, run
+
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,7 @@ def test_event_callbacks(shell: Any) -> None:
 def test_numpy_formatter_and_errcall_are_kept_with_their_names(shell: Any) -> None:
     import numpy
 
-    from persistent_kernel.settings import NumpyOptions
+    from persistent_kernel.settingslibraries import NumpyOptions
 
     provider = NumpyOptions()
     cell(
@@ -157,7 +159,7 @@ def test_numpy_formatter_and_errcall_are_kept_with_their_names(shell: Any) -> No
 def test_warnings_filter_with_a_notebook_category(shell: Any) -> None:
     import warnings
 
-    from persistent_kernel.settings import WarningsFilters
+    from persistent_kernel.settingspython import WarningsFilters
 
     provider = WarningsFilters()
     provider.rebase(shell)

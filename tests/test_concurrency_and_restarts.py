@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import check_store, crash_and_restart, run
+from .kernels import check_store, crash_and_restart, run, start_and_restore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.durability, pytest.mark.sessions]
 
 
 def test_a_second_kernel_on_a_session_is_told_and_never_writes_to_it(kernel, pk_home: Path) -> None:
@@ -83,8 +83,7 @@ def test_a_variable_whose_module_was_removed_costs_only_itself(kernel, tmp_path:
     (library / "gonelib.py").unlink()  # uninstalled while the kernel was down
     for cache in library.glob("__pycache__/gonelib*"):
         cache.unlink()
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert "Could not rebuild" in summary and "thing" in summary and "Thing" in summary
     assert k.evaluate("(plain, 'thing' in globals())") == "({'kept': True}, False)"
     run(k, "after = 1")  # the session goes on
@@ -99,8 +98,7 @@ def test_a_variable_whose_own_module_file_was_deleted_comes_back_with_the_sessio
     run(k, "import sys; sys.path.insert(0, '.')\nfrom gonelib import Thing\nthing = Thing()\nplain = {'kept': True}")
     k.kill()
     (tmp_path / "gonelib.py").unlink()
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert "gonelib.py changed since (the file is gone); the session's code is kept" in summary, summary
     assert k.evaluate("(plain, thing.v, isinstance(thing, Thing))") == "({'kept': True}, 7, True)"
 

@@ -12,7 +12,7 @@ import pytest
 
 from persistent_kernel import KERNEL_NAME
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.protocol]
 
 
 class PersistentKernelConformance(jupyter_kernel_test.KernelTests):

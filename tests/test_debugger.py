@@ -17,9 +17,9 @@ import pytest
 
 from persistent_kernel.driver import KernelDriver
 
-from .conftest import crash_and_restart, run
+from .kernels import crash_and_restart, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.protocol]
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60

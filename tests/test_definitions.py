@@ -19,17 +19,18 @@ from typing import Any
 
 import pytest
 
+from persistent_kernel.definitionindex import DefinitionIndex, defined_names
+from persistent_kernel.definitionreplay import DefinitionReplayer
 from persistent_kernel.definitions import (
-    DefinitionIndex,
-    DefinitionReplayer,
     apply_definition_state,
-    defined_names,
     definition_state,
     resolving,
 )
 from persistent_kernel.serialize import dumps, loads
 
-from .conftest import check_store, run
+from .kernels import check_store, crash_and_restart, kill_and_start, run
+
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 
 class _Shell:
@@ -342,9 +343,7 @@ def test_every_construct_held_every_way_survives_sigkill(kernel, pk_home) -> Non
     run(driver, "pass")
     before = {name: driver.execute(probe).stdout for name, _cells, probe in scenarios}
     assert all(out.strip() for out in before.values())
-    driver.kill()
-    driver.start()
-    summary = driver.execute("pass").said
+    summary = crash_and_restart(driver)
     assert "Restored session" in summary
     after = {name: driver.execute(probe).stdout for name, _cells, probe in scenarios}
     different = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
@@ -368,8 +367,7 @@ def test_a_checkpoint_runs_no_user_code(kernel) -> None:
         assert driver.execute("plugins.append(CSV()); len(REGISTRY)").stdout == ""
     probe = "print(sorted(REGISTRY), REGISTRY['CSV'] is CSV, type(plugins[0]) is CSV, isinstance(plugins[1], Plugin), len(plugins))"
     before = driver.execute(probe).stdout
-    driver.kill()
-    driver.start()
+    kill_and_start(driver)
     restored = driver.execute("pass")
     assert "registered" not in restored.stdout  # the replay of the definitions printed nothing
     assert driver.execute(probe).stdout == before == "['CSV', 'Plugin'] True True True 5\n"
@@ -412,8 +410,7 @@ def test_shared_closure_cells_and_stateful_decorators_survive_sigkill(kernel) ->
         def _(x: int): return 'int'
         """,
     )
-    driver.kill()
-    driver.start()
+    kill_and_start(driver)
     out = driver.execute("deposit(5); print(get_balance(), square.seen, p(), square.seen, show(1), show('a'))")
     assert out.stdout == "15 2 25 3 int any\n", out.stderr
 

@@ -12,9 +12,7 @@ quit with Ctrl-D and "y", and a new console starts a new kernel on the session.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from .e2e_helpers import (  # noqa: F401 - timed_e2e is an autouse fixture
     alive,
     artifacts_dir,
     jupyter_env,
+    kill_9,
     kill_all_with_arg,
     pids_with_arg,
     require_modules,
@@ -178,8 +177,7 @@ def test_kill_9_under_jupyter_console_restores_the_session(consoles: Consoles) -
     # The console started that kernel: the pid is the process with a connection file in our runtime dir.
     assert consoles.kernel_pids() == [pid]
 
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not alive(pid), 30, f"kernel {pid} to die")
+    kill_9(pid)
     first.quit()
     assert consoles.kernel_pids() == [], "a kernel outlived the first console"
 

@@ -41,11 +41,11 @@ from .e2e_helpers import (  # noqa: F401 - timed_e2e is an autouse fixture
     KERNEL_NAME,
     REPO,
     SUMMARY,
-    alive,
     artifacts_dir,
     copy_artifact,
     free_port,
     jupyter_env,
+    kill_9,
     kill_all_with_arg,
     pids_with_arg,
     require,
@@ -346,8 +346,7 @@ def test_kill_9_in_jupyterlab_restores_the_notebook(lab: Lab, page: Any) -> None
         (session,) = lab.api("/api/sessions")
         assert session["path"] == NOTEBOOK and session["kernel"]["id"] == kernel["id"]
 
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not alive(pid), 30, f"kernel {pid} to die")
+        kill_9(pid)
 
         # jupyter_server's restarter starts a new process for the same kernel id (and
         # the same notebook session); JupyterLab 4.6 says "The kernel for poker.ipynb
@@ -456,8 +455,7 @@ def test_kill_9_in_notebook7_restores_the_notebook(notebook7: Lab, page: Any) ->
         pid = int(re.search(r"(\d+)\s*$", ui.output(pid_cell)).group(1))
         assert server.kernel_pids(kernel["id"]) == [pid]
 
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not alive(pid), 30, f"kernel {pid} to die")
+        kill_9(pid)
         wait_until(lambda: [p for p in server.kernel_pids(kernel["id"]) if p != pid], 90, "jupyter_server to restart the kernel")
         ui.dismiss_dialogs()
 

@@ -18,10 +18,10 @@ import pytest
 
 from persistent_kernel.driver import KernelDriver
 
-from .conftest import check_store, crash_and_restart, run
+from .kernels import check_store, crash_and_restart, kill_and_start, run
 
 pytest.importorskip("ipywidgets")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.durability]
 
 SLIDER = """
 import ipywidgets as widgets
@@ -125,8 +125,7 @@ def test_a_slider_callback_survives_a_kill_and_history_names_it(kernel, pk_home:
     slider = model_id(k, "slider")
     drag(k, slider, 64)
     assert k.evaluate("(best, tuned)") == "(64, [5, 17, 42, 64])"
-    k.kill()
-    k.start()
+    kill_and_start(k)
     assert k.evaluate("(best, tuned)") == "(64, [5, 17, 42, 64])"
 
 

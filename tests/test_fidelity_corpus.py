@@ -26,6 +26,8 @@ from .fidelity.scenarios import CLASSES, SCENARIOS, by_name, problems, sizes
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import fidelity as runner
 
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
+
 PER_CLASS = 12  # scenarios of each class in the sample (spread over the class): 144 scenarios, ~2 min on 2 cores
 
 

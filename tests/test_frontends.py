@@ -39,17 +39,10 @@ from persistent_kernel.identity import (
 )
 from persistent_kernel.session import notebook_session
 
-from .conftest import run
 from .e2e_helpers import free_port, jupyter_env, require_modules, wait_until
+from .kernels import kernel_env, kill_and_start, run
 
-pytestmark = pytest.mark.slow
-
-
-def base_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("JPY_SESSION_NAME", "PERSISTENT_KERNEL_SESSION", "PERSISTENT_KERNEL_NOTEBOOK")}
-    env["PERSISTENT_KERNEL_HOME"] = str(home)
-    env.update(extra)
-    return env
+pytestmark = [pytest.mark.slow, pytest.mark.sessions]
 
 
 def vscode_startup(notebook: Path) -> str:
@@ -149,10 +142,9 @@ def test_jupyter_server_kernel_is_its_notebook_and_says_so(start: Callable[[dict
     notebook.parent.mkdir()
     # The driver passes env to jupyter_client, which writes JPY_SESSION_NAME into the
     # connection file as jupyter_session: what jupyter_server does for a notebook.
-    k = start(base_env(home, JPY_SESSION_NAME=str(notebook)), notebook.parent)
+    k = start(kernel_env(home, JPY_SESSION_NAME=str(notebook)), notebook.parent)
     run(k, "rows = [1, 2, 3]")
-    k.kill()
-    k.start()
+    kill_and_start(k)
     first = k.execute("sum(rows)")
     assert first.result == "6" and "Restored session 'analysis.ipynb'" in first.notice
     status = k.execute("%persist status").text
@@ -160,11 +152,10 @@ def test_jupyter_server_kernel_is_its_notebook_and_says_so(start: Callable[[dict
 
 
 def test_restore_summary_is_a_notice_not_an_error(start: Callable[[dict[str, str], Path], KernelDriver], tmp_path: Path) -> None:
-    k = start(base_env(tmp_path / "pk", PERSISTENT_KERNEL_SESSION="notice"), tmp_path)
+    k = start(kernel_env(tmp_path / "pk", PERSISTENT_KERNEL_SESSION="notice"), tmp_path)
     run(k, "a = 1")
     run(k, "import math\nb = math.sqrt(16)")
-    k.kill()
-    k.start()
+    kill_and_start(k)
     first = k.execute("a + b")
     assert first.result == "5.0"
     assert first.stderr == ""  # not on stderr: JupyterLab draws stderr as an error
@@ -178,15 +169,14 @@ def test_vscode_notebooks_in_one_folder_never_share_a_session(start: Callable[[d
     home, folder = tmp_path / "pk", tmp_path / "project"
     folder.mkdir()
     a, b = folder / "a.ipynb", folder / "b.ipynb"
-    env = base_env(home)  # VS Code sets no session name; its kernels start in the notebook's folder
+    env = kernel_env(home)  # VS Code sets no session name; its kernels start in the notebook's folder
     ka = start(env, folder)
     ka.kc.kernel_info(reply=True, timeout=30)  # what a frontend sends before it names nothing
     ka.kc.complete("impor", 5, reply=True, timeout=30)
     assert sessions(home) == []  # nothing of any session touched before the first execution
     assert run(ka, vscode_startup(a), store_history=False).notice == ""  # a new session: nothing to restore
     run(ka, "x = 'from a'")
-    ka.kill()
-    ka.start()
+    kill_and_start(ka)
     assert sessions(home) == [notebook_session(a)[0]]
     run(ka, vscode_startup(a), store_history=False)
     first = ka.execute("x")
@@ -207,10 +197,9 @@ def test_vscode_notebooks_in_one_folder_never_share_a_session(start: Callable[[d
 def test_vscode_restore_comes_before_the_first_execution_runs(start: Callable[[dict[str, str], Path], KernelDriver], tmp_path: Path) -> None:
     """The first execution is run on the restored namespace (it may use it), and is journaled after it."""
     home, nb = tmp_path / "pk", tmp_path / "n.ipynb"
-    k = start(base_env(home), tmp_path)
+    k = start(kernel_env(home), tmp_path)
     run(k, vscode_startup(nb) + "counter = globals().get('counter', 0) + 1\n", store_history=False)
-    k.kill()
-    k.start()
+    kill_and_start(k)
     again = run(k, vscode_startup(nb) + "counter = globals().get('counter', 0) + 1\n", store_history=False)
     assert again.notice == ""  # VS Code shows nothing of its own executions: the notice waits for a cell
     assert k.evaluate("counter") == "2"
@@ -219,7 +208,7 @@ def test_vscode_restore_comes_before_the_first_execution_runs(start: Callable[[d
 
 def test_nbclient_child_of_a_notebook_kernel_gets_a_fresh_session(start: Callable[[dict[str, str], Path], KernelDriver], tmp_path: Path) -> None:
     home, notebook = tmp_path / "pk", tmp_path / "parent.ipynb"
-    parent = start(base_env(home, JPY_SESSION_NAME=str(notebook)), tmp_path)
+    parent = start(kernel_env(home, JPY_SESSION_NAME=str(notebook)), tmp_path)
     run(parent, "x = 'parent'")
     # papermill and `jupyter execute` run notebooks through nbclient, which starts the
     # kernel with jupyter_client without an env: the child inherits JPY_SESSION_NAME.
@@ -241,8 +230,7 @@ def test_nbclient_child_of_a_notebook_kernel_gets_a_fresh_session(start: Callabl
     assert [s for s in sessions(home) if s.startswith("run-")], sessions(home)
     # The parent's session is the parent's alone: still on, and it restores.
     assert "Persistence:     on" in parent.execute("%persist status").text
-    parent.kill()
-    parent.start()
+    kill_and_start(parent)
     assert parent.execute("x").result == "'parent'" and parent.execute("'y' in dir()").result == "False"
 
 
@@ -256,13 +244,13 @@ def test_jupyter_execute_in_a_notebook_terminal_and_a_named_notebook(start: Call
     nb.metadata.kernelspec = {"name": KERNEL_NAME, "display_name": DISPLAY_NAME, "language": "python"}
     nbformat.write(nb, target)
     jupyter = [sys.executable, "-m", "jupyter", "execute", "--kernel_name", KERNEL_NAME, str(target)]
-    done = subprocess.run(jupyter, env=base_env(home, JPY_SESSION_NAME=str(other)), cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(jupyter, env=kernel_env(home, JPY_SESSION_NAME=str(other)), cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert notebook_session(other)[0] not in sessions(home) and any(s.startswith("run-") for s in sessions(home))
 
-    done = subprocess.run(jupyter, env=base_env(home, PERSISTENT_KERNEL_NOTEBOOK=target.name), cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(jupyter, env=kernel_env(home, PERSISTENT_KERNEL_NOTEBOOK=target.name), cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    lab = start(base_env(home, JPY_SESSION_NAME=str(target)), tmp_path)
+    lab = start(kernel_env(home, JPY_SESSION_NAME=str(target)), tmp_path)
     first = lab.execute("result")
     assert first.result == "42" and "Restored session 'pipeline.ipynb'" in first.notice
 
@@ -271,18 +259,16 @@ def test_voila_dashboard_does_not_restore(start: Callable[[dict[str, str], Path]
     home = tmp_path / "pk"
     # What Voila's handler puts in the kernel's environment (voila/handler.py), over the server's own.
     voila = {"SERVER_SOFTWARE": "voila/0.5.13", "VOILA_PREHEAT": "False", "VOILA_BASE_URL": "/", "JPY_SESSION_NAME": str(tmp_path / "dash.ipynb")}
-    k = start(base_env(home, **voila), tmp_path)
+    k = start(kernel_env(home, **voila), tmp_path)
     run(k, "visitor = 'first'")
     assert "Voila dashboard" in k.execute("%persist status").text
-    k.kill()
-    k.start()
+    kill_and_start(k)
     first = k.execute("'visitor' in dir()")
     assert first.result == "False" and first.notice == "" and first.stderr == ""
     assert sessions(home) == []
-    named = start(base_env(home, PERSISTENT_KERNEL_SESSION="board", **voila), tmp_path)
+    named = start(kernel_env(home, PERSISTENT_KERNEL_SESSION="board", **voila), tmp_path)
     run(named, "visitor = 'kept'")
-    named.kill()
-    named.start()
+    kill_and_start(named)
     assert named.execute("visitor").result == "'kept'"
 
 

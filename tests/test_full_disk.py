@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from persistent_kernel.driver import KernelDriver
-from persistent_kernel.session import resolve_session
-from persistent_kernel.store import Store
 
-pytestmark = pytest.mark.slow
+from .kernels import kernel_env, open_store, stop, store_path, store_problems
+
+pytestmark = [pytest.mark.slow, pytest.mark.durability, pytest.mark.robustness]
 
 SESSION = "full-disk"
 MIB = 1024**2
@@ -54,16 +54,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("JPY_SESSION_NAME", "PERSISTENT_KERNEL_SESSION")}
-    env.update(PERSISTENT_KERNEL_HOME=str(home), PERSISTENT_KERNEL_SESSION=SESSION)
-    return env
-
-
-def _store_path(home: Path) -> Path:
-    return resolve_session({"PERSISTENT_KERNEL_HOME": str(home), "PERSISTENT_KERNEL_SESSION": SESSION}).store_path
-
-
 def _fill(path: Path) -> int:
     """Take every free byte of the file system with one file; returns its size."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -92,7 +82,7 @@ class Session:
     """One kernel at a time on the session, and every cell's stderr so far."""
 
     def __init__(self, home: Path, cwd: Path) -> None:
-        self.driver = KernelDriver(env=_env(home), cwd=str(cwd))
+        self.driver = KernelDriver(env=kernel_env(home, SESSION), cwd=str(cwd))
         self.stderr: list[str] = []
 
     def start(self) -> Session:
@@ -132,11 +122,7 @@ class Session:
         self.driver.kill()
 
     def stop(self) -> None:
-        if self.driver.km is not None:
-            try:
-                self.driver.shutdown()
-            except Exception:  # noqa: BLE001 - a kernel that will not shut down is killed
-                self.driver.km.shutdown_kernel(now=True)
+        stop(self.driver)
 
 
 @pytest.fixture
@@ -148,16 +134,8 @@ def session(small_disk: Path, tmp_path: Path) -> Iterator[Session]:
         s.stop()
 
 
-def _check_store(home: Path) -> list[str]:
-    store = Store(_store_path(home), sync_interval=0)  # not the owner: changes nothing
-    try:
-        return store.check()
-    finally:
-        store.close()
-
-
 def _statuses(home: Path) -> dict[str, list[str]]:
-    store = Store(_store_path(home), sync_interval=0)
+    store = open_store(home, SESSION)
     try:
         found: dict[str, list[str]] = {}
         for record in store.records():
@@ -168,12 +146,12 @@ def _statuses(home: Path) -> dict[str, list[str]]:
 
 
 def _temporary_files(home: Path) -> list[str]:
-    blobs = _store_path(home) / "blobs"
+    blobs = store_path(home, SESSION) / "blobs"
     return sorted(p.name for p in blobs.iterdir() if p.name.startswith(".")) if blobs.is_dir() else []
 
 
 def _large_files(home: Path) -> dict[str, int]:
-    blobs = _store_path(home) / "blobs"
+    blobs = store_path(home, SESSION) / "blobs"
     return {p.name: p.stat().st_size for p in blobs.iterdir() if not p.name.startswith(".")} if blobs.is_dir() else {}
 
 
@@ -226,7 +204,7 @@ def test_a_full_disk_is_told_once_leaves_no_half_record_and_persistence_resumes(
     assert 24_000_000 in _large_files(home).values() and len(_large_files(home)) == 2  # big (factor 2) landed now
 
     s.kill()
-    assert _check_store(home) == []
+    assert store_problems(home, SESSION) == []
     s.stderr.clear()
     s.start()
     s.run("pass")
@@ -246,7 +224,7 @@ def test_a_full_disk_is_told_once_leaves_no_half_record_and_persistence_resumes(
 def test_a_kernel_killed_while_the_disk_is_full_leaves_a_sound_store(session: Session, small_disk: Path) -> None:
     s, home, filler = _start_then_fill_the_disk_with_work(session, small_disk)
     s.kill()
-    assert _check_store(home) == []  # no half record, no version claiming a file that is not whole
+    assert store_problems(home, SESSION) == []  # no half record, no version claiming a file that is not whole
 
     filler.unlink()
     s.stderr.clear()
@@ -261,7 +239,7 @@ def test_a_kernel_killed_while_the_disk_is_full_leaves_a_sound_store(session: Se
     assert "running when the kernel died" not in summary, summary
     assert "could not be rebuilt" not in summary, summary
     s.kill()
-    assert _check_store(home) == []
+    assert store_problems(home, SESSION) == []
     statuses = _statuses(home)
     assert "died" not in statuses and "started" not in statuses, statuses
 

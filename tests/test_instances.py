@@ -18,7 +18,8 @@ import types
 
 import pytest
 
-from persistent_kernel.definitions import DefinitionIndex, resolving
+from persistent_kernel.definitionindex import DefinitionIndex
+from persistent_kernel.definitions import resolving
 from persistent_kernel.serialize import Unserializable, dumps, loads
 from persistent_kernel.tracking import reachable_ids
 

@@ -148,3 +148,30 @@ def test_a_failed_fsync_is_told_once_and_shown_in_status(tmp_path: Path) -> None
         assert "DEGRADED - the fsync of data.mdb failed" in format_status({**journal.status(), "variables": []})
     finally:
         journal.close()
+
+
+def test_an_unreadable_store_is_set_aside_while_this_kernel_still_holds_the_lock(tmp_path: Path, monkeypatch) -> None:
+    # Released before the rename, another kernel waiting for the lock could open the
+    # unreadable store in that instant; the lock must be held until it has moved.
+    from persistent_kernel.opening import StoreOpener
+
+    j = make_journal(tmp_path)
+    where = j.session.store_path
+    where.mkdir(parents=True)
+    (where / "data.mdb").write_bytes(b"\x00garbage" * 4096)
+    seen = []
+    set_aside = StoreOpener.set_aside
+
+    def probing(opener):
+        probe = "import sys; from pathlib import Path; from persistent_kernel.lock import SessionLock; print(SessionLock(Path(sys.argv[1])).is_held())"
+        seen.append(subprocess.run([sys.executable, "-c", probe, str(where)], capture_output=True, text=True, check=True).stdout.strip())
+        return set_aside(opener)
+
+    monkeypatch.setattr(StoreOpener, "set_aside", probing)
+    assert j.open()
+    try:
+        assert seen == ["True"]
+        [notice] = j.take_notices()
+        assert "It was moved to" in notice
+    finally:
+        j.close()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import check_store, crash_and_restart, run
+from .kernels import check_store, crash_and_restart, kill_and_start, run, start_and_restore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fidelity]
 
 
 def test_scalars_and_containers_come_back(kernel, pk_home: Path) -> None:
@@ -94,8 +94,7 @@ def test_cell_that_kills_its_own_kernel_is_not_replayed(kernel, pk_home: Path) -
     while k.km.is_alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not k.km.is_alive(), f"kernel {pid} should have died"
-    k.kill()
-    k.start()
+    kill_and_start(k)
     first = k.execute("before")
     assert first.result == "'safe'"
     assert "Cell [2] was running when the kernel died and was not replayed" in first.said
@@ -148,8 +147,7 @@ def test_restore_shows_nothing_but_the_summary(kernel) -> None:
     run(k, "!echo from a shell")
     run(k, "import os; os.system('echo from a subprocess'); 'a result'")
     run(k, "1 / 0") if False else k.execute("1 / 0")
-    k.kill()
-    k.start()
+    kill_and_start(k)
     assert k.startup_output == []
     first = k.execute("'first'")
     assert first.stdout == "" and first.displays == [] and first.results == ["'first'"]
@@ -161,8 +159,7 @@ def test_execution_count_and_input_history_continue(kernel) -> None:
     k = kernel()
     for code in ("a = 1", "b = 2", "a + b"):
         run(k, code)
-    k.kill()
-    k.start()
+    kill_and_start(k)
     result = k.execute("In[3], _i")
     assert result.execution_count == 4
     assert result.result == "('a + b', 'a + b')"
@@ -386,8 +383,7 @@ def test_a_cell_replayed_for_another_name_does_not_change_a_value_rebuilt_from_a
     time.sleep(1.0)  # lets the write of [4] land
     run(k, "big = big * 2")
     k.kill()  # at once: the write of [5]'s value has not landed
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert k.evaluate("(float(big[7]), float(big.sum()) == 6.0 * 3_000_000)") == "(6.0, True)", summary
 
 
@@ -400,8 +396,7 @@ def test_a_replayed_cell_reading_an_unstorable_object_deleted_since(kernel) -> N
     run(k, "g = g\nbig[0:10] += 4")
     run(k, "del g")
     k.kill()  # the write of [3]'s value may not have landed: the restore starts from [2]
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert "failed during replay" not in summary, summary
     assert k.evaluate("(float(big[0]), float(big[10]), 'g' in globals())") == "(5.0, 1.0, False)"
 

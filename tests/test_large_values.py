@@ -13,20 +13,13 @@ from pathlib import Path
 import pytest
 
 from persistent_kernel.restore import state_as_of
-from persistent_kernel.session import resolve_session
-from persistent_kernel.store import Store, is_landed
 
-from .conftest import check_store, crash_and_restart, run
+from .kernels import check_store, crash_and_restart, open_store, run, start_and_restore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.durability]
 
 # 1 MiB: tests stay small; written in the background (not before the reply), so a kill can find a write in flight.
 SMALL_THRESHOLD = ["--PersistentKernel.large_blob_bytes=1048576", "--PersistentKernel.land_before_reply_bytes=0"]
-
-
-def open_store(pk_home: Path, session: str = "test-session") -> Store:
-    path = resolve_session({"PERSISTENT_KERNEL_HOME": str(pk_home), "PERSISTENT_KERNEL_SESSION": session}).store_path
-    return Store(path, sync_interval=0)
 
 
 def wait_until_written(k) -> None:
@@ -94,9 +87,9 @@ def test_a_value_changed_while_it_is_written_is_never_taken_for_a_version(kernel
         for blob in store.files.digests():
             assert xxhash.xxh3_128_digest(store.files.path(blob).read_bytes()) == blob
         # Time travel to the dropped version says what happened to it.
-        torn = [p for p in store.name_history("big") if store.version(bytes.fromhex(p["version"])).get("dropped")]
+        torn = [p for p in store.name_history("big") if store.version(p.version_key).dropped]
         assert len(torn) == 1
-        _values, missing = state_as_of(store, torn[0]["seq"])
+        _values, missing = state_as_of(store, torn[0].seq)
         assert "never reached the disk" in missing["big"] and "changed while it was being written" in missing["big"]
     finally:
         store.close()
@@ -116,13 +109,13 @@ def test_history_budget_prunes_old_versions_never_the_latest(kernel, pk_home: Pa
         assert on_disk <= 20_000_000 + 8_000_000 + 4096
         assert store.check() == []
         history = store.name_history("big")
-        latest = store.version(bytes.fromhex(history[-1]["version"]))
-        assert is_landed(latest)
-        first = store.version(bytes.fromhex(history[0]["version"]))
-        assert first.get("pruned")
-        values, missing = state_as_of(store, history[0]["seq"])
+        latest = store.version(history[-1].version_key)
+        assert latest.is_landed
+        first = store.version(history[0].version_key)
+        assert first.pruned
+        values, missing = state_as_of(store, history[0].seq)
         assert "big" not in values and "pruned" in missing["big"]
-        values, missing = state_as_of(store, history[-1]["seq"])
+        values, missing = state_as_of(store, history[-1].seq)
         assert float(values["big"][0]) == 6.0
     finally:
         store.close()
@@ -242,8 +235,7 @@ def test_large_values_no_replay_could_make_again_are_durable_before_the_reply(ke
     run(k, NON_REPRODUCIBLE)
     k.kill()  # at once: nothing is left to land
     (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert "replayed" not in summary and "Not exact" not in summary, summary
     assert k.execute(PROBE).stdout == "True\n"
 
@@ -258,8 +250,7 @@ def test_a_value_lost_in_its_landing_window_that_replay_cannot_make_again_is_nam
     assert k.evaluate("get_ipython().kernel.journal.writer.pending") != "0"  # the kill lands mid-write
     k.kill()
     (tmp_path / "input.bin").write_bytes(os.urandom(2 * 1024**2))
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     for name in ("from_urandom", "from_fresh_rng", "from_clock", "from_file"):
         assert name in summary.split("Not exact:")[1], summary
     assert k.execute(PROBE).stdout == "False\n"

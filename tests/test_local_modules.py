@@ -11,7 +11,9 @@ import pytest
 
 from persistent_kernel.localmodules import LocalModuleTracker, restore_local_modules
 
-from .conftest import run
+from .kernels import run, start_and_restore
+
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 
 def _write(path: Path, text: str) -> None:
@@ -89,8 +91,7 @@ def test_modules_edited_while_the_kernel_was_dead(kernel, tmp_path: Path) -> Non
     _write(tmp_path / "shapes.py", "SCALE = 5\ndef scale(x): return -x\nclass Box:\n    def __init__(self, v): self.v = v\n    def doubled(self): return 0\n")
     _write(tmp_path / "toolkit" / "ops.py", "def add(a, b): return a * b\n")
     (tmp_path / "gone.py").unlink()
-    driver.start()
-    summary = driver.execute("pass").said
+    summary = start_and_restore(driver)
     for changed in ("shapes.py", "ops.py", "gone.py"):
         assert f"{changed} changed since" in summary, summary
     assert "untouched.py" not in summary and "__init__.py" not in summary

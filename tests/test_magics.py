@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from persistent_kernel.driver import KernelDriver
+from .kernels import check_store, crash_and_restart, run, start_and_restore, store_path
 
-from .conftest import check_store, crash_and_restart, run
-
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fidelity]
 
 
 def test_history_lists_cells_with_what_each_changed(kernel) -> None:
@@ -82,7 +80,7 @@ def test_checkout_of_a_missing_or_unfinished_cell_says_why_and_changes_nothing(k
     assert k.evaluate("x") == "1"
 
 
-def test_exclude_keeps_a_value_out_of_the_store_and_says_what_came_back(kernel, session_env, tmp_path: Path) -> None:
+def test_exclude_keeps_a_value_out_of_the_store_and_says_what_came_back(kernel, pk_home: Path, tmp_path: Path) -> None:
     k = kernel()
     run(k, "token = 'hunter2'")  # [1]
     excluded = k.execute("%persist exclude token 'scratch_*'").stdout  # [2]
@@ -93,11 +91,10 @@ def test_exclude_keeps_a_value_out_of_the_store_and_says_what_came_back(kernel, 
     status = k.execute("%persist status").text
     assert re.search(r"token +str .*excluded", status) and "Excluded:" in status
     k.kill()
-    store_dir = Path(session_env()["PERSISTENT_KERNEL_HOME"]) / "sessions" / "test-session"
+    store_dir = store_path(pk_home)
     stored = b"".join(p.read_bytes() for p in store_dir.rglob("*") if p.is_file() and p.name != "kernel.lock")
     assert b"sk-live-1234" not in stored  # the value after the exclusion never reached the disk
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert "Excluded from persistence (%persist exclude): recomputed by replay: scratch_a, token;" in summary
     assert "scratch_slow (not restored: its cells took 2.5 s to run)" in summary
     assert k.evaluate("(token, scratch_a, 'scratch_slow' in globals())") == "('sk-live-1234', [0, 1, 2], False)"
@@ -152,15 +149,13 @@ def test_help_explains_every_subcommand(kernel) -> None:
         assert f"%persist {command}" in page
 
 
-def test_a_long_restore_reports_progress_in_the_log_and_the_summary(session_env, tmp_path: Path) -> None:
+def test_a_long_restore_reports_progress_in_the_log_and_the_summary(kernel, tmp_path: Path) -> None:
     log = tmp_path / "kernel.log"
     with log.open("w") as sink:
-        k = KernelDriver(env=session_env("slow"), cwd=str(tmp_path), kernel_log=sink).start()
-        try:
-            run(k, "import time\ntime.sleep(2.5)\nslow = (i for i in range(3))")  # a generator: replayed
-            summary = crash_and_restart(k)
-        finally:
-            k.shutdown()
+        k = kernel("slow", kernel_log=sink)
+        run(k, "import time\ntime.sleep(2.5)\nslow = (i for i in range(3))")  # a generator: replayed
+        summary = crash_and_restart(k)
+        k.shutdown()
     assert re.search(r"in \d+\.\d s \(.*replaying \d+\.\d s\)", summary), summary
     assert "restoring the session: replaying" in log.read_text()
 

@@ -46,6 +46,7 @@ def test_pip_installed_kernelspec_is_registered() -> None:
     assert spec.argv[1:3] == ["-m", "persistent_kernel.launcher"]
 
 
+@pytest.mark.fidelity
 def test_demo_kills_and_restores_the_poker_table() -> None:
     done = subprocess.run([sys.executable, "-m", "persistent_kernel", "demo"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -42,7 +42,7 @@ from nbformat import NotebookNode
 
 from persistent_kernel import KERNEL_NAME
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fidelity]
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 DEMOS = ["poker_table", "crash_recovery", "time_travel"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from persistent_kernel.driver import KernelDriver
+from .kernels import crash_and_restart, run
 
-from .conftest import run
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 CELLS = [
     "import numpy as np, pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3]})\nitems = [1, 2]\nlabel = 'x'",
@@ -28,20 +28,16 @@ PROBE = (
 
 
 @pytest.mark.slow
-def test_results_come_back_as_the_user_left_them(kernel, tmp_path) -> None:
-    stock = KernelDriver("python3", cwd=str(tmp_path)).start()
-    try:
-        for cell in CELLS:
-            run(stock, cell)
-        expected = stock.execute(PROBE).stdout
-    finally:
-        stock.shutdown()
+def test_results_come_back_as_the_user_left_them(kernel) -> None:
+    stock = kernel(kernel_name="python3")
+    for cell in CELLS:
+        run(stock, cell)
+    expected = stock.execute(PROBE).stdout
+    stock.shutdown()
     driver = kernel()
     for cell in CELLS:
         run(driver, cell)
-    driver.kill()
-    driver.start()
-    summary = driver.execute("pass").said
+    summary = crash_and_restart(driver)
     assert "Not kept: Out[8] (cannot be stored" in summary and "Out[9] (too large to keep" in summary, summary
     assert driver.execute(PROBE).stdout == expected
     assert expected.startswith("True [1, 2] False DataFrame (8, 1) 42")

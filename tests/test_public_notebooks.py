@@ -24,6 +24,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import public_notebooks as runner
 
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
+
 # Notebook → the cells after which the kernel is SIGKILLed: fixed (not drawn) so that a
 # failure names the same cell on every machine; each one lands where a restore has work.
 KILL_POINTS = {

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from persistent_kernel.driver import KernelDriver
+from .kernels import crash_and_restart, run
 
-from .conftest import run
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 
 @pytest.mark.slow
@@ -32,9 +32,7 @@ def test_threads_a_replayed_cell_starts_do_not_overwrite_the_restore(kernel) -> 
     for w in range(3):
         run(driver, "workers[%d].join()" % w)
     run(driver, "flag = 'cell'; log.append('cell')")
-    driver.kill()
-    driver.start()
-    summary = driver.execute("pass").said
+    summary = crash_and_restart(driver)
     assert "Recomputed" in summary and "workers" in summary
     time.sleep(1.0)  # longer than any replayed thread runs
     assert driver.execute("print(flag, log, [w.is_alive() for w in workers])").stdout == (
@@ -46,9 +44,7 @@ def test_threads_a_replayed_cell_starts_do_not_overwrite_the_restore(kernel) -> 
 def test_a_thread_still_running_after_the_wait_is_named(kernel) -> None:
     driver = kernel()
     run(driver, "import threading\nstop = threading.Event()\nforever = threading.Thread(target=stop.wait, name='forever')\nforever.start()")
-    driver.kill()
-    driver.start()
-    summary = driver.execute("pass").said
+    summary = crash_and_restart(driver)
     assert "thread forever (started again by a replayed cell and still running" in summary
     run(driver, "stop.set(); forever.join(5)")
 
@@ -104,15 +100,13 @@ def test_objects_rebuilt_by_replay_share_the_restored_objects(kernel, tmp_path) 
     cells = setup + [cell for scenario_cells, _probe in scenarios for cell in scenario_cells]
     probes = [probe for _cells, probe in scenarios]
 
-    stock = KernelDriver("python3", cwd=str(tmp_path)).start()
-    try:
-        for cell in cells:
-            run(stock, cell)
-        expected = [stock.execute(probe) for probe in probes]
-        assert all(out.status == "ok" and out.stdout for out in expected), [out.evalue for out in expected]
-        expected = [out.stdout for out in expected]
-    finally:
-        stock.shutdown()
+    stock = kernel(kernel_name="python3")
+    for cell in cells:
+        run(stock, cell)
+    expected = [stock.execute(probe) for probe in probes]
+    assert all(out.status == "ok" and out.stdout for out in expected), [out.evalue for out in expected]
+    expected = [out.stdout for out in expected]
+    stock.shutdown()
 
     driver = kernel()
     for cell in cells:
@@ -122,9 +116,7 @@ def test_objects_rebuilt_by_replay_share_the_restored_objects(kernel, tmp_path) 
         f"import numpy as np\nmapped = np.memmap({str(tmp_path / 'm.bin')!r}, dtype='int64', mode='w+', shape=(8,))\n"
         "mapped[:] = np.arange(8); mapped.flush()",
     )
-    driver.kill()
-    driver.start()
-    summary = driver.execute("pass").said
+    summary = crash_and_restart(driver)
     assert "Not exact" not in summary, summary
     assert [driver.execute(probe).stdout for probe in probes] == expected
     # The memmap writes to its file again (never truncated, same shape and offset).

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run
+from .kernels import crash_and_restart, run
+
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 DETECTIONS = (
     "import pandas as pd\n"
@@ -34,8 +36,6 @@ def test_libraries_imported_by_the_restore_see_a_kernel(kernel) -> None:
     # Nothing imported by name: the restore imports pandas and tqdm to unpickle these values.
     run(driver, "import numpy, pandas, tqdm.auto\nwide = pandas.DataFrame(numpy.arange(60).reshape(2, 30))\nbar_class = tqdm.auto.tqdm")
     run(driver, "del numpy, pandas, tqdm")
-    driver.kill()
-    driver.start()
-    assert "Restored session" in driver.execute("pass").said
+    assert "Restored session" in crash_and_restart(driver)
     assert driver.execute(DETECTIONS).stdout == expected
     assert expected.startswith("20 80 True True")  # a kernel's defaults, not a terminal's

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import check_store, crash_and_restart, run
+from .kernels import check_store, crash_and_restart, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fidelity]
 
 
 def test_held_locks_come_back_released(kernel, pk_home: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import crash_and_restart, run
+from .kernels import crash_and_restart, run, start_and_restore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.robustness]
 
 
 def test_unencodable_values_never_stop_a_reply(kernel) -> None:
@@ -92,8 +92,7 @@ def test_a_load_that_kills_the_restore_is_retried_once_then_rebuilt_by_replay(ke
         with pytest.raises(RuntimeError):
             k.start()  # once may be an impatient kill; twice is the load's doing
         k.kill()
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert k.evaluate("(safe, b.armed)") == "('kept', True)"
     assert "Recomputed b by replaying cell [1]." in summary
 
@@ -247,8 +246,7 @@ def test_a_value_whose_load_raises_systemexit_costs_only_itself(kernel, tmp_path
     run(k, "import sys\nsys.path.insert(0, '.')\nimport bye\nfarewell = bye.Bye()\nkept = [1, 2]")
     k.kill()
     (tmp_path / "trap").write_text("")
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert "Restored session" in summary and "could not be fully restored" not in summary, summary
     assert k.evaluate("kept") == "[1, 2]"
     # The value is rebuilt by replay where that works; its load is named either way.

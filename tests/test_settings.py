@@ -21,9 +21,20 @@ import pytest
 
 from persistent_kernel import settings as st
 from persistent_kernel.context import ProcessContextTracker, apply_process_context
-from persistent_kernel.driver import KernelDriver
+from persistent_kernel.provider import Provider
+from persistent_kernel.settingsipython import (
+    AutoreloadMode,
+    DirectoryHistory,
+    IPythonAliases,
+    IPythonConfig,
+    IPythonDisplaySettings,
+)
+from persistent_kernel.settingslibraries import DecimalContext, MatplotlibRcParams, NumpyOptions, PandasOptions
+from persistent_kernel.settingspython import InterpreterSettings, LoggingLevels, WarningsFilters
 
-from .conftest import crash_and_restart, run
+from .kernels import crash_and_restart, run
+
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 matplotlib.use("agg")
 
@@ -53,7 +64,7 @@ def registry(shell: Any) -> Iterator[st.SettingsRegistry]:
     os.chdir(cwd)
 
 
-def roundtrip(shell: Any, make: Callable[[], st.Provider], change: Callable[[], None], read: Callable[[], Any]) -> dict[str, Any]:
+def roundtrip(shell: Any, make: Callable[[], Provider], change: Callable[[], None], read: Callable[[], Any]) -> dict[str, Any]:
     """Change a setting, capture it as JSON, reset, then apply it with a fresh provider (a new kernel)."""
     provider = make()
     provider.rebase(shell)
@@ -90,17 +101,17 @@ def test_pandas_options(shell: Any, registry: st.SettingsRegistry) -> None:
     def read() -> Any:
         return (pandas.get_option("display.max_rows"), pandas.get_option("display.precision"), str(pandas.Series([1234.56])))
 
-    state = roundtrip(shell, st.PandasOptions, change, read)
+    state = roundtrip(shell, PandasOptions, change, read)
     assert state == {"options": {"display.max_rows": 7, "display.precision": 2, "display.float_format": {"$format": "{:,.1f}"}}}
 
 
 def test_pandas_option_that_is_a_function_is_named_not_stored(shell: Any, registry: st.SettingsRegistry) -> None:
     pandas.set_option("display.float_format", lambda x: f"<{x}>")
-    provider = st.PandasOptions()
+    provider = PandasOptions()
     state = json.loads(json.dumps(provider.capture(shell)))
     assert state == {"unstored": {"display.float_format": "a function"}}
     registry.apply(shell, {})
-    problems = st.SettingsRegistry([st.PandasOptions()]).apply(shell, {"pandas": state})
+    problems = st.SettingsRegistry([PandasOptions()]).apply(shell, {"pandas": state})
     assert problems == ["settings of pandas (display.float_format (a function, not stored))"]
 
 
@@ -112,7 +123,7 @@ def test_numpy_printoptions_and_seterr(shell: Any, registry: st.SettingsRegistry
     def read() -> Any:
         return repr(numpy.array([1 / 3, 1e-9])), numpy.geterr()
 
-    state = roundtrip(shell, st.NumpyOptions, change, read)
+    state = roundtrip(shell, NumpyOptions, change, read)
     assert state == {"printoptions": {"precision": 3, "suppress": True, "linewidth": 40}, "seterr": {"divide": "ignore", "over": "raise"}}
 
 
@@ -127,7 +138,7 @@ def test_matplotlib_rcparams_and_style(shell: Any, registry: st.SettingsRegistry
     def read() -> Any:
         return {key: str(value) for key, value in matplotlib.rcParams.items() if key != "backend"}
 
-    state = roundtrip(shell, st.MatplotlibRcParams, change, read)
+    state = roundtrip(shell, MatplotlibRcParams, change, read)
     params = state["rcparams"]
     assert params["lines.linewidth"] == 3.5 and params["figure.figsize"] == [4.0, 3.0]
     assert params["axes.facecolor"] == "#E5E5E5"  # from the style
@@ -146,7 +157,7 @@ def test_decimal_context(shell: Any, registry: st.SettingsRegistry) -> None:
     def read() -> Any:
         return repr(decimal.getcontext())
 
-    state = roundtrip(shell, st.DecimalContext, change, read)
+    state = roundtrip(shell, DecimalContext, change, read)
     assert state["prec"] == 6 and state["rounding"] == "ROUND_DOWN" and state["flags"] == ["Rounded"]
     assert state["traps"] == ["DivisionByZero", "Inexact", "InvalidOperation"]
 
@@ -163,7 +174,7 @@ def test_warnings_filters(shell: Any, registry: st.SettingsRegistry) -> None:
     def read() -> Any:
         return list(warnings.filters)
 
-    state = roundtrip(shell, st.WarningsFilters, change, read)
+    state = roundtrip(shell, WarningsFilters, change, read)
     assert state["front"] == [
         ["error", None, "numpy.exceptions:RankWarning", None, 0],
         ["ignore", "noisy.*", "builtins:UserWarning", "somewhere", 3],
@@ -176,7 +187,7 @@ def test_warnings_filter_whose_category_cannot_be_stored_is_named(shell: Any, re
     class LocalWarning(UserWarning):
         pending = (n for n in range(3))  # a generator: no pickler can store this class
 
-    provider = st.WarningsFilters()
+    provider = WarningsFilters()
     provider.rebase(shell)
     warnings.simplefilter("error", UserWarning)
     warnings.simplefilter("ignore", LocalWarning)
@@ -185,7 +196,7 @@ def test_warnings_filter_whose_category_cannot_be_stored_is_named(shell: Any, re
     assert list(captured["warnings"]["unstored"]) == [
         "filter ignore test_warnings_filter_whose_category_cannot_be_stored_is_named.<locals>.LocalWarning"
     ]
-    problems = st.SettingsRegistry([st.WarningsFilters()]).apply(shell, captured)
+    problems = st.SettingsRegistry([WarningsFilters()]).apply(shell, captured)
     assert len(problems) == 1 and problems[0].startswith("settings of warnings (filter ignore ")
     assert "cannot be stored" in problems[0]
     warnings.filters[:] = [entry for entry in warnings.filters if entry[2] is not LocalWarning]
@@ -209,13 +220,13 @@ def test_logging_levels_not_handlers(shell: Any, registry: st.SettingsRegistry) 
             logging.root.manager.disable,
         )
 
-    state = roundtrip(shell, st.LoggingLevels, change, read)
+    state = roundtrip(shell, LoggingLevels, change, read)
     assert state == {"levels": {"pk.test.a": 10, "pk.test.b": 50}, "root": 40, "disable": 20}
     logging.getLogger("pk.test.a").removeHandler(handler)
 
 
 def test_logging_capture_sees_every_setlevel(shell: Any, registry: st.SettingsRegistry) -> None:
-    provider = st.LoggingLevels()
+    provider = LoggingLevels()
     assert provider.capture(shell) is None
     logging.getLogger("pk.test.c").setLevel(logging.INFO)
     assert provider.capture(shell) == {"levels": {"pk.test.c": 20}}
@@ -241,7 +252,7 @@ def test_interpreter_settings(shell: Any, registry: st.SettingsRegistry) -> None
         return sys.getrecursionlimit(), digits, sys.getswitchinterval(), socket.getdefaulttimeout(), gc.get_threshold(), gc.isenabled()
 
     try:
-        state = roundtrip(shell, st.InterpreterSettings, change, read)
+        state = roundtrip(shell, InterpreterSettings, change, read)
     finally:
         gc.enable()
         socket.setdefaulttimeout(None)
@@ -265,7 +276,7 @@ def test_ipython_precision_xmode_pdb_automagic(shell: Any, registry: st.Settings
         formatter = shell.display_formatter.formatters["text/plain"]
         return formatter(3.14159265), shell.InteractiveTB.mode, shell.InteractiveTB.skip_hidden, shell.call_pdb, shell.automagic, shell.autocall
 
-    state = roundtrip(shell, st.IPythonDisplaySettings, change, read)
+    state = roundtrip(shell, IPythonDisplaySettings, change, read)
     assert state == {"precision": "3", "xmode": "Plain", "xmode_skip_hidden": False, "pdb": True, "automagic": False, "autocall": 2}
 
 
@@ -277,7 +288,7 @@ def test_ipython_config_magic(shell: Any, registry: st.SettingsRegistry) -> None
     def read() -> Any:
         return shell.display_formatter.formatters["text/plain"](list(range(10))), shell.history_manager.db_cache_size
 
-    state = roundtrip(shell, st.IPythonConfig, change, read)
+    state = roundtrip(shell, IPythonConfig, change, read)
     # This shell's formatters exist already, so (as in IPython) the %config does not reach the
     # live formatter: what is kept is what the program sees, 1000, not the config's 4.
     assert state == {"sections": {"PlainTextFormatter": {"max_seq_length": 1000}, "HistoryManager": {"db_cache_size": 7}}}
@@ -291,7 +302,7 @@ def test_ipython_aliases(shell: Any, registry: st.SettingsRegistry) -> None:
     def read() -> Any:
         return sorted(shell.alias_manager.aliases)
 
-    state = roundtrip(shell, st.IPythonAliases, change, read)
+    state = roundtrip(shell, IPythonAliases, change, read)
     assert state == {"defined": {"hello": "echo hello %s"}, "removed": ["mkdir"]}
 
 
@@ -306,7 +317,7 @@ def test_autoreload_mode(shell: Any, registry: st.SettingsRegistry) -> None:
     def read() -> Any:
         return reloader.enabled, reloader.check_all, reloader.autoload_obj, reloader._report is print, sorted(reloader.skip_modules)
 
-    state = roundtrip(shell, st.AutoreloadMode, change, read)
+    state = roundtrip(shell, AutoreloadMode, change, read)
     assert state == {"enabled": True, "check_all": True, "aimport_skip": ["json"], "report": "print"}
     reloader.skip_modules.clear()
 
@@ -322,9 +333,9 @@ def test_directory_history_for_cd_minus(shell: Any, registry: st.SettingsRegistr
     def read() -> Any:
         return [str(path) for path in shell.user_ns["_dh"]]
 
-    state = roundtrip(shell, st.DirectoryHistory, change, read)
+    state = roundtrip(shell, DirectoryHistory, change, read)
     assert state["dh"][-2:] == [str(tmp_path / "one"), str(tmp_path / "two")]
-    st.DirectoryHistory().apply(shell, state)
+    DirectoryHistory().apply(shell, state)
     shell.run_line_magic("cd", "-q -")
     assert os.getcwd() == str(tmp_path / "one")
 
@@ -350,7 +361,7 @@ def test_libraries_not_imported_are_not_captured_nor_imported() -> None:
     assert captured == {} and imported == [] and problems == [] and imported_after_apply == []
 
 
-class _Broken(st.Provider):
+class _Broken(Provider):
     def __init__(self, name: str, *, capture: bool = True, apply: bool = True) -> None:
         self.name, self.capture_fails, self.apply_fails = name, capture, apply
 
@@ -367,7 +378,7 @@ class _Broken(st.Provider):
 
 def test_a_failing_provider_is_skipped_and_named(shell: Any, registry: st.SettingsRegistry) -> None:
     sys.setrecursionlimit(1234)
-    broken = st.SettingsRegistry([_Broken("eyes"), _Broken("hands", capture=False), st.InterpreterSettings()])
+    broken = st.SettingsRegistry([_Broken("eyes"), _Broken("hands", capture=False), InterpreterSettings()])
     broken.rebase(shell)
     sys.setrecursionlimit(4321)
     captured = json.loads(json.dumps(broken.capture(shell)))
@@ -475,7 +486,7 @@ def test_settings_survive_sigkill_and_come_before_replay(kernel) -> None:
 
 
 @pytest.mark.slow
-def test_setting_cells_print_the_same_as_stock_python3(session_env, tmp_path: Path) -> None:
+def test_setting_cells_print_the_same_as_stock_python3(kernel, tmp_path: Path) -> None:
     cells = [
         *SETTING_CELLS,
         "print(pd.Series([1.23456, 2.5]), np.array([1 / 3, 1e-9]), decimal.Decimal(1) / 7)",
@@ -492,15 +503,13 @@ def test_setting_cells_print_the_same_as_stock_python3(session_env, tmp_path: Pa
     for name in ("python3", "persistent-python3"):
         cwd = tmp_path / name
         cwd.mkdir()
-        driver = KernelDriver(name, env=session_env(f"same-{name}"), cwd=str(cwd)).start()
-        try:
-            seen = []
-            for cell in cells:
-                result = driver.execute(cell)
-                text = result.stdout.replace(str(cwd), "<cwd>")
-                seen.append((cell, result.status, result.ename, text, result.results, result.stderr.replace(str(cwd), "<cwd>")))
-            outputs[name] = seen
-        finally:
-            driver.shutdown()
+        driver = kernel(f"same-{name}", kernel_name=name, cwd=cwd)
+        seen = []
+        for cell in cells:
+            result = driver.execute(cell)
+            text = result.stdout.replace(str(cwd), "<cwd>")
+            seen.append((cell, result.status, result.ename, text, result.results, result.stderr.replace(str(cwd), "<cwd>")))
+        outputs[name] = seen
+        driver.shutdown()
     for stock, ours in zip(outputs["python3"], outputs["persistent-python3"]):
         assert ours == stock

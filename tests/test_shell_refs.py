@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import run
+from .kernels import kill_and_start, run
+
+pytestmark = pytest.mark.fidelity  # the invariant these tests prove (tests/README.md)
 
 CELLS = [
     "ip = get_ipython()",
@@ -28,6 +30,5 @@ def test_shell_parts_are_stored_as_references_and_come_back_as_the_new_kernels(k
         result = run(driver, cell)
         assert "cannot be stored" not in result.stderr, result.stderr  # no notice: nothing to rebuild
     assert driver.execute(PROBE).stdout == "True True True True True True True [1, 2] 1000\n"
-    driver.kill()
-    driver.start()
+    kill_and_start(driver)
     assert driver.execute(PROBE).stdout == "True True True True True True True [1, 2] 1000\n"

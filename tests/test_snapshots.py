@@ -12,17 +12,10 @@ from pathlib import Path
 import pytest
 
 from persistent_kernel.restore import state_as_of
-from persistent_kernel.session import resolve_session
-from persistent_kernel.store import Store
 
-from .conftest import check_store, crash_and_restart, run
+from .kernels import check_store, crash_and_restart, kill_and_start, open_store, run, start_and_restore
 
-pytestmark = pytest.mark.slow
-
-
-def open_store(pk_home: Path, session: str = "test-session") -> Store:
-    path = resolve_session({"PERSISTENT_KERNEL_HOME": str(pk_home), "PERSISTENT_KERNEL_SESSION": session}).store_path
-    return Store(path, sync_interval=0)
+pytestmark = [pytest.mark.slow, pytest.mark.fidelity]
 
 
 def test_aliases_made_across_cells_survive_and_nothing_is_replayed(kernel, pk_home: Path) -> None:
@@ -177,8 +170,7 @@ def test_a_variable_whose_class_changed_is_recomputed_or_named(kernel, tmp_path:
     (library / "mylib.py").write_text("class _Impl2:\n    def __init__(self, v):\n        self.v = v\ndef make(v):\n    return _Impl2(v)\n")
     for cache in library.glob("__pycache__/mylib*"):
         cache.unlink()
-    k.start()
-    summary = k.execute("pass").said
+    summary = start_and_restore(k)
     assert k.evaluate("(thing.v, type(thing).__name__, fine)") == "(3, '_Impl2', [1, 2])"
     assert "Could not rebuild ghost" in summary
     assert k.evaluate("'ghost' in globals()") == "False"
@@ -276,8 +268,7 @@ def test_idle_check_stores_what_a_background_thread_changed(kernel) -> None:
     run(k, "import threading, time\nstate = {'ticks': 0}\ndef worker(box=state):\n    time.sleep(0.1)\n    box['ticks'] = 7")
     run(k, "threading.Thread(target=worker).start()")
     time.sleep(2.0)  # the thread finishes, then the kernel is idle for longer than the delay
-    k.kill()
-    k.start()
+    kill_and_start(k)
     assert k.evaluate("state") == "{'ticks': 7}"
     status = k.execute("%persist status").text
     assert re.search(r"Cells journaled: +4", status)  # two cells, one idle check, and this cell

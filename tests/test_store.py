@@ -15,7 +15,7 @@ import pytest
 
 from persistent_kernel import records as rec
 from persistent_kernel.errors import StoreFormatError, StoreUnavailable, StoreWriteError
-from persistent_kernel.records import CellRecord
+from persistent_kernel.records import CellRecord, Pointer, Version
 from persistent_kernel.store import FORMAT_VERSION, Store
 
 
@@ -191,8 +191,8 @@ def test_checkpoint_commits_blobs_once_in_chunks_with_versions_and_pointers(stor
     first = store.append(new_record("a = data"))
     first.status = rec.OK
     key = version_key(first.seq, 0)
-    version = {"kind": "stored", "names": ["a", "b"], "method": "pickle", "payload": digest.hex(), "buffers": [], "nbytes": len(data)}
-    pointer = {"state": "live", "version": key.hex(), "bound_at": first.seq}
+    version = Version("stored", ["a", "b"], method="pickle", payload=digest.hex(), nbytes=len(data))
+    pointer = Pointer("live", version=key.hex(), bound_at=first.seq)
     assert store.commit_checkpoint(first, {key: version}, {"a": pointer, "b": pointer}, {digest: data})
     assert bytes(store.read_blob(digest)) == data
     assert store.blob_bytes() == len(data)
@@ -200,19 +200,19 @@ def test_checkpoint_commits_blobs_once_in_chunks_with_versions_and_pointers(stor
     second = store.append(new_record("del b"))
     second.status = rec.OK
     # The same digest again costs nothing; `b` is deleted as of cell 2.
-    assert store.commit_checkpoint(second, {}, {"b": {"state": "deleted"}}, {digest: data})
+    assert store.commit_checkpoint(second, {}, {"b": Pointer("deleted")}, {digest: data})
     assert store.blob_bytes() == len(data)
     assert set(store.pointers_as_of(first.seq)) == {"a", "b"}
-    assert store.pointers_as_of(second.seq)["b"]["state"] == "deleted"
-    assert [p["seq"] for p in store.name_history("b")] == [first.seq, second.seq]
-    assert store.version(key)["names"] == ["a", "b"]
+    assert store.pointers_as_of(second.seq)["b"].state == "deleted"
+    assert [p.seq for p in store.name_history("b")] == [first.seq, second.seq]
+    assert store.version(key).names == ["a", "b"]
     assert store.check() == []
 
 
 def test_check_reports_a_pointer_to_a_missing_version(store: Store) -> None:
     record = store.append(new_record())
     record.status = rec.OK
-    store.commit_checkpoint(record, {}, {"x": {"state": "live", "version": "00" * 12, "bound_at": 1}}, {})
+    store.commit_checkpoint(record, {}, {"x": Pointer("live", version="00" * 12, bound_at=1)}, {})
     assert any("missing version" in problem for problem in store.check())
 
 
