@@ -425,7 +425,7 @@ class Checkpointer:
             cells.add(bound_at)
             if previous is not None and bound_at == previous.bound_at:
                 # The cells that changed it while it was storable are in its history;
-                # the restore adds them (see restore._load_stored).
+                # the restore adds them (see restoreplan.full_rebuild_cells).
                 cells.update(previous.cells)
             cells.update(self._cells_of_object_under_other_names(checkpoint, name))
             if excluded or (advances_when_used(ns[name]) and (name in checkpoint.reads or name in checkpoint.writes)):

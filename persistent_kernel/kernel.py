@@ -29,7 +29,7 @@ from .idlecheck import IdleCheck
 from .journal import Journal
 from .magics import PersistMagics
 from .recorder import SessionRecorder
-from .restore import RestoreReport
+from .restorereport import RestoreReport
 from .session import Session
 from .startup import SessionStartup
 from .store import DEFAULT_MAP_SIZE

@@ -12,7 +12,8 @@ from typing import Any
 
 from . import identity
 from .notice import restore_notice
-from .restore import RestoreProgress, RestoreReport, restore_session
+from .restore import restore_session
+from .restorereport import RestoreProgress, RestoreReport
 from .session import directory_session, persistent_home
 
 
