@@ -28,6 +28,9 @@ from collections.abc import (
     MutableSequence,
     MutableSet,
 )
+from collections.abc import (
+    Set as AbstractSet,
+)
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -174,7 +177,7 @@ class Checkpointer:
     def namespace(self) -> dict[str, Any]:
         return self.shell.user_ns
 
-    def adopt(self, states: dict[str, NameState], dirty: set[str] = frozenset()) -> None:
+    def adopt(self, states: dict[str, NameState], dirty: AbstractSet[str] = frozenset()) -> None:
         """Start from what a restore loaded (the store's latest pointers)."""
         self.names = dict(states)
         self.dirty = set(dirty)
@@ -359,7 +362,7 @@ class Checkpointer:
             for name in members
         ):
             return 0  # unchanged: nothing to store
-        blobs = {serialized.payload_digest: serialized.payload}
+        blobs: dict[bytes, Any] = {serialized.payload_digest: serialized.payload}
         blobs.update(zip(serialized.buffer_digests, serialized.buffers))
         large = {
             blob: data for blob, data in blobs.items() if self.large_blob_bytes and memoryview(data).nbytes >= self.large_blob_bytes

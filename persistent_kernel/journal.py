@@ -83,6 +83,7 @@ class Journal:
         deleted, and the session starts fresh in its place; the user is told where
         it went. A newer version's store and one another kernel holds are left alone.
         """
+        assert self.session is not None, "open() before identify()"
         where = self.session.store_path
         try:
             try:
@@ -226,11 +227,20 @@ class Journal:
         return self.store is not None and self.paused is None
 
     @property
+    def opened_store(self) -> Store:
+        """The store, for work that runs only while it is open (a restore, a checkout)."""
+        if self.store is None:
+            raise StoreUnavailable("the session's store is not open")
+        return self.store
+
+    @property
     def next_seq(self) -> int:
         """The sequence number the next record will get (stable while the caller holds the kernel's turn)."""
         return self.store.next_seq if self.store is not None else 0
 
     def _append(self, record: CellRecord) -> CellRecord | None:
+        if self.store is None:  # closed meanwhile (a shutdown on the control thread): not journaled
+            return None
         try:
             self.store.append(record)
         except StoreWriteError as exc:

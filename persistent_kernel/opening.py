@@ -90,15 +90,16 @@ class StoreOpener:
         crashed = _read_count(attempts)
         if crashed >= 2:
             raise StoreUnavailable(f"opening the store at {where} stopped the kernel {crashed} times")
+        counted = True
         try:
             _write_count(attempts, crashed + 1)
         except NotPrivate:
             raise
         except OSError:
-            attempts = None  # a full disk: open without counting rather than not at all
+            counted = False  # a full disk: open without counting rather than not at all
         store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True)
         try:
-            if attempts is not None:
+            if counted:
                 attempts.unlink(missing_ok=True)
             self._check_and_stamp(store)
         except BaseException:

@@ -125,7 +125,8 @@ def share_with_rebuilt(ns: dict[str, Any], plan: ReplayPlan, replayed: CellRecor
         made = ns.get(name, MISSING)
         if stored is MISSING or made is MISSING or made is stored or plan.stored_at.get(name, 0) < replayed.seq:
             continue
-        version = plan.versions.get(plan.states[name].version) if name in plan.states else None
+        key = plan.states[name].version if name in plan.states else None
+        version = plan.versions.get(key) if key is not None else None
         contents = contents_of(stored)
         alone = version is not None and version.names == [name]
         if alone and type(made) is type(stored) and contents is not MISSING and _holds_only_atomic(contents):

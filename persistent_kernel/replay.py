@@ -132,6 +132,8 @@ def fill_with(obj: Any, contents: Any) -> None:
         obj.update(contents)
     else:
         state = instance_dict(obj)
+        if state is None:
+            raise TypeError(f"a {kind.__name__} keeps no contents of its own to restore")
         state.clear()
         state.update(contents)
 
@@ -193,7 +195,7 @@ def forward_rewound(ns: dict[str, Any], plan: ReplayPlan, inexact: dict[str, str
             try:
                 fill_with(obj, latest)
             except Exception as exc:  # noqa: BLE001 - e.g. a memoryview the cell made pins the bytearray's size
-                if obj is plan.stored.get(name):
+                if obj is plan.stored.get(name, MISSING):
                     # The value is right, under a new object: what the cell made shares the old one.
                     ns[name] = plan.stored[name] = type(obj)(latest) if type(obj) in (list, dict, set, bytearray) else obj
                 inexact[name] = f"restored as a new object: what a replayed cell built on it cannot share it ({type(exc).__name__})"
@@ -276,11 +278,11 @@ def threads_started() -> Iterator[list[threading.Thread]]:
             started.append(thread)
         original(thread)
 
-    threading.Thread.start = start  # type: ignore[method-assign]
+    setattr(threading.Thread, "start", start)  # noqa: B010 - a method replaced on the class, for the replay only
     try:
         yield started
     finally:
-        threading.Thread.start = original  # type: ignore[method-assign]
+        setattr(threading.Thread, "start", original)  # noqa: B010
 
 
 def still_running(threads: list[threading.Thread], wait: float) -> list[threading.Thread]:

@@ -101,7 +101,7 @@ def restore_session(
     if not records:
         return None
     progress = progress or RestoreProgress()
-    report = RestoreReport(session_name=journal.session.name)
+    report = RestoreReport(session_name=journal.session.name if journal.session else "")
     started = time.monotonic()
     paused = journal.get_meta("paused")
     if paused:
@@ -133,7 +133,7 @@ def restore_session(
     progress.phase("loading")
     as_of_cache: dict[str, dict[str, Any] | Exception] = {}
     plan = ReplayPlan()
-    replayer = definition_replayer(shell, journal.store, by_seq, plan, as_of_cache)
+    replayer = definition_replayer(shell, journal.opened_store, by_seq, plan, as_of_cache)
     with resolving(replayer):
         _restore_namespace(shell, journal, report, progress, plan, records, by_seq, as_of_cache, excluded_replay_limit)
     report.inexact.update({name: why for name, why in replayer.notes.items() if name in shell.user_ns})
@@ -153,7 +153,7 @@ def restore_session(
     counted = [r.execution_count for r in records if r.store_history]
     report.next_execution_count = max(counted, default=0) + 1
     shell.execution_count = report.next_execution_count
-    report.refused = _refusals_in_words(journal.store, by_seq)
+    report.refused = _refusals_in_words(journal.opened_store, by_seq)
     report.seconds = time.monotonic() - started
     report.phases = progress.finish()
     report.finished_at = time.time()
@@ -180,7 +180,7 @@ def _restore_namespace(
     for name in report.excluded:
         del plan.rebuild[name]
     needed = needed_cells(records, plan.rebuild, plan.cells)
-    needed |= _cells_for_unstorable_reads(journal.store, needed, by_seq, plan)
+    needed |= _cells_for_unstorable_reads(journal.opened_store, needed, by_seq, plan)
     to_replay, report.incomplete = cells_to_replay(by_seq, needed, plan.rebuild, plan.cells)
 
     before = set(ns)
@@ -193,7 +193,7 @@ def _restore_namespace(
             journal.set_meta(replaying=record.seq)
             if record.checkpointed:
                 # What it reads, as it stood before it ran (not the latest stored values).
-                bind_reads_as_of(shell.user_module, ns, journal.store, plan, record, as_of_cache)
+                bind_reads_as_of(shell.user_module, ns, journal.opened_store, plan, record, as_of_cache)
             error = replay_cell(shell, record, random_state_at(records, record.seq))
             if error is not None and record.status == rec.OK:
                 ename, evalue = error
@@ -202,7 +202,7 @@ def _restore_namespace(
             forward_rewound(ns, plan, report.inexact)
             share_with_rebuilt(ns, plan, record, report.inexact)
             keep_newest(ns, plan, record)
-            keep_bases(shell.user_module, ns, journal.store, plan, record)
+            keep_bases(shell.user_module, ns, journal.opened_store, plan, record)
         # Threads the replayed cells started run on after them: let them finish (quietly), then
         # stored values win again, so nothing a replay started changes the restored namespace.
         for thread in still_running(threads, REPLAYED_THREADS_WAIT):
@@ -214,7 +214,7 @@ def _restore_namespace(
             if ns.get(name, MISSING) is not value:
                 ns[name] = value
     journal.set_meta(replaying=None)
-    undo_replay_mutations(shell, journal.store, plan, to_replay, as_loaded)
+    undo_replay_mutations(shell, journal.opened_store, plan, to_replay, as_loaded)
     report.replayed = len(to_replay)
     replayed_labels = {r.seq: r.label for r in to_replay}
     created = set(ns) - before
@@ -234,8 +234,8 @@ def _restore_namespace(
             report.lost[name] = reason
         if name in plan.excluded:
             report.excluded[name] = "recomputed" if name in ns else "not restored: replaying its cells did not rebuild it"
-    check_rebuilt_values(ns, journal.store, plan, report)
-    _restore_output_history(shell, journal.store, plan, report, records, as_of_cache)
+    check_rebuilt_values(ns, journal.opened_store, plan, report)
+    _restore_output_history(shell, journal.opened_store, plan, report, records, as_of_cache)
 
 
 def _restore_output_history(
@@ -328,7 +328,7 @@ def _start_from_earlier(
     bytes are another name's: start from that name's landed version (bound as a
     helper, removed after the replay) and replay its cells since, then ``name``'s.
     """
-    store = journal.store
+    store = journal.opened_store
     via, base, upto = name, landed_base(store, name, seq), seq
     if base is None:
         found = base_by_content(store, version, seq)
@@ -363,12 +363,12 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
     Modules are imported first (unpickling may need them). A load that killed two
     earlier restores (marker ``loading`` left behind) is not tried again: its names are rebuilt.
     """
-    store = journal.store
+    store = journal.opened_store
     pointers = store.pointers_as_of()
     versions: dict[str, Version | None] = {}
     for pointer in pointers.values():
-        if pointer.state == LIVE and pointer.version not in versions:
-            versions[pointer.version] = store.version(pointer.version_key)
+        if pointer.state == LIVE and pointer.live_version not in versions:
+            versions[pointer.live_version] = store.version(bytes.fromhex(pointer.live_version))
     names = plan_names(pointers, versions, lambda version: loadable(store, version), store.missing_reason)
     plan.live, plan.deleted, plan.excluded = names.live, names.deleted, names.excluded
     plan.rebuild, plan.cells, plan.recompute_states = names.rebuild, names.cells, names.recompute_states
@@ -388,10 +388,10 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
             continue
         journal.set_meta(loading=marker)
         try:
-            ns[name] = plan.stored[name] = module = import_stored_module(pointer.module)
+            ns[name] = plan.stored[name] = module = import_stored_module(pointer.module or "")
             plan.stored_at[name] = pointer.seq
             state = pointer.module_state
-            plan.states[name] = NameState(MODULE, pointer.bound, version=pointer.module, digest=state and state.get("digest"))
+            plan.states[name] = NameState(MODULE, pointer.bound, version=pointer.module, digest=state.get("digest") if state else None)
             if state:
                 _set_module_state(module, state, name, report)
         except Exception as exc:  # noqa: BLE001 - an uninstalled module costs only its name
@@ -408,15 +408,15 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
                 continue
             journal.set_meta(loading=key)
             with released_locks() as released:
-                loaded[key] = load_version(shell.user_module, store, versions[key])
-            if released and isinstance(loaded[key], dict):
-                _name_released_locks(loaded[key], released, ns, report)
+                values = loaded[key] = load_version(shell.user_module, store, names.versions[key])
+            if released and isinstance(values, dict):
+                _name_released_locks(values, released, ns, report)
     journal.set_meta(loading=None)
 
     for name, pointer in names.unlanded.items():
-        _start_from_earlier(shell, journal, plan, report, loaded, versions, name, pointer.seq, versions[pointer.version])
+        _start_from_earlier(shell, journal, plan, report, loaded, versions, name, pointer.seq, names.versions[pointer.live_version])
     for key, bound in names.load.items():
-        version, values = versions[key], loaded[key]
+        version, values = names.versions[key], loaded[key]
         for name in bound:
             if isinstance(values, Exception) or name not in values:
                 why = f"{type(values).__name__}: {values}" if isinstance(values, Exception) else "missing from its version"
@@ -425,11 +425,11 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
             ns[name] = plan.stored[name] = values[name]
             plan.stored_at[name] = pointers[name].seq
             plan.versions[key] = version
-            if name in (version.notes or {}):
+            if version.notes and name in version.notes:
                 report.inexact.setdefault(name, version.notes[name])
             plan.states[name] = NameState(STORED, pointers[name].bound, key, frozenset(version.names), version.digest, nbytes=version.nbytes)
             report.loaded += 1
-    report.loaded_bytes = sum(versions[key].nbytes for key, values in loaded.items() if isinstance(values, dict) and versions.get(key))
+    report.loaded_bytes = sum(found.nbytes for key, values in loaded.items() if isinstance(values, dict) and (found := versions.get(key)) is not None)
     for name in set(plan.rebuild) - plan.based:
         plan.cells[name] = full_rebuild_cells(pointers[name], store.name_history(name), plan.cells.get(name, set()))
 

@@ -35,6 +35,7 @@ class NamesPlan:
     # Stored, but its bytes are not all there (never landed, pruned): rebuilt from an earlier version
     # and the cells since, if there is one (``loading.landed_base``), else from its cells.
     unlanded: dict[str, Pointer] = field(default_factory=dict)
+    versions: dict[str, Version] = field(default_factory=dict)  # the versions ``load`` and ``unlanded`` name, by key
     recompute_states: dict[str, NameState] = field(default_factory=dict)  # what the store holds once rebuilt
 
 
@@ -71,11 +72,13 @@ def plan_names(
                 plan.excluded.add(name)
         elif version.kind == STORED and loadable(version):
             plan.load.setdefault(key, []).append(name)
+            plan.versions[key] = version
         else:
             # Its large blobs never landed (the kernel died while writing them) or were pruned:
             # start from the newest complete version before it and replay the cells since.
             _rebuild(plan, name, pointer, f"its value from cell {pointer.seq} never reached the disk", frozenset(version.names))
             plan.unlanded[name] = pointer
+            plan.versions[key] = version
     return plan
 
 

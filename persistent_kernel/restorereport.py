@@ -157,19 +157,19 @@ class RestoreReport:
             )
         lost = {name: why for name, why in self.lost.items() if name not in self.excluded}
         if lost:
-            shown = [f"{name} ({why})" for name, why in sorted(lost.items())]
-            parts.append(f"Could not rebuild {join_labels(shown)}.")
+            lost_shown = [f"{name} ({why})" for name, why in sorted(lost.items())]
+            parts.append(f"Could not rebuild {join_labels(lost_shown)}.")
         rebuilt_partly = {name: labels for name, labels in self.incomplete.items() if name in self.recomputed}
         if rebuilt_partly:
-            shown = [f"{name} (cell {', '.join(labels)} is never replayed)" for name, labels in sorted(rebuilt_partly.items())]
-            parts.append(f"May differ from before the crash: {join_labels(shown)}.")
+            partly_shown = [f"{name} (cell {', '.join(labels)} is never replayed)" for name, labels in sorted(rebuilt_partly.items())]
+            parts.append(f"May differ from before the crash: {join_labels(partly_shown)}.")
         if self.modules:
             parts.append(" ".join(f"{name} {what}." for name, what in sorted(self.modules.items())))
         if self.outputs_not_kept:
             parts.append(f"Not kept: {join_labels(self.outputs_not_kept)}.")
         if self.inexact:
-            shown = [f"{name} ({why})" for name, why in sorted(self.inexact.items())]
-            parts.append(f"Not exact: {join_labels(shown)}.")
+            inexact_shown = [f"{name} ({why})" for name, why in sorted(self.inexact.items())]
+            parts.append(f"Not exact: {join_labels(inexact_shown)}.")
         if self.died:
             which = join_labels(self.died)
             verb = "was" if len(self.died) == 1 else "were"
@@ -193,10 +193,11 @@ def _s(n: int) -> str:
 
 
 def _human(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
     return f"{n} B"
 
 

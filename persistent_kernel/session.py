@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class Session:
         return self.home / "sessions" / self.id
 
 
-def persistent_home(env: dict[str, str] | None = None) -> Path:
+def persistent_home(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     configured = env.get(HOME_ENV)
     if configured:
@@ -104,7 +105,7 @@ def directory_session(cwd: str | None, home: Path) -> Session:
     return Session(session_id_for("cwd", directory), directory, "cwd", None, home, "working directory: no frontend named a notebook (jupyter console, a script)")
 
 
-def resolve_session(env: dict[str, str] | None = None, cwd: str | None = None) -> Session:
+def resolve_session(env: Mapping[str, str] | None = None, cwd: str | None = None) -> Session:
     """The session of an explicit name, else of ``JPY_SESSION_NAME``, else of the directory.
 
     For tools and tests that name a session the way a kernel would. A kernel

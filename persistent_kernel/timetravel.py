@@ -294,11 +294,11 @@ def _rebuild(
         if name in ns:
             result.recomputed[name] = [labels[c] for c in sorted(cells[name]) if c in labels]
         else:
-            result.missing[name] = f"{rebuild[name].get('reason', 'cannot be stored')}, and replaying its cells did not rebuild it"
+            result.missing[name] = f"{rebuild[name].reason or 'cannot be stored'}, and replaying its cells did not rebuild it"
     return {name for r in replay for name in (*(r.reads or ()), *(r.writes or ()), *(r.deletes or ()))}
 
 
-def describe(store: Any, name: str, pointer: Pointer | None, cache: dict[str, Any], main: Any = None) -> tuple[str, str | None]:
+def describe(store: Any, name: str, pointer: Pointer | None, cache: dict[Any, Any], main: Any = None) -> tuple[str, str | None]:
     """(how a name stood, a comparable identity of its value) from its pointer.
 
     A small value stored inside its version record is shown as its repr.
@@ -307,7 +307,7 @@ def describe(store: Any, name: str, pointer: Pointer | None, cache: dict[str, An
         return "-", None
     if pointer.state == MODULE:
         return f"module {pointer.module}", f"module:{pointer.module}"
-    key = pointer.version
+    key = pointer.live_version
     if key not in cache:
         cache[key] = store.version(bytes.fromhex(key))
     version = cache[key]

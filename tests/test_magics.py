@@ -80,6 +80,26 @@ def test_checkout_of_a_missing_or_unfinished_cell_says_why_and_changes_nothing(k
     assert k.evaluate("x") == "1"
 
 
+def test_checkout_of_a_value_only_a_never_replayed_cell_made_says_so(kernel) -> None:
+    # The generator was made by a cell the user interrupted: never replayed, so a checkout
+    # to before its later change cannot rebuild it, and says why instead of failing.
+    import time
+
+    k = kernel()
+    k.kc.execute("import time\nnumbers = (n for n in range(1000))\ntime.sleep(30)")  # [1], interrupted
+    time.sleep(0.5)
+    k.km.interrupt_kernel()
+    assert k.kc.get_shell_msg(timeout=10)["content"]["ename"] == "KeyboardInterrupt"
+    run(k, "x = 1")  # [2]
+    run(k, "first = next(numbers)")  # [3]: the generator changed after [2]
+    back = k.execute("%persist checkout 2")
+    assert back.status == "ok", back.text
+    assert "Not restored, so not in the namespace: numbers (" in back.stdout
+    assert "replaying its cells did not rebuild it" in back.stdout
+    assert k.evaluate("x") == "1"
+    assert k.evaluate("'numbers' in dir()") == "False"
+
+
 def test_exclude_keeps_a_value_out_of_the_store_and_says_what_came_back(kernel, pk_home: Path, tmp_path: Path) -> None:
     k = kernel()
     run(k, "token = 'hunter2'")  # [1]
