@@ -34,6 +34,7 @@ from collections.abc import (
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import chunked
 from .definitionindex import DefinitionIndex
 from .localmodules import local_file
 from .records import DELETED, LIVE, MODULE, RECOMPUTE, STORED, Pointer, Version
@@ -192,6 +193,11 @@ class Checkpointer:
 
     def prepare(self, seq: int, source: str, ran: Iterable[types.CodeType] = ()) -> Checkpoint:
         """What the cell ``source`` (and the notebook code ``ran`` outside it: widget callbacks) changed."""
+        chunked.sweep()  # containers dropped since: their chunks go too
+        with chunked.one_look():  # each large container brought up to date once, for the walk and the pickling
+            return self._prepare(seq, source, ran)
+
+    def _prepare(self, seq: int, source: str, ran: Iterable[types.CodeType]) -> Checkpoint:
         ns = self.namespace
         scan = user_names(ns, self.shell.user_ns_hidden)
         written, deleted = rebound(self.scan, scan)
@@ -484,6 +490,10 @@ class Checkpointer:
         did not see), ``unstored`` (never stored), ``unstorable``. The next
         checkpoint then stores whatever differs.
         """
+        with chunked.one_look():
+            return self._verify()
+
+    def _verify(self) -> dict[str, list[str]]:
         ns = self.namespace
         names = user_names(ns, self.shell.user_ns_hidden)
         for name in names:

@@ -40,6 +40,7 @@ from typing import Any
 
 import xxhash
 
+from .chunked import chunks_of, eligible_size, load_persistent
 from .definitionindex import is_definition_object
 from .definitions import reduce_definition
 from .errors import Unserializable, interruptions_as_errors
@@ -201,6 +202,30 @@ class _Reducers:
         return _refuse_or_reduce(obj, self.bases)
 
 
+class _ContainerIds:
+    """``persistent_id`` for a group holding a large plain list or dict: such containers go by their chunks.
+
+    The chunks (see ``chunked``) leave the stream as out-of-band buffers, so a chunk
+    already stored is not stored again. A container met twice is named by its number
+    the second time, so aliases of it stay one object.
+    """
+
+    def __init__(self) -> None:
+        self.serials: dict[int, int] = {}
+
+    def __call__(self, obj: Any) -> Any:
+        if not eligible_size(obj):
+            return None
+        serial = self.serials.get(id(obj))
+        if serial is not None:
+            return ("same", serial)
+        found = chunks_of(obj)
+        if found is None:
+            return None  # not chunked: pickled as usual (the memo keeps its aliases)
+        serial = self.serials[id(obj)] = len(self.serials)
+        return found.persistent_id(serial)
+
+
 class _StdPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, reducers: _Reducers, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
@@ -210,16 +235,51 @@ class _StdPickler(pickle.Pickler):
         return self.reducers.reduce(obj, dill=False)
 
 
-def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType, reducers: _Reducers) -> Any:
+class _ChunkingStdPickler(_StdPickler):
+    """The same, with large plain containers by their chunks (a class apart: ``persistent_id``
+    is called for every object, which only groups holding such a container pay for)."""
+
+    def __init__(self, file: io.BytesIO, reducers: _Reducers, **kwargs: Any) -> None:
+        super().__init__(file, reducers, **kwargs)
+        self._containers = _ContainerIds()
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self._containers(obj)
+
+
+def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: types.ModuleType, reducers: _Reducers, chunking: bool) -> Any:
     import dill
 
     class DillPickler(dill.Pickler):
         def reducer_override(self, obj: Any) -> Any:
             return reducers.reduce(obj, dill=True)
 
+        if chunking:
+            persistent_id = _ContainerIds()
+
     pickler = DillPickler(file, protocol=PROTOCOL, buffer_callback=buffers.append, recurse=False, byref=False)
     pickler._main = main  # the namespace functions' __globals__ refer to
     return pickler
+
+
+def holds_large_container(values: dict[str, Any]) -> bool:
+    """Whether a group's values are, or directly hold, a plain list or dict large enough to go by chunks.
+
+    A function of the values alone, so every serialization of a group (checkpoint,
+    verify, a restore's checks) picks the same form and the same digest. A large
+    container deeper than one level is pickled whole.
+    """
+    for value in values.values():
+        if eligible_size(value):
+            return True
+        kind = type(value)
+        if kind is dict:
+            if any(map(eligible_size, dict.values(value))):
+                return True
+        elif kind is list or kind is tuple:
+            if any(map(eligible_size, value)):
+                return True
+    return False
 
 
 def _array_bases(values: dict[str, Any]) -> dict[int, Any]:
@@ -330,8 +390,10 @@ def _dumps_quietly(values: dict[str, Any], reducers: _Reducers) -> Serialized:
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
     method = "pickle"
+    chunking = holds_large_container(values)
+    pickler = _ChunkingStdPickler if chunking else _StdPickler
     try:
-        _StdPickler(stream, reducers, protocol=PROTOCOL, buffer_callback=buffers.append).dump(values)
+        pickler(stream, reducers, protocol=PROTOCOL, buffer_callback=buffers.append).dump(values)
     except Unserializable:
         raise
     except RecursionError as exc:
@@ -341,7 +403,7 @@ def _dumps_quietly(values: dict[str, Any], reducers: _Reducers) -> Serialized:
         buffers.clear()
         stream = io.BytesIO()
         try:
-            _dill_pickler(stream, buffers, _main_module(), reducers).dump(values)
+            _dill_pickler(stream, buffers, _main_module(), reducers, chunking).dump(values)
         except Unserializable:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -394,14 +456,25 @@ def loads(method: str, payload: bytes, buffers: list[Any], main: types.ModuleTyp
     """
     with interruptions_as_errors("loading the value"):
         if method == "pickle":
-            return pickle.loads(payload, buffers=buffers)
+            return _Unpickler(io.BytesIO(payload), buffers=buffers).load()
         if method == "dill":
             import dill
 
-            unpickler = dill.Unpickler(io.BytesIO(payload), buffers=buffers)
+            class DillUnpickler(dill.Unpickler):
+                persistent_load = _Unpickler.persistent_load
+
+            unpickler = DillUnpickler(io.BytesIO(payload), buffers=buffers)
             unpickler._main = main or _main_module()
             return unpickler.load()
     raise ValueError(f"unknown serialization method {method!r}")
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads the large containers a group's pickle holds by their chunks (``_ContainerIds``)."""
+
+    def persistent_load(self, pid: Any) -> Any:
+        containers = self.__dict__.setdefault("_containers", {})
+        return load_persistent(pid, containers)
 
 
 def import_stored_module(name: str) -> types.ModuleType:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from .chunked import Chunked, chunks_of, eligible_size
 from .libraryrefs import library_global, library_objects
 from .shellrefs import shell_objects
 from .weakrefs import is_weak, weak_referents
@@ -366,13 +367,22 @@ def has_identity(value: Any) -> bool:
 
 
 def reachable_ids(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] = frozenset()) -> frozenset[int]:
-    """Identities of the non-atomic objects a variable reaches (itself included).
+    """Identities of the non-atomic objects a variable reaches (itself included); see ``reachable``."""
+    ids, bulk = reachable(value, namespace, held)
+    return ids.union(*(container.reach for container in bulk)) if bulk else ids
+
+
+def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] = frozenset()) -> tuple[frozenset[int], tuple[Chunked, ...]]:
+    """Identities of the non-atomic objects a variable reaches (itself included), and the large
+    plain containers it reaches whose items are kept by ``chunked`` (their ``reach``: the
+    records and tuples in them, not copied here).
 
     An immutable value counts where its identity can be seen: when it is the variable's
     own value (``has_identity``), or when it is an object in ``held`` (another variable's
     own value), so ``x = 2**100; holder = {'x': x}`` keeps ``holder['x'] is x``.
     """
     seen: set[int] = set()
+    bulk: list[Chunked] = []
     if has_identity(value):
         seen.add(id(value))
     stack = [value]
@@ -393,6 +403,13 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any], held: AbstractSet[in
         seen.add(ident)
         if ident in shell_parts or ident in library_parts and library_global(obj, library_parts) is not None:
             continue
+        if eligible_size(obj):
+            found = chunks_of(obj)
+            if found is not None:
+                # A large plain list or dict of flat items: its records and tuples are all
+                # another variable could share, and ``chunked`` keeps their ids up to date.
+                bulk.append(found)
+                continue
         if kind.__module__ == MAIN:
             # Record the notebook class at once: even if the walk budget runs out
             # before its turn, its instances stay grouped with it (isinstance holds).
@@ -403,14 +420,17 @@ def reachable_ids(value: Any, namespace: Mapping[str, Any], held: AbstractSet[in
             stack.extend(_children(obj, namespace))
         except Exception:  # noqa: BLE001 - an exotic object's attributes may raise; it stays a leaf
             pass
-    return frozenset(seen)
+    return frozenset(seen), tuple(bulk)
 
 
-def _connected(name: str, reach: Mapping[str, Iterable[int]], owners: Mapping[int, Iterable[str]]) -> frozenset[str]:
-    """Every name linked to ``name`` through identities two names both reach."""
+def _connected(
+    name: str, reach: Mapping[str, AbstractSet[int]], owners: Mapping[int, Iterable[str]], shared: AbstractSet[int] | None = None
+) -> frozenset[str]:
+    """Every name linked to ``name`` through identities two names both reach (``shared``: those identities, when known)."""
     group, pending = {name}, [name]
     while pending:
-        for ident in reach.get(pending.pop(), ()):
+        ids = reach.get(pending.pop(), frozenset())
+        for ident in ids if shared is None else ids & shared:
             for other in owners.get(ident, ()):
                 if other not in group:
                     group.add(other)
@@ -442,37 +462,97 @@ class Groups:
         self._owners: dict[int, set[str]] = {}
         self._held: dict[int, int] = {}  # id of an immutable that is a variable's own value -> how many
         self._own: dict[str, int] = {}  # name -> the id it put in _held
+        self._shared: set[int] = set()  # ids two or more names reach: what links names, besides ``_bulk``
+        self._bulk: dict[str, tuple[Chunked, ...]] = {}  # name -> the large plain containers it reaches (see ``reachable``)
 
     def update(self, name: str, value: Any, namespace: Mapping[str, Any]) -> None:
-        """Recompute what ``name`` reaches (after it was touched)."""
-        self.remove(name)
+        """Recompute what ``name`` reaches (after it was touched).
+
+        The owners index changes by the difference only (set operations in C): a name
+        reaching 300,000 records that gained one costs one entry, not 300,000.
+        """
+        own = self._own.pop(name, None)
+        if own is not None:
+            self._release(own)
         if has_identity(value):
             self._own[name] = id(value)
             self._held[id(value)] = self._held.get(id(value), 0) + 1
-        reach = reachable_ids(value, namespace, self._held.keys())
+        before = self._reach.get(name, frozenset())
+        reach, bulk = reachable(value, namespace, self._held.keys())
         self._reach[name] = reach
-        for ident in reach:
-            self._owners.setdefault(ident, set()).add(name)
+        if bulk:
+            self._bulk[name] = bulk
+        else:
+            self._bulk.pop(name, None)
+        for ident in before - reach:
+            self._disown(ident, name)
+        for ident in reach - before:
+            owners = self._owners.setdefault(ident, set())
+            owners.add(name)
+            if len(owners) == 2:
+                self._shared.add(ident)
 
-    def reach(self, name: str) -> frozenset[int]:
-        return self._reach.get(name, frozenset())
+    def _release(self, own: int) -> None:
+        self._held[own] -= 1
+        if not self._held[own]:
+            del self._held[own]
 
-    def remove(self, name: str) -> None:
-        own = self._own.pop(name, None)
-        if own is not None:
-            self._held[own] -= 1
-            if not self._held[own]:
-                del self._held[own]
-        for ident in self._reach.pop(name, ()):
-            owners = self._owners.get(ident)
-            if owners is not None:
-                owners.discard(name)
+    def _disown(self, ident: int, name: str) -> None:
+        owners = self._owners.get(ident)
+        if owners is not None:
+            owners.discard(name)
+            if len(owners) < 2:
+                self._shared.discard(ident)
                 if not owners:
                     del self._owners[ident]
 
+    def reach(self, name: str) -> frozenset[int]:
+        """Every identity ``name`` reaches, the records in its large containers too."""
+        reach = self._reach.get(name, frozenset())
+        bulk = self._bulk.get(name, ())
+        return reach.union(*(container.reach for container in bulk)) if bulk else reach
+
+    def remove(self, name: str) -> None:
+        self._bulk.pop(name, None)
+        own = self._own.pop(name, None)
+        if own is not None:
+            self._release(own)
+        for ident in self._reach.pop(name, ()):
+            self._disown(ident, name)
+
     def group_of(self, name: str) -> frozenset[str]:
         """All names connected to ``name`` through shared objects."""
-        return _connected(name, self._reach, self._owners)
+        if not self._bulk:
+            return _connected(name, self._reach, self._owners, self._shared)
+        group, pending = {name}, [name]
+        while pending:
+            for other in self._neighbours(pending.pop()):
+                if other not in group:
+                    group.add(other)
+                    pending.append(other)
+        return frozenset(group)
+
+    def _neighbours(self, name: str) -> set[str]:
+        """The names sharing an object with ``name``: through the owners index, and through the
+        records of large containers (set intersections in C, never a walk of the records)."""
+        small = self._reach.get(name, frozenset())
+        found: set[str] = set()
+        for ident in small & self._shared:
+            found.update(self._owners[ident])
+        mine = self._bulk.get(name, ())
+        for other, theirs in self._bulk.items():
+            if other == name:
+                continue
+            if any(not container.reach.isdisjoint(small) for container in theirs):
+                found.add(other)
+            elif any(mine_c is not their_c and not mine_c.reach.isdisjoint(their_c.reach) for mine_c in mine for their_c in theirs):
+                found.add(other)
+        if mine:
+            for other, their_small in self._reach.items():
+                if other != name and any(not container.reach.isdisjoint(their_small) for container in mine):
+                    found.add(other)
+        found.discard(name)
+        return found
 
     def groups_of(self, names: Iterable[str]) -> list[frozenset[str]]:
         """The distinct groups containing ``names``."""

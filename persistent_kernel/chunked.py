@@ -1,0 +1,270 @@
+"""Large plain lists and dicts kept as chunks: what changed since the last look, proven
+cheaply, and only that pickled again.
+
+A notebook's plain Python data — the JSON it loaded, the records a loop appends to, a
+cache dict — is often one exact ``list`` or ``dict`` of many small items. Pickling and
+walking all of it after every cell that names it costs what it holds, not what the cell
+did. So a container of at least ``MIN_ITEMS`` items is cut into chunks of
+``CHUNK_ITEMS`` consecutive items (a dict: keys and values in insertion order), each
+pickled on its own; the group's pickle names the container by its chunks (out-of-band
+buffers, content-addressed like any other), so a changed key or an appended record
+stores one chunk.
+
+**The proof that a chunk is unchanged** (no pickling, no hashing), for exact built-in
+types only:
+
+- a chunk remembers its items themselves (the *identity snapshot*: holding them, so no
+  other object can take their addresses); the container's items at those positions
+  are still those very objects (``is``, compared in C);
+- every item is *flat*: an atomic value (``int``, ``float``, ``complex``, ``bool``,
+  ``None``, ``str``, ``bytes``: immutable, nothing inside), a tuple of atomic values
+  (immutable too), or a *record* — an exact dict whose keys and values are atomic;
+- a record is unchanged when its CPython mutation counter (``dictversions``) is: any
+  insertion, replacement or deletion moves it. Where counters cannot be read, chunks
+  holding records are not used (the container is pickled whole, as before);
+- a dict container whose own counter has not moved has the same keys and values, so
+  only its records are looked at.
+
+Anything else inside (a list in a record, an instance, a nested dict of dicts) makes the
+container ineligible: it is pickled and walked whole, as before. One record held twice
+in the container is ineligible too (chunks are separate pickles, and it would come back
+as two). Inside a chunked container, atomic values keep their values but not their
+identity with variables outside it — as numbers already do everywhere (``pickle``
+writes them by value).
+
+The sharing analysis (``tracking``) reads a chunked container's reach from here: its
+records and tuples, which other variables may share, without walking their contents.
+"""
+
+from __future__ import annotations
+
+import operator
+import pickle
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from . import dictversions
+
+_OWN_REFERENCES = 4
+
+CHUNK_ITEMS = 8192
+MIN_ITEMS = 2 * CHUNK_ITEMS  # smaller containers are pickled whole: cheap enough
+PROTOCOL = 5
+ATOMIC = frozenset({int, float, complex, bool, type(None), str, bytes})
+_RECORD_KINDS = ATOMIC | {dict, tuple}
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Consecutive items of a container, their pickle, and what proves them unchanged."""
+
+    items: list[Any]  # the identity snapshot (a list's items; a dict's keys)
+    values: list[Any] | None  # a dict's values at the same positions
+    payload: bytes  # pickle of ``items`` (list) or ``(items, values)`` (dict)
+    shared: list[Any] = field(default_factory=list)  # its records, then its tuples: what other variables may share
+    records: int = 0  # how many of ``shared`` are records (exact dicts: mutable, so their counters are kept)
+    tag_reader: dictversions.TagReader | None = None
+    record_tags: tuple[int, ...] = ()
+    reach: frozenset[int] = frozenset()  # the ids of ``shared``
+
+    def same_items(self, items: list[Any], values: list[Any] | None) -> bool:
+        if len(items) != len(self.items) or not all(map(operator.is_, items, self.items)):
+            return False
+        return values is None or self.values is not None and all(map(operator.is_, values, self.values))
+
+    def records_unchanged(self) -> bool:
+        return self.tag_reader is None or self.tag_reader() == self.record_tags
+
+    def held_elsewhere(self) -> bool:
+        """Whether something besides the container holds one of its records or tuples (``last = rows[-1]``, ``Out[7]``).
+
+        Then this chunk is pickled inside the group's stream, where the pickler's memo keeps
+        that identity, instead of on its own. References counted: the container, this
+        chunk's snapshot and ``shared`` lists, and ``getrefcount``'s argument.
+        """
+        return bool(self.shared) and max(map(sys.getrefcount, self.shared)) > _OWN_REFERENCES
+
+    def part(self) -> tuple[str, Any]:
+        """What a pickle of the container holds for this chunk: its own pickle, or its items inline."""
+        if self.held_elsewhere():
+            return ("items", self.items if self.values is None else (self.items, self.values))
+        return ("pickle", pickle.PickleBuffer(self.payload))
+
+
+@dataclass(eq=False)
+class Chunked:
+    """A large exact list or dict as chunks (see the module's docstring), brought up to date in place."""
+
+    obj: Any  # held: its id is the cache key, and no other object may take it meanwhile
+    chunks: list[Chunk] = field(default_factory=list)
+    tag: int | None = None  # a dict's own counter when last looked at
+    reach: set[int] = field(default_factory=set)  # the ids of every chunk's records and tuples, kept up to date chunk by chunk
+    looked: int = -1  # the look (see ``new_look``) it was last brought up to date in
+
+    def persistent_id(self, serial: int) -> tuple[str, int, list[tuple[str, Any]]]:
+        """The container in a group's pickle (see ``serialize``): its kind, its number in the stream, its chunks."""
+        return ("list" if type(self.obj) is list else "dict", serial, [chunk.part() for chunk in self.chunks])
+
+    def replace_chunks(self, chunks: list[Chunk]) -> None:
+        """Take ``chunks`` as the container's, changing ``reach`` by the chunks that changed only."""
+        kept = set(map(id, chunks))
+        for chunk in self.chunks:
+            if id(chunk) not in kept:
+                self.reach -= chunk.reach
+        before = set(map(id, self.chunks))
+        for chunk in chunks:
+            if id(chunk) in before:
+                continue
+            if not self.reach.isdisjoint(chunk.reach):
+                raise _Ineligible  # one record in two chunks would come back as two
+            self.reach |= chunk.reach
+        self.chunks = chunks
+
+
+_cache: dict[int, Chunked] = {}
+_look = 0
+_looking = False
+
+
+@contextmanager
+def one_look() -> Iterator[None]:
+    """Inside, a container is brought up to date once (a checkpoint: the sharing walk, then the
+    pickling, with no user code between); outside, every ``chunks_of`` looks again."""
+    global _look, _looking
+    _look += 1
+    _looking = True
+    try:
+        yield
+    finally:
+        _looking = False
+
+
+def eligible_size(obj: Any) -> bool:
+    """An exact list or dict large enough to be chunked (whether its items allow it is asked of ``chunks_of``)."""
+    kind = type(obj)
+    return (kind is list or kind is dict) and len(obj) >= MIN_ITEMS
+
+
+def chunks_of(obj: Any) -> Chunked | None:
+    """The container's chunks, brought up to date (only changed chunks pickled again); None when not eligible."""
+    if not eligible_size(obj):
+        return None
+    known = _cache.get(id(obj))
+    if known is None or known.obj is not obj:
+        known = Chunked(obj)
+    elif _looking and known.looked == _look:
+        return known
+    try:
+        if type(obj) is dict:
+            _refresh_dict(obj, known)
+        else:
+            _refresh_list(obj, known)
+    except (_Ineligible, RecursionError):
+        _cache.pop(id(obj), None)
+        return None
+    known.looked = _look
+    _cache[id(obj)] = known
+    return known
+
+
+def sweep() -> None:
+    """Forget containers nothing but this cache holds any more (their memory can go)."""
+    for key, entry in list(_cache.items()):
+        if sys.getrefcount(entry.obj) <= 2:  # the entry and getrefcount's argument: nothing else
+            del _cache[key]
+
+
+def forget() -> None:
+    _cache.clear()
+
+
+class _Ineligible(Exception):
+    pass
+
+
+def _refresh_list(obj: list, known: Chunked) -> None:
+    chunks: list[Chunk] = []
+    old = known.chunks
+    for index, start in enumerate(range(0, len(obj), CHUNK_ITEMS)):
+        items = obj[start : start + CHUNK_ITEMS]
+        previous = old[index] if index < len(old) else None
+        if previous is not None and previous.same_items(items, None) and previous.records_unchanged():
+            chunks.append(previous)
+        else:
+            chunks.append(_make_chunk(items, None))
+    known.replace_chunks(chunks)
+
+
+def _refresh_dict(obj: dict, known: Chunked) -> None:
+    tag = dictversions.tag(obj)
+    if known.chunks and tag is not None and tag == known.tag:
+        # Same keys bound to the same objects: only records may have changed inside.
+        known.replace_chunks([chunk if chunk.records_unchanged() else _make_chunk(chunk.items, chunk.values) for chunk in known.chunks])
+        return
+    keys, values = list(obj), list(obj.values())
+    old = known.chunks
+    chunks = []
+    for index, start in enumerate(range(0, len(keys), CHUNK_ITEMS)):
+        chunk_keys, chunk_values = keys[start : start + CHUNK_ITEMS], values[start : start + CHUNK_ITEMS]
+        previous = old[index] if index < len(old) else None
+        if previous is not None and previous.same_items(chunk_keys, chunk_values) and previous.records_unchanged():
+            chunks.append(previous)
+        else:
+            chunks.append(_make_chunk(chunk_keys, chunk_values))
+    known.replace_chunks(chunks)
+    known.tag = tag
+
+
+def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
+    records: list[dict] = []
+    tuples: list[tuple] = []
+    for part in (items, values) if values is not None else (items,):
+        kinds = set(map(type, part))
+        if kinds <= ATOMIC:
+            continue
+        if not kinds <= _RECORD_KINDS:
+            raise _Ineligible
+        dicts = [item for item in part if type(item) is dict]
+        tuples_here = [item for item in part if type(item) is tuple]
+        inner = set(map(type, chain.from_iterable(tuples_here)))
+        if dicts:
+            if not dictversions.available():
+                raise _Ineligible  # no cheap proof that a record is unchanged
+            inner |= set(map(type, chain.from_iterable(map(dict.keys, dicts))))
+            inner |= set(map(type, chain.from_iterable(map(dict.values, dicts))))
+        if not inner <= ATOMIC:
+            raise _Ineligible
+        records.extend(dicts)
+        tuples.extend(tuples_here)
+    shared = records + tuples
+    reach = frozenset(map(id, shared))
+    if len(reach) != len(shared):
+        raise _Ineligible
+    payload = pickle.dumps(items if values is None else (items, values), protocol=PROTOCOL)
+    reader = dictversions.tag_reader(records) if records else None
+    return Chunk(items, values, payload, shared, len(records), reader, reader() if reader is not None else (), reach)
+
+
+# -- loading ---------------------------------------------------------------------------
+# The persistent ids' kinds ("list", "dict", "same") and parts ("pickle", "items") are in
+# stored pickles: they must not change meaning.
+
+
+def load_persistent(pid: Any, loaded: dict[int, Any]) -> Any:
+    """The object a persistent id in a group's pickle stands for; ``loaded``: this stream's containers so far."""
+    kind, serial = pid[0], pid[1]
+    if kind == "same":
+        return loaded[serial]
+    parts = [part if how == "items" else pickle.loads(part) for how, part in pid[2]]
+    if kind == "list":
+        obj: Any = list(chain.from_iterable(parts))
+    elif kind == "dict":
+        obj = dict(zip(chain.from_iterable(keys for keys, _ in parts), chain.from_iterable(values for _, values in parts)))
+    else:
+        raise pickle.UnpicklingError(f"unknown persistent id {kind!r} (a newer persistent_kernel wrote this value?)")
+    loaded[serial] = obj
+    return obj
