@@ -18,7 +18,8 @@ types only:
   are still those very objects (``is``, compared in C);
 - every item is *flat*: an atomic value (``int``, ``float``, ``complex``, ``bool``,
   ``None``, ``str``, ``bytes``: immutable, nothing inside), a tuple of atomic values
-  (immutable too), or a *record* — an exact dict whose keys and values are atomic;
+  (immutable too), or a *record* — an exact dict whose keys and values are atomic
+  (a dict's keys may be atomic values or such tuples);
 - a record is unchanged when its CPython mutation counter (``dictversions``) is: any
   insertion, replacement or deletion moves it. Where counters cannot be read, chunks
   holding records are not used (the container is pickled whole, as before);
@@ -29,11 +30,14 @@ Anything else inside (a list in a record, an instance, a nested dict of dicts) m
 container ineligible: it is pickled and walked whole, as before. One record held twice
 in the container is ineligible too (chunks are separate pickles, and it would come back
 as two). Inside a chunked container, atomic values keep their values but not their
-identity with variables outside it — as numbers already do everywhere (``pickle``
-writes them by value).
+identity with variables outside it, and so do tuples — as numbers already do
+everywhere (``pickle`` writes them by value): ``t = rows[0]`` for a tuple gives an
+equal tuple after a restore, ``t is rows[0]`` no longer holds. Records keep it: a
+record another value holds (``last = rows[-1]``, ``Out[7]``) puts its chunk back into
+the group's own pickle, whose memo keeps the identity.
 
 The sharing analysis (``tracking``) reads a chunked container's reach from here: its
-records and tuples, which other variables may share, without walking their contents.
+records, which other variables may share, without walking their contents.
 """
 
 from __future__ import annotations
@@ -65,11 +69,10 @@ class Chunk:
     items: list[Any]  # the identity snapshot (a list's items; a dict's keys)
     values: list[Any] | None  # a dict's values at the same positions
     payload: bytes  # pickle of ``items`` (list) or ``(items, values)`` (dict)
-    shared: list[Any] = field(default_factory=list)  # its records, then its tuples: what other variables may share
-    records: int = 0  # how many of ``shared`` are records (exact dicts: mutable, so their counters are kept)
+    records: list[dict] = field(default_factory=list)  # its exact dicts: mutable, what other variables may share
     tag_reader: dictversions.TagReader | None = None
     record_tags: tuple[int, ...] = ()
-    reach: frozenset[int] = frozenset()  # the ids of ``shared``
+    reach: frozenset[int] = frozenset()  # the ids of ``records``
 
     def same_items(self, items: list[Any], values: list[Any] | None) -> bool:
         if len(items) != len(self.items) or not all(map(operator.is_, items, self.items)):
@@ -80,13 +83,13 @@ class Chunk:
         return self.tag_reader is None or self.tag_reader() == self.record_tags
 
     def held_elsewhere(self) -> bool:
-        """Whether something besides the container holds one of its records or tuples (``last = rows[-1]``, ``Out[7]``).
+        """Whether something besides the container holds one of its records (``last = rows[-1]``, ``Out[7]``).
 
         Then this chunk is pickled inside the group's stream, where the pickler's memo keeps
         that identity, instead of on its own. References counted: the container, this
-        chunk's snapshot and ``shared`` lists, and ``getrefcount``'s argument.
+        chunk's snapshot and ``records`` lists, and ``getrefcount``'s argument.
         """
-        return bool(self.shared) and max(map(sys.getrefcount, self.shared)) > _OWN_REFERENCES
+        return bool(self.records) and max(map(sys.getrefcount, self.records)) > _OWN_REFERENCES
 
     def part(self) -> tuple[str, Any]:
         """What a pickle of the container holds for this chunk: its own pickle, or its items inline."""
@@ -102,7 +105,7 @@ class Chunked:
     obj: Any  # held: its id is the cache key, and no other object may take it meanwhile
     chunks: list[Chunk] = field(default_factory=list)
     tag: int | None = None  # a dict's own counter when last looked at
-    reach: set[int] = field(default_factory=set)  # the ids of every chunk's records and tuples, kept up to date chunk by chunk
+    reach: set[int] = field(default_factory=set)  # the ids of every chunk's records, kept up to date chunk by chunk
     looked: int = -1  # the look (see ``new_look``) it was last brought up to date in
 
     def persistent_id(self, serial: int) -> tuple[str, int, list[tuple[str, Any]]]:
@@ -221,7 +224,6 @@ def _refresh_dict(obj: dict, known: Chunked) -> None:
 
 def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
     records: list[dict] = []
-    tuples: list[tuple] = []
     for part in (items, values) if values is not None else (items,):
         kinds = set(map(type, part))
         if kinds <= ATOMIC:
@@ -229,8 +231,8 @@ def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
         if not kinds <= _RECORD_KINDS:
             raise _Ineligible
         dicts = [item for item in part if type(item) is dict]
-        tuples_here = [item for item in part if type(item) is tuple]
-        inner = set(map(type, chain.from_iterable(tuples_here)))
+        tuples = [item for item in part if type(item) is tuple]
+        inner = set(map(type, chain.from_iterable(tuples)))
         if dicts:
             if not dictversions.available():
                 raise _Ineligible  # no cheap proof that a record is unchanged
@@ -239,14 +241,12 @@ def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
         if not inner <= ATOMIC:
             raise _Ineligible
         records.extend(dicts)
-        tuples.extend(tuples_here)
-    shared = records + tuples
-    reach = frozenset(map(id, shared))
-    if len(reach) != len(shared):
-        raise _Ineligible
+    reach = frozenset(map(id, records))
+    if len(reach) != len(records):
+        raise _Ineligible  # one record twice
     payload = pickle.dumps(items if values is None else (items, values), protocol=PROTOCOL)
     reader = dictversions.tag_reader(records) if records else None
-    return Chunk(items, values, payload, shared, len(records), reader, reader() if reader is not None else (), reach)
+    return Chunk(items, values, payload, records, reader, reader() if reader is not None else (), reach)
 
 
 # -- loading ---------------------------------------------------------------------------
