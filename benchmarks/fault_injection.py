@@ -65,7 +65,7 @@ def fingerprint(ns):
         import numpy
     except ImportError:
         numpy = None
-    pattern = re.compile(r"^(n|s|l|d|a|big|gen|con|lock)\d+$")
+    pattern = re.compile(r"^(n|s|l|d|a|big|gen|con|lock|rec|tab)\d+$")
     modules = ("np", "sqlite3", "threading", "itertools")
     slots = {}
 
@@ -155,6 +155,10 @@ class Program:
     raised: list[bool]
 
 
+def slot_name(rng: random.Random, prefix: str, count: int = 4) -> str:
+    return f"{prefix}{rng.randint(1, count)}"
+
+
 class Generator:
     """Random cells over a few names, run in a plain namespace (the model) as they are made."""
 
@@ -171,7 +175,7 @@ class Generator:
     def existing(self, kind: type | tuple) -> list[str]:
         import numpy as np  # noqa: F401
 
-        return sorted(n for n, v in self.ns.items() if re.fullmatch(r"(n|s|l|d|a|big|gen|con|lock)\d+", n) and isinstance(v, kind))
+        return sorted(n for n, v in self.ns.items() if re.fullmatch(r"(n|s|l|d|a|big|gen|con|lock|rec|tab)\d+", n) and isinstance(v, kind))
 
     def literal(self, depth: int = 0) -> str:
         r = self.rng
@@ -194,12 +198,14 @@ class Generator:
         arrays = [n for n in self.existing(np.ndarray) if n.startswith("a")]
         bigs = [n for n in self.existing(np.ndarray) if n.startswith("big")]
         gens = [n for n in self.ns if re.fullmatch(r"gen\d+", n)]
-        anything = [n for n in self.ns if re.fullmatch(r"(n|s|l|d|a|big|gen|con|lock)\d+", n)]
+        anything = [n for n in self.ns if re.fullmatch(r"(n|s|l|d|a|big|gen|con|lock|rec|tab)\d+", n)]
         slot = lambda prefix, count: f"{prefix}{r.randint(1, count)}"  # noqa: E731
         kind = r.choices(
-            ["small-new", "small-mutate", "alias", "nest", "delete", "array", "large", "unstorable", "next"],
-            weights=[14, 22, 8, 5, 7, 10, 12, 5, 6],
+            ["small-new", "small-mutate", "alias", "nest", "delete", "array", "large", "unstorable", "next", "chunked"],
+            weights=[14, 22, 8, 5, 7, 10, 12, 5, 6, 9],
         )[0]
+        if kind == "chunked":
+            return self.chunked_statement(), False
         if kind == "small-new" or (kind == "small-mutate" and not (ints or strs or lists or dicts)):
             which = r.choice(["n", "s", "l", "d"])
             value = {
@@ -277,6 +283,39 @@ class Generator:
                 return f"con1.execute('create table if not exists t (x)'); con1.execute('insert into t values ({r.randint(0, 9)})')", False
             return "con1 = sqlite3.connect(':memory:')", False
         return f"{slot('lock', 2)} = threading.Lock()", False
+
+    def chunked_statement(self) -> str:
+        """A large plain list of records (``rec``) or dict (``tab``): stored by chunks (see ``chunked``)."""
+        r = self.rng
+        recs = [n for n in self.ns if re.fullmatch(r"rec\d+", n) and type(self.ns[n]) is list and self.ns[n]]
+        tabs = [n for n in self.ns if re.fullmatch(r"tab\d+", n) and type(self.ns[n]) is dict and self.ns[n]]
+        size = r.choice([17_000, 20_000, 40_000])
+        if not (recs or tabs) or r.random() < 0.12:
+            if r.random() < 0.5:
+                return f"rec{r.randint(1, 2)} = [{{'id': i, 'v': i * 0.5}} for i in range({size})]"
+            return f"tab{r.randint(1, 2)} = {{i: f'v{{i}}' for i in range({size})}}"
+        if recs and (not tabs or r.random() < 0.5):
+            name = r.choice(recs)
+            k = r.randrange(len(self.ns[name]))
+            return r.choice(
+                [
+                    f"{name}.append({{'id': -1, 'v': {r.randint(0, 99)}}})",
+                    f"{name}[{k}]['v'] = {r.choice(['True', '1', '1.0', '-0.0', repr('x')])}",
+                    f"{name}.pop(0)",
+                    f"{name}.insert({k}, {{'new': {r.randint(0, 9)}}})",
+                    f"{slot_name(r, 'd')} = {name}[{k}]",  # a record shared with a variable
+                    f"{name}[{k}]['extra'] = None",
+                ]
+            )
+        name = r.choice(tabs)
+        key = r.randrange(len(self.ns[name]) + 10)
+        return r.choice(
+            [
+                f"{name}[{key}] = {r.choice(['True', '1', '1.0', repr('changed')])}",
+                f"{name}.pop({key}, None)",
+                f"{name}[{key}] = {name}.pop({key}, 0)",
+            ]
+        )
 
     def run(self, code: str) -> bool:
         """Execute a cell in the model; True when it raised (a cell keeps what it did before)."""
