@@ -190,16 +190,7 @@ class _Ineligible(Exception):
 
 
 def _refresh_list(obj: list, known: Chunked) -> None:
-    chunks: list[Chunk] = []
-    old = known.chunks
-    for index, start in enumerate(range(0, len(obj), CHUNK_ITEMS)):
-        items = obj[start : start + CHUNK_ITEMS]
-        previous = old[index] if index < len(old) else None
-        if previous is not None and previous.same_items(items, None) and previous.records_unchanged():
-            chunks.append(previous)
-        else:
-            chunks.append(_make_chunk(items, None))
-    known.replace_chunks(chunks)
+    known.replace_chunks(_rechunk(known.chunks, obj, None))
 
 
 def _refresh_dict(obj: dict, known: Chunked) -> None:
@@ -208,18 +199,22 @@ def _refresh_dict(obj: dict, known: Chunked) -> None:
         # Same keys bound to the same objects: only records may have changed inside.
         known.replace_chunks([chunk if chunk.records_unchanged() else _make_chunk(chunk.items, chunk.values) for chunk in known.chunks])
         return
-    keys, values = list(obj), list(obj.values())
-    old = known.chunks
+    known.replace_chunks(_rechunk(known.chunks, list(obj), list(obj.values())))
+    known.tag = tag
+
+
+def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> list[Chunk]:
+    """The chunks of ``items`` (and a dict's ``values``): each old chunk kept where it is proven unchanged."""
     chunks = []
-    for index, start in enumerate(range(0, len(keys), CHUNK_ITEMS)):
-        chunk_keys, chunk_values = keys[start : start + CHUNK_ITEMS], values[start : start + CHUNK_ITEMS]
+    for index, start in enumerate(range(0, len(items), CHUNK_ITEMS)):
+        part = items[start : start + CHUNK_ITEMS]
+        part_values = None if values is None else values[start : start + CHUNK_ITEMS]
         previous = old[index] if index < len(old) else None
-        if previous is not None and previous.same_items(chunk_keys, chunk_values) and previous.records_unchanged():
+        if previous is not None and previous.same_items(part, part_values) and previous.records_unchanged():
             chunks.append(previous)
         else:
-            chunks.append(_make_chunk(chunk_keys, chunk_values))
-    known.replace_chunks(chunks)
-    known.tag = tag
+            chunks.append(_make_chunk(part, part_values))
+    return chunks
 
 
 def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:

@@ -33,7 +33,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from .chunked import Chunked, chunks_of, eligible_size
+from .chunked import MIN_ITEMS as CHUNKED_MIN_ITEMS
+from .chunked import Chunked, chunks_of
 from .libraryrefs import library_global, library_objects
 from .shellrefs import shell_objects
 from .weakrefs import is_weak, weak_referents
@@ -403,7 +404,7 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
         seen.add(ident)
         if ident in shell_parts or ident in library_parts and library_global(obj, library_parts) is not None:
             continue
-        if eligible_size(obj):
+        if (kind is list or kind is dict) and len(obj) >= CHUNKED_MIN_ITEMS:  # inline: every walked object passes here
             found = chunks_of(obj)
             if found is not None:
                 # A large plain list or dict of flat items: its records and tuples are all
