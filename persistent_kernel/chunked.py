@@ -217,7 +217,8 @@ def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> li
     return chunks
 
 
-def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
+def _make_chunk(items: list[Any], values: list[Any] | None, payload: bytes | None = None) -> Chunk:
+    """A chunk of these items, checked flat; ``payload``: their pickle when it is at hand (just loaded)."""
     records: list[dict] = []
     for part in (items, values) if values is not None else (items,):
         kinds = set(map(type, part))
@@ -239,7 +240,8 @@ def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
     reach = frozenset(map(id, records))
     if len(reach) != len(records):
         raise _Ineligible  # one record twice
-    payload = pickle.dumps(items if values is None else (items, values), protocol=PROTOCOL)
+    if payload is None:
+        payload = pickle.dumps(items if values is None else (items, values), protocol=PROTOCOL)
     reader = dictversions.tag_reader(records) if records else None
     return Chunk(items, values, payload, records, reader, reader() if reader is not None else (), reach)
 
@@ -250,16 +252,37 @@ def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
 
 
 def load_persistent(pid: Any, loaded: dict[int, Any]) -> Any:
-    """The object a persistent id in a group's pickle stands for; ``loaded``: this stream's containers so far."""
+    """The object a persistent id in a group's pickle stands for; ``loaded``: this stream's containers so far.
+
+    The chunks it was loaded from become its chunks here (their stored pickles kept), so the
+    first checkpoint after a restore neither pickles it again nor stores a new version of it.
+    """
     kind, serial = pid[0], pid[1]
     if kind == "same":
         return loaded[serial]
-    parts = [part if how == "items" else pickle.loads(part) for how, part in pid[2]]
+    if kind not in ("list", "dict"):
+        raise pickle.UnpicklingError(f"unknown persistent id {kind!r} (a newer persistent_kernel wrote this value?)")
+    payloads = [bytes(part) if how == "pickle" else None for how, part in pid[2]]
+    parts = [part if payload is None else pickle.loads(payload) for (_, part), payload in zip(pid[2], payloads)]
     if kind == "list":
         obj: Any = list(chain.from_iterable(parts))
-    elif kind == "dict":
-        obj = dict(zip(chain.from_iterable(keys for keys, _ in parts), chain.from_iterable(values for _, values in parts)))
     else:
-        raise pickle.UnpicklingError(f"unknown persistent id {kind!r} (a newer persistent_kernel wrote this value?)")
+        obj = dict(zip(chain.from_iterable(keys for keys, _ in parts), chain.from_iterable(values for _, values in parts)))
     loaded[serial] = obj
+    _adopt_loaded(obj, parts, payloads)
     return obj
+
+
+def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> None:
+    """Keep a just-loaded container's chunks (see ``load_persistent``); one that is not flat is simply not kept."""
+    known = Chunked(obj)
+    try:
+        if type(obj) is list:
+            chunks = [_make_chunk(part, None, payload) for part, payload in zip(parts, payloads)]
+        else:
+            chunks = [_make_chunk(list(keys), list(values), payload) for (keys, values), payload in zip(parts, payloads)]
+        known.replace_chunks(chunks)
+    except (_Ineligible, RecursionError):
+        return
+    known.tag = dictversions.tag(obj) if type(obj) is dict else None
+    _cache[id(obj)] = known
