@@ -18,9 +18,11 @@ No LMDB here, no IPython.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import mmap
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,36 @@ from .authentication import SegmentHasher
 from .privatefiles import open_private
 
 COPY_CHUNK = 16 * 1024**2  # the only extra memory a write uses: one chunk
+
+
+# mmap(2)'s flag to place a mapping at a given address (Python's mmap module cannot): the same value on Linux and macOS.
+_MAP_FIXED = 0x10 if sys.platform.startswith(("linux", "darwin")) else 0
+
+
+def _libc_mmap() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.mmap
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_void_p
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    return function
+
+
+_mmap_at = _libc_mmap() if _MAP_FIXED else None
+
+
+def _map_file_at(address: int, size: int, fd: int) -> bool:
+    """Map a file privately over ``size`` bytes at ``address`` (page-aligned, inside a mapping
+    this process owns). False where that cannot be done here: the caller copies instead."""
+    if _mmap_at is None or address % mmap.PAGESIZE:
+        return False
+    placed = _mmap_at(address, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | _MAP_FIXED, fd, 0)
+    if placed != address:
+        number = ctypes.get_errno()
+        raise OSError(number, f"mapping a piece of a large value failed: {os.strerror(number)}")
+    return True
 
 
 class TornWrite(Exception):
@@ -171,6 +203,49 @@ class BlobFiles:
             return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)  # the mapping keeps the file alive, even if it is deleted later
+
+    def map_pieces(self, digests: list[bytes], copied: dict[bytes, Any]) -> tuple[mmap.mmap | bytes, list[tuple[int, int]]]:
+        """Blobs laid end to end in one private, writable mapping, and where each one lies (offset, size).
+
+        Each blob's file is mapped in place (pages load on first access; writes stay in
+        memory), so an array stored as pieces comes back as lazily as one stored whole;
+        the blobs in ``copied`` (kept in LMDB) are copied in. The mapping is an anonymous
+        one the pieces are placed over: when it is freed, they all go with it.
+
+        Raises FileNotFoundError and ``NotPrivate`` like ``map``.
+        """
+        fds: dict[bytes, int] = {}
+        try:
+            sizes = []
+            for blob_digest in digests:
+                if blob_digest in copied:
+                    sizes.append(memoryview(copied[blob_digest]).nbytes)
+                    continue
+                if blob_digest not in fds:
+                    fds[blob_digest] = open_private(self.path(blob_digest), os.O_RDONLY)
+                sizes.append(os.fstat(fds[blob_digest]).st_size)
+            total = sum(sizes)
+            spans = []
+            offset = 0
+            for size in sizes:
+                spans.append((offset, size))
+                offset += size
+            if total == 0:
+                return b"", spans
+            region = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE)
+            start = ctypes.c_char.from_buffer(region)
+            address = ctypes.addressof(start)
+            del start  # its hold on the region: the region must stay closable
+            for blob_digest, (offset, size) in zip(digests, spans):
+                if blob_digest in copied:
+                    region[offset : offset + size] = copied[blob_digest]
+                elif size and not _map_file_at(address + offset, size, fds[blob_digest]):
+                    with mmap.mmap(fds[blob_digest], 0, access=mmap.ACCESS_READ) as piece:
+                        region[offset : offset + size] = piece
+            return region, spans
+        finally:
+            for fd in fds.values():
+                os.close(fd)  # the mappings keep the files alive
 
     def remove(self, blob_digest: bytes) -> int:
         """Delete a blob file; returns the bytes freed."""

@@ -369,7 +369,11 @@ class Checkpointer:
         ):
             return 0  # unchanged: nothing to store
         blobs: dict[bytes, Any] = {serialized.payload_digest: serialized.payload}
-        blobs.update(zip(serialized.buffer_digests, serialized.buffers))
+        for buffer_digest, buffer in zip(serialized.buffer_digests, serialized.buffers):
+            if buffer_digest in serialized.pieces:
+                blobs.update(serialized.pieces[buffer_digest])  # pieces already stored are not written again
+            else:
+                blobs[buffer_digest] = buffer
         large = {
             blob: data for blob, data in blobs.items() if self.large_blob_bytes and memoryview(data).nbytes >= self.large_blob_bytes
         }
@@ -379,6 +383,7 @@ class Checkpointer:
             method=serialized.method,
             payload=serialized.payload_digest.hex(),
             buffers=[d.hex() for d in serialized.buffer_digests],
+            pieces={d.hex(): [p.hex() for p, _ in pieces] for d, pieces in serialized.pieces.items()},
             nbytes=serialized.nbytes,
             digest=digest,
             notes=serialized.notes or None,  # named by a restore: see serialize._copied_views

@@ -49,7 +49,10 @@ def load_version(main: Any, store: Any, version: Version) -> dict[str, Any] | Ex
     try:
         inline = version.inline
         payload = base64.b64decode(inline) if inline is not None else store.read_blob(version.payload_digest)
-        buffers = [store.read_blob(bytes.fromhex(b)) for b in version.buffers]
+        buffers = [
+            store.read_pieces([bytes.fromhex(p) for p in version.pieces[b]]) if b in version.pieces else store.read_blob(bytes.fromhex(b))
+            for b in version.buffers
+        ]
         values = loads(version.pickler, bytes(payload), buffers, main)
         if not isinstance(values, dict):
             return TypeError("a stored group is not a dict")

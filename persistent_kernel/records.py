@@ -119,7 +119,8 @@ class Version:
     """One stored state of a group of names that share objects (a version record in the store).
 
     A STORED version names its pickle (``payload``, or ``inline`` when small) and
-    its out-of-band ``buffers``; large ones are ``files`` written after the commit,
+    its out-of-band ``buffers`` (a large one by its ``pieces``, each a blob of its own);
+    large blobs are ``files`` written after the commit,
     so it is ``landed`` only once they are durable. A RECOMPUTE version names the
     ``cells`` that rebuild values that cannot be stored, and why (``reason``).
     Versions are never rewritten except to mark them landed, dropped or pruned.
@@ -131,6 +132,7 @@ class Version:
     payload: str | None = None  # hex digest of the pickle's blob
     inline: str | None = None  # base64 pickle, when small enough to travel in the record itself
     buffers: list[str] = field(default_factory=list)  # hex digests, in pickle-5 buffer order
+    pieces: dict[str, list[str]] = field(default_factory=dict)  # a large buffer's digest -> its pieces' blobs, in order
     nbytes: int = 0
     digest: str | None = None  # hash of the whole group: unchanged groups are not stored again
     notes: dict[str, str] | None = None  # name -> what a restore must say about it (see serialize._copied_views)
@@ -152,6 +154,11 @@ class Version:
         if self.kind != STORED or self.pruned:
             return False
         return self.landed or all(has_file(bytes.fromhex(blob)) for blob in self.files)
+
+    @property
+    def buffer_blobs(self) -> list[str]:
+        """The blobs holding its buffers: a buffer stored as pieces is held by its pieces."""
+        return [blob for buffer in self.buffers for blob in self.pieces.get(buffer, [buffer])]
 
     @property
     def pickler(self) -> str:
@@ -193,7 +200,7 @@ class Version:
 _ABSENT = object()
 _VERSION_FIELDS = tuple(Version.__dataclass_fields__)
 _VERSION_DEFAULTS: dict[str, Any] = {
-    "method": None, "payload": None, "inline": None, "buffers": [], "nbytes": 0, "digest": None, "notes": None,
+    "method": None, "payload": None, "inline": None, "buffers": [], "pieces": {}, "nbytes": 0, "digest": None, "notes": None,
     "files": {}, "landed": True, "dropped": None, "pruned": False, "cells": [], "reason": None, "excluded": False,
 }
 

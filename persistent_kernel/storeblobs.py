@@ -55,6 +55,29 @@ class StoreBlobs(StorePart):
         self._check_file(blob_digest, mapping)
         return mapping
 
+    def read_pieces(self, digests: list[bytes]) -> mmap.mmap | bytes:
+        """A buffer stored as pieces (``serialize.PIECE_BYTES``), in one writable buffer.
+
+        The pieces' files are mapped in place, one after the other, into one private
+        mapping (see ``BlobFiles.map_pieces``), and each is checked against its tag
+        where it lies: what is checked is what is used. A piece kept in LMDB (smaller
+        than ``large_blob_bytes``) is read and checked like any blob, then copied in.
+        Raises ``Unauthentic`` and KeyError like ``read_blob``.
+        """
+        copied = {blob: self.read_blob(blob) for blob in set(digests) if not self.files.exists(blob)}
+        try:
+            region, spans = self.files.map_pieces(digests, copied)
+        except FileNotFoundError:
+            raise KeyError(f"a piece of a large value is missing from {self.path}") from None
+        except NotPrivate as exc:
+            self._refuse("a piece of a large value")
+            raise Unauthentic(str(exc)) from None
+        view = memoryview(region)
+        for blob, (offset, size) in zip(digests, spans):
+            if blob not in copied:
+                self._check_file(blob, view[offset : offset + size])
+        return region
+
     def blob_bytes(self) -> int:
         """Bytes held by blobs (content-addressed, so shared data counts once)."""
         total = sum(self.files.size(blob) or 0 for blob in self.files.digests())

@@ -58,7 +58,7 @@ class StoreCheck(StorePart):
                     continue
                 files = version.files
                 payload = None if version.inline is not None else version.payload
-                for blob in [payload, *version.buffers]:
+                for blob in [payload, *version.buffer_blobs]:
                     if blob and blob not in files and txn.get(bytes.fromhex(blob) + chunk_key(0), db=self._blobs) is None:
                         problems.append(f"version {bytes(key).hex()} names missing blob {blob}")
                 if version.landed and not version.pruned:
