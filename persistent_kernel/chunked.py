@@ -246,6 +246,21 @@ def _make_chunk(items: list[Any], values: list[Any] | None, payload: bytes | Non
     return Chunk(items, values, payload, records, reader, reader() if reader is not None else (), reach)
 
 
+def _loaded_chunk(items: list[Any], values: list[Any] | None, payload: bytes | None) -> Chunk:
+    """A chunk just loaded from what a checkpoint stored: flat by construction (only a flat chunk
+    is ever stored as one, and its pickle was authenticated before it was loaded), so the
+    check of every item's type ``_make_chunk`` makes is not made again; only the records are found."""
+    if payload is None:
+        return _make_chunk(items, values)  # it was stored inline: no pickle of its own to keep
+    records = [item for item in items if type(item) is dict]
+    if values is not None:
+        records += [value for value in values if type(value) is dict]
+    if records and not dictversions.available():
+        raise _Ineligible
+    reader = dictversions.tag_reader(records) if records else None
+    return Chunk(items, values, payload, records, reader, reader() if reader is not None else (), frozenset(map(id, records)))
+
+
 # -- loading ---------------------------------------------------------------------------
 # The persistent ids' kinds ("list", "dict", "same") and parts ("pickle", "items") are in
 # stored pickles: they must not change meaning.
@@ -262,7 +277,8 @@ def load_persistent(pid: Any, loaded: dict[int, Any]) -> Any:
         return loaded[serial]
     if kind not in ("list", "dict"):
         raise pickle.UnpicklingError(f"unknown persistent id {kind!r} (a newer persistent_kernel wrote this value?)")
-    payloads = [bytes(part) if how == "pickle" else None for how, part in pid[2]]
+    # a loaded blob is a private copy already (see ``StoreBlobs.read_blob``): kept, not copied again
+    payloads = [(part if type(part) in (bytes, bytearray) else bytes(part)) if how == "pickle" else None for how, part in pid[2]]
     parts = [part if payload is None else pickle.loads(payload) for (_, part), payload in zip(pid[2], payloads)]
     if kind == "list":
         obj: Any = list(chain.from_iterable(parts))
@@ -278,9 +294,9 @@ def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> N
     known = Chunked(obj)
     try:
         if type(obj) is list:
-            chunks = [_make_chunk(part, None, payload) for part, payload in zip(parts, payloads)]
+            chunks = [_loaded_chunk(part, None, payload) for part, payload in zip(parts, payloads)]
         else:
-            chunks = [_make_chunk(list(keys), list(values), payload) for (keys, values), payload in zip(parts, payloads)]
+            chunks = [_loaded_chunk(list(keys), list(values), payload) for (keys, values), payload in zip(parts, payloads)]
         known.replace_chunks(chunks)
     except (_Ineligible, RecursionError):
         return

@@ -90,14 +90,14 @@ class TagReader:
     """
 
     def __init__(self, dicts: Sequence[dict]) -> None:
-        addresses = [id(d) + _TAG_OFFSET for d in dicts]
+        addresses = list(map(id, dicts))
         self._count = len(addresses)
         if not addresses:
             return
         low = min(addresses)
         span = (max(addresses) - low) // 8 + 1
         # a view of the address range, made without touching it: only the gathered words are read
-        self._memory = memoryview((ctypes.c_uint64 * span).from_address(low)).cast("B").cast("Q")
+        self._memory = memoryview((ctypes.c_uint64 * span).from_address(low + _TAG_OFFSET)).cast("B").cast("Q")
         offsets = [(address - low) >> 3 for address in addresses]
         self._gather = operator.itemgetter(*offsets) if len(offsets) > 1 else (lambda memory: (memory[offsets[0]],))
 

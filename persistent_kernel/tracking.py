@@ -28,6 +28,7 @@ import gc
 import re
 import sys
 import types
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -41,7 +42,8 @@ from .weakrefs import is_weak, weak_referents
 
 # IPython's own bookkeeping in the user namespace: never persisted as user state.
 _IPYTHON_NAME = re.compile(r"^(_|__|___|_i|_ii|_iii|_i\d+|_\d+|_ih|_oh|_dh|In|Out|get_ipython|exit|quit)$")
-_ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
+# re.Pattern: immutable, and pickled as re.compile(...), which hands back re's cached object
+_ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis), re.Pattern)
 MAX_OBJECTS_PER_VARIABLE = 100_000  # reference walk budget; deeper sharing is not detected
 _LARGE_ATOMIC = 4096  # str/bytes at least this long take part in grouping
 
@@ -312,7 +314,9 @@ def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
         return [obj.func, *obj.args, *obj.keywords.values(), *(instance_dict(obj) or {}).values()]
     if kind.__module__ in _OPAQUE_MODULES and not hasattr(obj, "__dict__"):
         return [r for r in gc.get_referents(obj) if not issubclass(type(r), (type, types.ModuleType))]
-    held = [kind] if kind.__module__ == MAIN else []  # instances of one notebook class share that class
+    # Instances of one notebook class share that class; so do instances of a class a library made
+    # at run time (no module names it: pickled by value, it must be stored once for all of them).
+    held = [kind] if kind.__module__ == MAIN or not _named_class(kind) else []
     return held + _instance_state(obj, kind)
 
 
@@ -389,6 +393,7 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
     stack = [value]
     shell_parts = shell_objects()  # leaves: the shell reaches everything (see shellrefs)
     library_parts = library_objects()  # leaves too: stored as references to the library's objects
+    libraries = _LibraryOwned(shell_parts, library_parts)
     while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
         obj = stack.pop()
         kind = type(obj)  # type(), not isinstance(): a user __class__ property may lie or raise
@@ -401,9 +406,12 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
         ident = id(obj)
         if ident in seen:
             continue
+        if obj is not value and libraries.owns(obj, ident, kind):
+            continue  # the library's: the same object after a restore whatever the grouping
         seen.add(ident)
         if ident in shell_parts or ident in library_parts and library_global(obj, library_parts) is not None:
             continue
+        libraries.met(kind)
         if (kind is list or kind is dict) and len(obj) >= CHUNKED_MIN_ITEMS:  # inline: every walked object passes here
             found = chunks_of(obj)
             if found is not None:
@@ -422,6 +430,118 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
         except Exception:  # noqa: BLE001 - an exotic object's attributes may raise; it stays a leaf
             pass
     return frozenset(seen), tuple(bulk)
+
+
+class _LibraryOwned:
+    """What a walk meets that belongs to a library, not to the session: nothing to group on.
+
+    Two variables reaching the same such object need not be stored together, because each
+    pickle stores it as a reference that comes back as the library's very object (every
+    widget reaches the kernel, its class's functions, the ``observe`` handlers its class
+    holds: counting those made every widget one group, stored whole whenever one changed):
+
+    - the running shell and its parts, and a library's module globals (``shellrefs``,
+      ``libraryrefs``);
+    - a class or function of a library that its module names by its qualified name
+      (pickled by name); one a library made at run time is not named, and still groups;
+    - what a library class holds in its own namespace (its methods, the handler objects
+      traitlets keeps there), for each library class met in this walk.
+
+    A variable's own value is never skipped: ``a = b = lib.SOME_DICT`` still groups a and b.
+    """
+
+    def __init__(self, shell_parts: Mapping[int, Any], library_parts: dict[int, Any]) -> None:
+        self._shell_parts = shell_parts
+        self._library_parts = library_parts
+        self._owned: set[int] = set()
+        self._classes: set[type] = set()
+
+    def owns(self, obj: Any, ident: int, kind: type) -> bool:
+        if ident in self._owned or ident in self._shell_parts:
+            return True
+        if ident in self._library_parts and library_global(obj, self._library_parts) is not None:
+            return True
+        if issubclass(kind, type):
+            named = obj.__module__ != MAIN and _named_class(obj)
+        elif issubclass(kind, (types.FunctionType, types.BuiltinFunctionType)):
+            named = getattr(obj, "__module__", MAIN) != MAIN and _named_in_its_module(obj)
+        else:
+            return False
+        if named:
+            self._owned.add(ident)  # asked once per walk
+        return named
+
+    def met(self, kind: type) -> None:
+        """An object of ``kind`` was met: what a library class holds is the library's from now on."""
+        if kind not in self._classes and kind.__module__ != MAIN:
+            self._classes.add(kind)
+            self._owned |= _class_held(kind)
+
+
+def _named_in_its_module(obj: Any) -> bool:
+    """Whether ``obj``'s module holds it under its qualified name (read from the namespaces: no ``__getattr__`` runs)."""
+    home = getattr(obj, "__module__", None)
+    module = sys.modules.get(home) if isinstance(home, str) else None
+    qualname = getattr(obj, "__qualname__", None)
+    if module is None or not isinstance(qualname, str) or "<locals>" in qualname:
+        return False
+    found: Any = module
+    for part in qualname.split("."):
+        try:
+            found = vars(found).get(part)
+        except TypeError:
+            return False
+    return found is obj
+
+
+_NAMED_CLASSES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _named_class(kind: type) -> bool:
+    """``_named_in_its_module`` for a class, remembered (asked for every object walked)."""
+    try:
+        return _NAMED_CLASSES[kind]
+    except KeyError:
+        named = _NAMED_CLASSES[kind] = _named_in_its_module(kind) or _held_by_its_module(kind)
+        return named
+    except TypeError:
+        return _named_in_its_module(kind)
+
+
+def _held_by_its_module(kind: type) -> bool:
+    """A class its module holds under another name (``_json.make_scanner`` is ``_json.Scanner``)."""
+    module = sys.modules.get(kind.__module__) if isinstance(kind.__module__, str) else None
+    try:
+        return module is not None and any(value is kind for value in vars(module).values())
+    except TypeError:
+        return False
+
+
+_CLASS_HELD: weakref.WeakKeyDictionary[type, tuple[frozenset[int], tuple[Any, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _class_held(kind: type) -> frozenset[int]:
+    """The ids of what the library classes of ``kind``'s MRO hold in their namespaces.
+
+    Kept with the objects themselves: an id here can never be another object's while cached
+    (a class attribute rebound later keeps its old object here, which then just stays skipped).
+    """
+    try:
+        return _CLASS_HELD[kind][0]
+    except KeyError:
+        pass
+    except TypeError:
+        return frozenset()  # a type that cannot be weakly referenced: nothing cached, nothing skipped
+    held = [
+        value
+        for klass in kind.__mro__
+        if klass is not object and klass.__module__ != MAIN
+        for value in vars(klass).values()
+        if not isinstance(value, _ATOMIC)
+    ]
+    ids = frozenset(map(id, held))
+    _CLASS_HELD[kind] = (ids, tuple(held))
+    return ids
 
 
 def _connected(

@@ -120,3 +120,135 @@ def test_immutable_values_held_by_two_names_join_their_groups() -> None:
     groups.remove("text")
     groups.update("holder", {"t": text}, cases)
     assert groups.group_of("holder") == {"holder"}, "no variable holds the text any more: it is a plain value again"
+
+
+# -- what belongs to a library groups nothing ------------------------------------------------------
+
+_FAKE_LIBRARY = '''
+import traitlets
+
+REGISTRY = {}
+
+
+class Model(traitlets.HasTraits):
+    value = traitlets.Int()
+
+    @traitlets.observe("value")
+    def _changed(self, change):
+        pass
+
+    @traitlets.validate("value")
+    def _check(self, proposal):
+        return proposal["value"]
+
+
+def helper(x):
+    return x
+
+
+class Plain:
+    def __init__(self):
+        self.callback = helper
+        self.method = Plain.method
+        self.kind = Plain
+
+    def method(self):
+        return 1
+
+
+def make_counter():
+    state = [0]
+
+    def bump():
+        state[0] += 1
+        return state[0]
+
+    return bump
+
+
+def make_class():
+    return type("Made", (), {})
+'''
+
+
+def _fake_library(tmp_path, monkeypatch) -> types.ModuleType:
+    """A module that counts as an installed library (not the user's own module, which is stored by value)."""
+    import importlib
+
+    from persistent_kernel import libraryrefs
+
+    (tmp_path / "fakelib_tracking.py").write_text(_FAKE_LIBRARY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(libraryrefs, "local_file", lambda name, module: None)
+    return importlib.import_module("fakelib_tracking")
+
+
+def _library_factories(lib: types.ModuleType) -> dict:
+    import argparse
+    import collections
+    import csv
+    import decimal
+    import email.message
+    import http.cookies
+    import json
+    import logging
+    import pathlib
+    import random
+    import string
+    import textwrap
+
+    return {
+        "model": lib.Model,
+        "plain": lib.Plain,
+        "argparse": lambda: argparse.ArgumentParser(prog="p"),
+        "logger": lambda: logging.Logger("a"),
+        "encoder": json.JSONEncoder,
+        "decoder": json.JSONDecoder,
+        "random": random.Random,
+        "context": decimal.Context,
+        "path": lambda: pathlib.PurePosixPath("a", "b"),
+        "counter": lambda: collections.Counter("abc"),
+        "template": lambda: string.Template("$x and $y"),
+        "wrapper": textwrap.TextWrapper,
+        "sniffer": csv.Sniffer,
+        "message": email.message.Message,
+        "cookie": http.cookies.SimpleCookie,
+        "rng": lambda: numpy.random.default_rng(1),
+        "traitlets_config": lambda: __import__("traitlets.config", fromlist=["Config"]).Config(a=1),
+        "dataframe": lambda: __import__("pandas").DataFrame({"a": [1, 2]}),
+    }
+
+
+def test_two_objects_of_a_library_class_never_group_through_what_the_library_owns(tmp_path, monkeypatch) -> None:
+    """They share the class's functions, its traitlets handlers, module globals: all stored as
+    references, so each may be stored alone. What they share *themselves* still groups."""
+    lib = _fake_library(tmp_path, monkeypatch)
+    for kind, make in _library_factories(lib).items():
+        first, second = make(), make()
+        ns = {"first": first, "second": second, "alias": first, "holder": {"inner": [first]}, "other": {"x": second}}
+        groups = Groups()
+        for name, value in ns.items():
+            groups.update(name, value, ns)
+        assert groups.group_of("first") == {"first", "alias", "holder"}, kind
+        assert groups.group_of("second") == {"second", "other"}, kind
+
+
+def test_what_a_library_makes_at_run_time_still_groups(tmp_path, monkeypatch) -> None:
+    """A closure or a class a library function returns is not named in its module: it is
+    pickled by value, so the variables sharing it must be stored together."""
+    lib = _fake_library(tmp_path, monkeypatch)
+    bump = lib.make_counter()
+    made = lib.make_class()
+    ns = {
+        "bump": bump, "holder": {"f": bump},
+        "one": made(), "two": made(),
+        "registry_a": {"r": lib.REGISTRY}, "registry_b": [lib.REGISTRY],  # a module global: a reference, no group
+        "reg": lib.REGISTRY, "same_reg": lib.REGISTRY,  # the variables' own value: grouped as ever
+    }
+    groups = Groups()
+    for name, value in ns.items():
+        groups.update(name, value, ns)
+    assert groups.group_of("bump") == {"bump", "holder"}
+    assert groups.group_of("one") == {"one", "two"}
+    assert groups.group_of("registry_a") == {"registry_a"} and groups.group_of("registry_b") == {"registry_b"}
+    assert groups.group_of("reg") == {"reg", "same_reg"}
