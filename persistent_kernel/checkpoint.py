@@ -34,7 +34,7 @@ from collections.abc import (
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import chunked
+from . import chunked, looks
 from .definitionindex import DefinitionIndex
 from .localmodules import local_file
 from .records import DELETED, LIVE, MODULE, RECOMPUTE, STORED, Pointer, Version
@@ -194,7 +194,7 @@ class Checkpointer:
     def prepare(self, seq: int, source: str, ran: Iterable[types.CodeType] = ()) -> Checkpoint:
         """What the cell ``source`` (and the notebook code ``ran`` outside it: widget callbacks) changed."""
         chunked.sweep()  # containers dropped since: their chunks go too
-        with chunked.one_look():  # each large container brought up to date once, for the walk and the pickling
+        with looks.one_look():  # each large container (and the shell's parts) looked at once, for the walk and the pickling
             return self._prepare(seq, source, ran)
 
     def _prepare(self, seq: int, source: str, ran: Iterable[types.CodeType]) -> Checkpoint:
@@ -369,14 +369,14 @@ class Checkpointer:
         ):
             return 0  # unchanged: nothing to store
         blobs: dict[bytes, Any] = {serialized.payload_digest: serialized.payload}
+        large: dict[bytes, Any] = {}
         for buffer_digest, buffer in zip(serialized.buffer_digests, serialized.buffers):
-            if buffer_digest in serialized.pieces:
-                blobs.update(serialized.pieces[buffer_digest])  # pieces already stored are not written again
-            else:
-                blobs[buffer_digest] = buffer
-        large = {
-            blob: data for blob, data in blobs.items() if self.large_blob_bytes and memoryview(data).nbytes >= self.large_blob_bytes
-        }
+            parts = serialized.pieces.get(buffer_digest, [(buffer_digest, buffer)])  # pieces already stored are not written again
+            blobs.update(parts)
+            if self.large_blob_bytes and memoryview(buffer).nbytes >= self.large_blob_bytes:
+                large.update(parts)  # every piece of a large buffer is a file, its last short one too
+        if self.large_blob_bytes and memoryview(serialized.payload).nbytes >= self.large_blob_bytes:
+            large[serialized.payload_digest] = serialized.payload
         version = checkpoint.versions[key] = Version(
             STORED,
             members,
@@ -495,7 +495,7 @@ class Checkpointer:
         did not see), ``unstored`` (never stored), ``unstorable``. The next
         checkpoint then stores whatever differs.
         """
-        with chunked.one_look():
+        with looks.one_look():
             return self._verify()
 
     def _verify(self) -> dict[str, list[str]]:

@@ -45,13 +45,11 @@ from __future__ import annotations
 import operator
 import pickle
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from . import dictversions
+from . import dictversions, looks
 
 _OWN_REFERENCES = 4
 
@@ -106,7 +104,7 @@ class Chunked:
     chunks: list[Chunk] = field(default_factory=list)
     tag: int | None = None  # a dict's own counter when last looked at
     reach: set[int] = field(default_factory=set)  # the ids of every chunk's records, kept up to date chunk by chunk
-    looked: int = -1  # the look (see ``new_look``) it was last brought up to date in
+    looked: int = -1  # the look (see ``looks``) it was last brought up to date in
 
     def persistent_id(self, serial: int) -> tuple[str, int, list[tuple[str, Any]]]:
         """The container in a group's pickle (see ``serialize``): its kind, its number in the stream, its chunks."""
@@ -129,23 +127,6 @@ class Chunked:
 
 
 _cache: dict[int, Chunked] = {}
-_look = 0
-_looking = False
-
-
-@contextmanager
-def one_look() -> Iterator[None]:
-    """Inside, a container is brought up to date once (a checkpoint: the sharing walk, then the
-    pickling, with no user code between); outside, every ``chunks_of`` looks again."""
-    global _look, _looking
-    _look += 1
-    _looking = True
-    try:
-        yield
-    finally:
-        _looking = False
-
-
 def eligible_size(obj: Any) -> bool:
     """An exact list or dict large enough to be chunked (whether its items allow it is asked of ``chunks_of``)."""
     kind = type(obj)
@@ -159,7 +140,7 @@ def chunks_of(obj: Any) -> Chunked | None:
     known = _cache.get(id(obj))
     if known is None or known.obj is not obj:
         known = Chunked(obj)
-    elif _looking and known.looked == _look:
+    elif known.looked == looks.current():
         return known
     try:
         if type(obj) is dict:
@@ -169,7 +150,8 @@ def chunks_of(obj: Any) -> Chunked | None:
     except (_Ineligible, RecursionError):
         _cache.pop(id(obj), None)
         return None
-    known.looked = _look
+    look = looks.current()
+    known.looked = -1 if look is None else look
     _cache[id(obj)] = known
     return known
 

@@ -301,12 +301,17 @@ def holds_large_container(values: dict[str, Any]) -> bool:
             return True
         kind = type(value)
         if kind is dict:
-            if any(map(eligible_size, dict.values(value))):
+            if _any_eligible(dict.values(value)):
                 return True
         elif kind is list or kind is tuple:
-            if any(map(eligible_size, value)):
+            if _any_eligible(value):
                 return True
     return False
+
+
+def _any_eligible(items: Any) -> bool:
+    kinds = set(map(type, items))  # in C: most containers hold no list or dict at all
+    return (list in kinds or dict in kinds) and any(map(eligible_size, items))
 
 
 def _array_bases(values: dict[str, Any]) -> dict[int, Any]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from . import looks
+
 # Attributes of the shell a notebook reaches (``get_ipython().<name>``).
 _PARTS = (
     "kernel",
@@ -39,8 +41,21 @@ def _shell() -> Any:
     return None if ipython is None else ipython.get_ipython()
 
 
+_found: tuple[int | None, dict[int, str]] = (None, {})
+
+
 def shell_objects() -> dict[int, str]:
-    """id -> path of the running shell and its parts (empty outside IPython)."""
+    """id -> path of the running shell and its parts (empty outside IPython); found once per look (``looks``)."""
+    global _found
+    look = looks.current()
+    if look is not None and _found[0] == look:
+        return _found[1]
+    found = _shell_objects()
+    _found = (look, found)
+    return found
+
+
+def _shell_objects() -> dict[int, str]:
     shell = _shell()
     if shell is None:
         return {}

@@ -425,11 +425,34 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
             seen.add(id(kind))
         if issubclass(kind, type) and getattr(obj, "__module__", None) != MAIN:
             continue
+        if kind in _PLAIN_CONTAINERS and _flat(obj, kind, held):
+            continue  # only values with no identity to keep: nothing in it to walk
         try:
             stack.extend(_children(obj, namespace))
         except Exception:  # noqa: BLE001 - an exotic object's attributes may raise; it stays a leaf
             pass
     return frozenset(seen), tuple(bulk)
+
+
+_PLAIN_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
+_NO_IDENTITY = frozenset({int, float, bool, type(None)})  # pickled by value wherever they are (see has_identity)
+_SHORT_TEXT = frozenset({str, bytes})
+
+
+def _flat(obj: Any, kind: type, held: AbstractSet[int]) -> bool:
+    """Whether an exact list, tuple, set or dict holds only numbers, None and short strings
+    (or only short bytes) that no variable holds as its own value: checked in C, so a list
+    of 100,000 floats costs the walk one step, not 100,000."""
+    if kind is dict:
+        return _flat(dict.keys(obj), list, held) and _flat(dict.values(obj), list, held)
+    kinds = set(map(type, obj))
+    if not kinds <= _NO_IDENTITY:
+        if not kinds <= _NO_IDENTITY | _SHORT_TEXT:
+            return False
+        texts = kinds & _SHORT_TEXT
+        if len(kinds) > 1 or len(texts) != 1 or max(map(len, obj), default=0) >= _LARGE_ATOMIC:
+            return False  # strings mixed with numbers (len() would fail), or a long one: walked
+    return not held or held.isdisjoint(map(id, obj))
 
 
 class _LibraryOwned:

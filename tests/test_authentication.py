@@ -264,9 +264,9 @@ def test_a_changed_byte_in_a_large_file_is_refused_and_the_array_recomputed(kern
     assert "Writing" not in k.execute("import time; time.sleep(0.5)\n%persist status").text
     k.kill()
     files = [p for p in (store_path(pk_home) / "blobs").iterdir() if not p.name.startswith(".")]
-    assert len(files) == 1
-    data = bytearray(files[0].read_bytes())
-    data[20 * 2**20] ^= 0xFF  # in the second segment
+    assert len(files) == 2  # stored as two pieces of 16 MiB
+    data = bytearray(files[1].read_bytes())
+    data[12 * 2**20] ^= 0xFF  # in a later segment of one piece
     files[0].write_bytes(bytes(data))
     k = kernel(extra_arguments=["--PersistentKernel.large_blob_bytes=1048576"])
     first = k.execute("pass")
