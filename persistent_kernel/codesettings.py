@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import Any
 
+from . import dictversions
 from .errors import interruptions_as_errors
 from .provider import Provider, namespace_of, unstored_problems
 from .quiet import warnings_kept_out
@@ -366,11 +367,18 @@ class ProcessRegistries(Provider):
         self._builtins = dict(vars(builtins))
         self._reducers = dict(copyreg.dispatch_table)
         self._seen = None
+        self._looked: tuple[Any, Any] | None = None
+        self._found: tuple[dict[str, Any], dict[Any, Any]] = ({}, {})
 
     def _added(self) -> tuple[dict[str, Any], dict[Any, Any]]:
         import builtins
         import copyreg
 
+        # Both tables are exact dicts: unchanged mutation counters mean the same entries, and
+        # what was found among them last time still holds (every cell and event asks).
+        tags = (dictversions.tag(vars(builtins)), dictversions.tag(copyreg.dispatch_table))
+        if None not in tags and tags == self._looked:
+            return self._found
         names = {
             name: value
             for name, value in vars(builtins).items()
@@ -384,6 +392,7 @@ class ProcessRegistries(Provider):
             for cls, reducer in copyreg.dispatch_table.items()
             if self._reducers.get(cls) is not reducer and (_is_notebook_code(reducer) or _is_notebook_code(cls))
         }
+        self._looked, self._found = tags, (names, reducers)
         return names, reducers
 
     def capture(self, shell: Any) -> dict[str, Any] | None:
