@@ -153,6 +153,8 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
         return reduce_weak(obj)
     if issubclass(kind, FUTURE_TYPES) and not obj.done():
         raise Unserializable(f"{obj!r} is not done: nothing would complete it after a restore")
+    if issubclass(kind, types.MethodType):
+        return _reduce_method(obj)
     mapped = _reduce_memmap(obj)
     if mapped is not NotImplemented:
         return mapped
@@ -162,6 +164,32 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
 
 
 ByReference = Callable[[Any], "str | None"]
+
+
+def _reduce_method(method: types.MethodType) -> Any:
+    """A bound method by the name its class holds its function under.
+
+    pickle saves ``obj.f`` as ``getattr(obj, f.__name__)``; a method made by a decorator
+    without ``functools.wraps`` has another ``__name__`` (ipywidgets' ``_handle_msg`` is a
+    function named ``m``), and loading it raised AttributeError, losing the whole value.
+    Read from the classes' namespaces (no ``__getattr__`` runs); a function no class
+    holds is bound again as it was.
+    """
+    func, owner = method.__func__, method.__self__
+    name = getattr(func, "__name__", None)
+    mro = owner.__mro__ if issubclass(type(owner), type) else type(owner).__mro__
+    if isinstance(name, str) and any(_unwrapped(vars(klass).get(name)) is func for klass in mro):
+        return NotImplemented  # pickle's own reduction finds it
+    for klass in mro:
+        for attribute, value in list(vars(klass).items()):
+            if _unwrapped(value) is func and isinstance(attribute, str):
+                return (getattr, (owner, attribute))
+    return (types.MethodType, (func, owner))
+
+
+def _unwrapped(value: Any) -> Any:
+    """The function a class attribute binds as a method (a classmethod's, or the function itself)."""
+    return value.__func__ if isinstance(value, classmethod) else value
 
 
 def reopen_memmap(path: str, dtype: Any, mode: str, offset: int, shape: tuple, order: str) -> Any:

@@ -36,7 +36,8 @@ def test_a_cell_changing_one_of_many_widgets_stores_that_widget_alone(kernel, pk
     k.shutdown()
     assert _names_in_versions_of(pk_home, cell) == [["s7"]]
     k = kernel()
-    k.execute("pass")
+    said = k.execute("pass").said
+    assert "replayed" not in said and "Recomputed" not in said, said  # loaded, every one (their comm callbacks too)
     expected = f"(42, 0, {PAIRS}, {PAIRS})"
     probe = "(s7.value, s8.value, len([n for n in dir() if n[0] == 's' and n[1:].isdigit()]), len([n for n in dir() if n[0] == 'b' and n[1:].isdigit()]))"
     assert k.evaluate(probe) == expected

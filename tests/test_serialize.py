@@ -139,3 +139,53 @@ def test_a_library_object_whose_type_has_an_odd_module_is_indexed_safely() -> No
 
     odd = type("Odd", (), {"__slots__": ("__module__",)})
     assert _rank("somelib", odd.__new__(odd))[0] == 1
+
+
+# -- bound methods whose function is named otherwise ------------------------------------------------
+
+
+def _no_wraps(method):
+    def m(self, *args):  # a decorator without functools.wraps: the method's function is named "m"
+        return ("wrapped", method(self, *args))
+
+    return m
+
+
+class _Handlers:
+    def __init__(self, tag):
+        self.tag = tag
+        self.callbacks = [self.handle, self.plain, self.kind, _Handlers.made]
+
+    @_no_wraps
+    def handle(self, x):
+        return (self.tag, x)
+
+    def plain(self, x):
+        return (self.tag, "plain", x)
+
+    @classmethod
+    @_no_wraps
+    def kind(cls, x):
+        return (cls.__name__, x)
+
+    @classmethod
+    def made(cls):
+        return cls.__name__
+
+
+def _free(self, x):
+    return (self.tag, "free", x)
+
+
+def test_bound_methods_come_back_whatever_their_functions_are_named() -> None:
+    import types as _types
+
+    holder = _Handlers("t")
+    holder.callbacks.append(_types.MethodType(_free, holder))  # bound to an instance, no class holds it
+    values = roundtrip({"holder": holder, "alone": holder.handle})
+    restored = values["holder"]
+    assert [f(1) if i != 3 else f() for i, f in enumerate(restored.callbacks[:4])] == [
+        ("wrapped", ("t", 1)), ("t", "plain", 1), ("wrapped", ("_Handlers", 1)), "_Handlers"
+    ]
+    assert restored.callbacks[4](2) == ("t", "free", 2)
+    assert values["alone"].__self__ is restored and values["alone"](3) == ("wrapped", ("t", 3))
