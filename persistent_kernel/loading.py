@@ -6,6 +6,9 @@ Shared by the restore, time travel and the replay engine (which binds what a cel
 from __future__ import annotations
 
 import base64
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .records import LIVE, STORED, Version
@@ -45,7 +48,26 @@ def landed_base(store: Any, name: str, before: int) -> tuple[str, Version, int] 
     return None
 
 
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a value is unpickled: it allocates objects by the
+    million, none of them garbage, and each full collection would walk them all again (and
+    everything the kernel holds). The collector's state is put back as it was."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_version(main: Any, store: Any, version: Version) -> dict[str, Any] | Exception:
+    with _collection_paused():
+        return _load_version(main, store, version)
+
+
+def _load_version(main: Any, store: Any, version: Version) -> dict[str, Any] | Exception:
     try:
         inline = version.inline
         payload = base64.b64decode(inline) if inline is not None else store.read_blob(version.payload_digest)
