@@ -20,6 +20,7 @@ import base64
 import collections
 import fnmatch
 import re
+import sys
 import types
 from collections.abc import (
     Iterable,
@@ -131,6 +132,11 @@ def advances_when_used(value: Any) -> bool:
     """
     kind = type(value)  # not isinstance(): a user __class__ property may raise
     if issubclass(kind, _ADVANCING):
+        return True
+    # Traitlets objects (every ipywidget) keep their state in the process: `s.value = 42` changes
+    # a widget that is rebuilt (its comm cannot be stored), so that cell is replayed too.
+    traitlets = sys.modules.get("traitlets")
+    if traitlets is not None and issubclass(kind, traitlets.HasTraits):
         return True
     return kind.__module__ == "__main__"
 

@@ -149,6 +149,11 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
         return reduce_sync(obj)
     if issubclass(kind, THREAD_TYPES):
         raise Unserializable(f"{obj!r} is a thread")
+    if _is_comm(kind):
+        # A widget's live channel to the frontend: a copy would be registered nowhere, so the
+        # widget would load with its values and never hear from its frontend again. Rebuilt by
+        # running the cells that made it, like any open connection.
+        raise Unserializable("it holds a live comm to the frontend (a widget): rebuilt by running its cells again")
     if is_weak(obj):  # made again around the referents stored with it: see weakrefs
         return reduce_weak(obj)
     if issubclass(kind, FUTURE_TYPES) and not obj.done():
@@ -164,6 +169,13 @@ def _refuse_or_reduce(obj: Any, bases: dict[int, Any]) -> Any:
 
 
 ByReference = Callable[[Any], "str | None"]
+
+
+def _is_comm(kind: type) -> bool:
+    """A Jupyter comm (the ``comm`` package's, which ipykernel's and ipywidgets' build on)."""
+    module = sys.modules.get("comm.base_comm")
+    base = getattr(module, "BaseComm", None) if module is not None else None
+    return base is not None and issubclass(kind, base)
 
 
 def _reduce_method(method: types.MethodType) -> Any:
