@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from contenders import Kishu, Persistent, Stock, alternate, ensure_kishu, fresh_workdir  # noqa: E402
+from contenders import Kishu, Persistent, Stock, alternate, ensure_kishu, fresh_workdir, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- arrays -->"
@@ -122,16 +122,7 @@ def table(result: dict, command: str) -> tuple[str, bool]:
 
 
 def write_docs(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    document = path.read_text()
-    section = f"{MARK}\n## In-place changes to a large array (issue #16)\n\n{text}\n{MARK}"
-    if MARK in document:
-        head, _, rest = document.partition(MARK)
-        _, _, tail = rest.partition(MARK)
-        document = head + section + tail
-    else:
-        document = document.rstrip() + "\n\n" + section + "\n"
-    path.write_text(document)
+    write_section(ROOT / "BENCHMARKS.md", MARK, "In-place changes to a large array (issue #16)", text)
 
 
 def main(argv: list[str] | None = None) -> int:

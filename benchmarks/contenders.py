@@ -238,3 +238,16 @@ def all_contenders(root: Path) -> tuple[list[type[Contender]], str | None]:
 def fresh_workdir(root: Path, name: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
     return path
+
+
+def write_section(path: Path, mark: str, title: str, text: str) -> None:
+    """Put ``text`` under ``## title`` between two ``mark`` lines of ``path`` (replacing what was there)."""
+    document = path.read_text()
+    section = f"{mark}\n## {title}\n\n{text}\n{mark}"
+    if mark in document:
+        head, _, rest = document.partition(mark)
+        _, _, tail = rest.partition(mark)
+        document = head + section + tail
+    else:
+        document = document.rstrip() + "\n\n" + section + "\n"
+    path.write_text(document)
