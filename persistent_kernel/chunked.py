@@ -199,8 +199,8 @@ def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> li
     return chunks
 
 
-def _make_chunk(items: list[Any], values: list[Any] | None, payload: bytes | None = None) -> Chunk:
-    """A chunk of these items, checked flat; ``payload``: their pickle when it is at hand (just loaded)."""
+def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
+    """A chunk of these items, checked flat, and their pickle."""
     records: list[dict] = []
     for part in (items, values) if values is not None else (items,):
         kinds = set(map(type, part))
@@ -212,20 +212,14 @@ def _make_chunk(items: list[Any], values: list[Any] | None, payload: bytes | Non
         tuples = [item for item in part if type(item) is tuple]
         inner = set(map(type, chain.from_iterable(tuples)))
         if dicts:
-            if not dictversions.available():
-                raise _Ineligible  # no cheap proof that a record is unchanged
             inner |= set(map(type, chain.from_iterable(map(dict.keys, dicts))))
             inner |= set(map(type, chain.from_iterable(map(dict.values, dicts))))
         if not inner <= ATOMIC:
             raise _Ineligible
         records.extend(dicts)
-    reach = frozenset(map(id, records))
-    if len(reach) != len(records):
+    if len(set(map(id, records))) != len(records):
         raise _Ineligible  # one record twice
-    if payload is None:
-        payload = pickle.dumps(items if values is None else (items, values), protocol=PROTOCOL)
-    reader = dictversions.tag_reader(records) if records else None
-    return Chunk(items, values, payload, records, reader, reader() if reader is not None else (), reach)
+    return _chunk(items, values, pickle.dumps(items if values is None else (items, values), protocol=PROTOCOL), records)
 
 
 def _loaded_chunk(items: list[Any], values: list[Any] | None, payload: bytes | None) -> Chunk:
@@ -237,8 +231,13 @@ def _loaded_chunk(items: list[Any], values: list[Any] | None, payload: bytes | N
     records = [item for item in items if type(item) is dict]
     if values is not None:
         records += [value for value in values if type(value) is dict]
+    return _chunk(items, values, payload, records)
+
+
+def _chunk(items: list[Any], values: list[Any] | None, payload: bytes, records: list[dict]) -> Chunk:
+    """The chunk, with its records' counters read now (what later looks compare with)."""
     if records and not dictversions.available():
-        raise _Ineligible
+        raise _Ineligible  # no cheap proof that a record is unchanged
     reader = dictversions.tag_reader(records) if records else None
     return Chunk(items, values, payload, records, reader, reader() if reader is not None else (), frozenset(map(id, records)))
 

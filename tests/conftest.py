@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -91,3 +91,15 @@ def kernel(session_env: Callable[..., dict[str, str]], tmp_path: Path) -> Iterat
     yield start
     for driver in drivers:
         stop(driver)
+
+
+@pytest.fixture
+def shell() -> Iterator[Any]:
+    """An in-process IPython shell for core tests without a kernel process (reset after the test)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    InteractiveShell.clear_instance()
+    instance = InteractiveShell.instance()
+    yield instance
+    instance.reset(new_session=False)
+    InteractiveShell.clear_instance()

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import xxhash
-from IPython.core.interactiveshell import InteractiveShell
 
 from persistent_kernel import records as rec
 from persistent_kernel.ahead import INITIAL_SIZE, AheadSlot
@@ -135,15 +133,6 @@ def test_writer_stop_without_time_calls_off_the_write_and_reports_it(tmp_path: P
 
 
 # -- checkpoint → journal → writer → restore, in process ----------------------------------------
-
-
-@pytest.fixture
-def shell() -> Iterator[Any]:
-    InteractiveShell.clear_instance()
-    instance = InteractiveShell.instance()
-    yield instance
-    instance.reset(new_session=False)
-    InteractiveShell.clear_instance()
 
 
 def run_cell(shell: Any, journal: Journal, checkpointer: Checkpointer, code: str) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from persistent_kernel import records as rec
 from persistent_kernel import serialize
@@ -36,15 +35,6 @@ PIECE = 64 * 1024  # a multiple of the page size, like the real 16 MiB
 @pytest.fixture(autouse=True)
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serialize, "PIECE_BYTES", PIECE)
-
-
-@pytest.fixture
-def shell() -> Iterator[Any]:
-    InteractiveShell.clear_instance()
-    instance = InteractiveShell.instance()
-    yield instance
-    instance.reset(new_session=False)
-    InteractiveShell.clear_instance()
 
 
 class Session:
