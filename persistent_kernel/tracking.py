@@ -391,9 +391,8 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
     if has_identity(value):
         seen.add(id(value))
     stack = [value]
-    shell_parts = shell_objects()  # leaves: the shell reaches everything (see shellrefs)
-    library_parts = library_objects()  # leaves too: stored as references to the library's objects
-    libraries = _LibraryOwned(shell_parts, library_parts)
+    # the shell (it reaches everything, see shellrefs) and the libraries' objects (stored as references)
+    libraries = _LibraryOwned(shell_objects(), library_objects())
     while stack and len(seen) < MAX_OBJECTS_PER_VARIABLE:
         obj = stack.pop()
         kind = type(obj)  # type(), not isinstance(): a user __class__ property may lie or raise
@@ -406,11 +405,12 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
         ident = id(obj)
         if ident in seen:
             continue
-        if obj is not value and libraries.owns(obj, ident, kind):
+        owned = libraries.owns(obj, ident, kind)
+        if owned and obj is not value:
             continue  # the library's: the same object after a restore whatever the grouping
         seen.add(ident)
-        if ident in shell_parts or ident in library_parts and library_global(obj, library_parts) is not None:
-            continue
+        if owned:
+            continue  # a variable's own value that is the library's: it groups the names holding it, nothing inside it does
         libraries.met(kind)
         if (kind is list or kind is dict) and len(obj) >= CHUNKED_MIN_ITEMS:  # inline: every walked object passes here
             found = chunks_of(obj)
