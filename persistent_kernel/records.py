@@ -96,9 +96,13 @@ class CellRecord:
         return cls(**values)
 
 
+# ASCII escapes keep lone surrogates (from odd user strings) encodable; str() anything exotic.
+# One encoder for every record: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str)
+
+
 def _encode(values: dict) -> bytes:
-    # ASCII escapes keep lone surrogates (from odd user strings) encodable; str() anything exotic.
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii")
+    return _ENCODER.encode(values).encode("ascii")
 
 
 def _decode(data: bytes, names: tuple[str, ...]) -> dict:
