@@ -28,6 +28,7 @@ from .events import COMM_MESSAGES, NotebookCodeRecorder
 from .idlecheck import IdleCheck
 from .journal import Journal
 from .magics import PersistMagics
+from .panel import SessionPanel
 from .recorder import SessionRecorder
 from .restorereport import RestoreReport
 from .session import Session
@@ -165,16 +166,27 @@ class PersistentKernel(IPythonKernel):
             max_bytes=self.idle_verify_max_bytes,
             loop=lambda: getattr(self, "io_loop", None),
         )
+        # The session panel (JupyterLab / Notebook 7 extension) asks through a comm of its own.
+        self.panel = SessionPanel(self.journal, lambda: self.restore_report, self.shell)
+        self.recorder.after_commit = self.panel.committed
+        comm_manager = getattr(self, "comm_manager", None)
+        if comm_manager is not None:
+            self.panel.register(comm_manager)
         if self.persist:
             # Widget callbacks run user code outside any cell: journaled as events (``recorder.handle_comm``).
             for msg_type in COMM_MESSAGES:
                 handler = self.shell_handlers.get(msg_type)
                 if handler is not None:
-                    self.shell_handlers[msg_type] = functools.partial(self.recorder.handle_comm, handler, getattr(self, "comm_manager", None))
+                    self.shell_handlers[msg_type] = functools.partial(self._comm_message, handler)
         if self.shell is not None:
             self.shell.register_magics(
                 PersistMagics(self.shell, self.journal, self.checkpointer, self.recorder, configured_exclusions=list(self.exclude))
             )
+
+    def _comm_message(self, handler: Callable[..., Any], stream: Any, idents: Any, msg: dict[str, Any]) -> Any:
+        if self.panel.is_panel_message(msg):
+            return handler(stream, idents, msg)  # the panel's questions run no user code: not an event
+        return self.recorder.handle_comm(handler, getattr(self, "comm_manager", None), stream, idents, msg)
 
     @property
     def session_info(self) -> Session | None:

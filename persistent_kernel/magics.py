@@ -20,8 +20,9 @@ from . import timetravel, views
 from .checkpoint import Checkpointer
 from .errors import PersistenceError
 from .journal import Journal
+from .journalview import execution_rows, shown_records
 from .recorder import SessionRecorder
-from .records import MODULE, RECOMPUTE, STORED, CellRecord
+from .records import MODULE, RECOMPUTE, STORED
 from .replay import is_replaying
 from .restoreplan import replayable
 from .tracking import user_names
@@ -105,16 +106,6 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
 def format_status(facts: dict[str, Any]) -> str:
     """Plain-text ``%persist status`` (without the variables table)."""
     return views.facts_text(status_lines(facts))
-
-
-def _what_ran(record: CellRecord) -> str:
-    """A cell's first line (and the comm messages handled while it ran), or what set an event off."""
-    if record.kind != "cell":
-        return record.trigger or f"({record.kind})"
-    text = record.code.strip().splitlines()[0] if record.code.strip() else ""
-    if record.handled_during:  # first: the line is shortened to the column
-        text = f"(+{len(record.handled_during)} comm) {text}"
-    return text
 
 
 def _show_table(caption: str, headers: tuple[str, ...], rows: list[list[str]]) -> None:
@@ -236,32 +227,23 @@ class PersistMagics(Magics):
         if limit <= 0:
             print(f"%persist history: N is how many of the last cells to show (1 or more), got {limit}.")
             return
-        records = [r for r in self.journal.records() if r.kind != "cell" or r.code.strip()][-limit:] if limit > 0 else []
+        records = shown_records(self.journal.records(), limit)
         if not records:
             print("No cells are journaled in this session yet." if self.journal.active else f"Persistence is off: {self.journal.problem}.")
             return
-        store = self.journal.store
-        versions = store.versions_between(records[0].seq, records[-1].seq) if store is not None else {}
-        rows = []
-        for record in records:
-            made = versions.get(record.seq, [])
-            stored = sorted(n for v in made if v.kind == STORED for n in v.names)
-            recompute = sorted(n + (" (excluded)" if v.excluded else "") for v in made if v.kind == RECOMPUTE for n in v.names)
-            changed = sorted(set(record.writes or ()) | set(record.deletes or ()) | {n for v in made for n in v.names})
-            deleted = set(record.deletes or ())
-            rows.append(
-                [
-                    record.label,
-                    views.clock(record.started_at),
-                    views.seconds(record.duration),
-                    # "started" is this cell, running now; any other was running when its kernel died.
-                    ("running" if record is records[-1] else "died") if record.status == "started" else record.status,
-                    views.shorten(", ".join(f"-{n}" if n in deleted else n for n in changed), 40),
-                    views.shorten(", ".join(stored), 30),
-                    views.shorten(", ".join(recompute), 30),
-                    views.shorten(_what_ran(record), 40),
-                ]
-            )
+        rows = [
+            [
+                row.label,
+                views.clock(row.started_at),
+                views.seconds(row.duration),
+                row.status,
+                views.shorten(", ".join(row.changed), 40),
+                views.shorten(", ".join(row.stored), 30),
+                views.shorten(", ".join(row.recompute), 30),
+                views.shorten(row.what, 40),
+            ]
+            for row in execution_rows(self.journal.store, records)
+        ]
         total = len(self.journal.records())
         caption = f"Last {len(rows)} of {total} journaled executions (-name: deleted)"
         _show_table(caption, views.HISTORY_HEADERS, rows)

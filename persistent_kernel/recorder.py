@@ -60,6 +60,8 @@ class SessionRecorder:
         # one order, and a checkpoint's identity scan never sees half of another execution's changes.
         self._turn = threading.Lock()
         self._turn_owner: int | None = None
+        # Called after each commit with whether it went in (the session panel tells the open frontends).
+        self.after_commit: Callable[[bool], None] | None = None
 
     # -- the turn: one execution or event at a time -------------------------------------
 
@@ -208,6 +210,11 @@ class SessionRecorder:
         except BaseException:  # noqa: BLE001 - e.g. an interrupt mid-commit: the transaction was aborted whole
             self.log.exception("persistent_kernel: committing the cell failed")
             committed = False
+        if self.after_commit is not None:
+            try:
+                self.after_commit(committed)
+            except Exception:  # noqa: BLE001 - telling a frontend must never fail a commit
+                self.log.exception("persistent_kernel: telling the session panels failed")
         if checkpoint is None:
             return
         if committed:
