@@ -36,7 +36,8 @@ HISTORY_LIMIT = 200  # rows a panel asks for at most
 
 def status_of(journal: Journal, last_commit_at: float | None) -> dict[str, Any]:
     """What the status bar says: a state, the words for it, and the reason when not persisting."""
-    facts: dict[str, Any] = {"last_commit_at": last_commit_at, "pending_bytes": 0, "next_seq": journal.next_seq}
+    # sent_at: the kernel's clock, so a frontend on another machine counts the age right
+    facts: dict[str, Any] = {"last_commit_at": last_commit_at, "pending_bytes": 0, "next_seq": journal.next_seq, "sent_at": time.time()}
     problem = journal.problem or journal.health.write_problem
     if journal.store is None or problem:
         if journal.session is None and not problem:

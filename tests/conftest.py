@@ -18,6 +18,7 @@ from persistent_kernel.authentication import KEY_ENV
 from persistent_kernel.driver import KernelDriver
 
 # Older imports (``from .conftest import run``) keep working; new code imports from ``.kernels``.
+from .e2e_lab import lab, notebook7, page, shared_lab  # noqa: F401 - the frontends' fixtures (JupyterLab, Notebook 7, chromium)
 from .kernels import SESSION, check_store, crash_and_restart, kernel_env, run, stop  # noqa: F401
 
 # One marker per invariant the real-kernel tests prove (tests/README.md): ``-m durability`` and so on.
