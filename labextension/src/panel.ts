@@ -61,7 +61,13 @@ export class SessionPanel extends Widget {
     this._notice = el('div', 'pk-notice');
     this._rows = el('div', 'pk-rows');
     this.node.append(this._header, this._notice, this._rows);
-    connection.stateChanged.connect(() => this._renderHeader());
+    connection.stateChanged.connect((_sender, state) => {
+      if (state.kernelId !== this._kernelId) {
+        this._kernelId = state.kernelId;
+        this._diffs.clear(); // another kernel's answers
+      }
+      this._renderHeader();
+    });
     connection.historyChanged.connect(() => this._renderRows());
     this._renderHeader();
     this._renderRows();
@@ -144,6 +150,10 @@ export class SessionPanel extends Widget {
       checkout.addEventListener('click', () => void this._checkout(count, newest?.execution_count ?? null));
       buttons.append(diff, checkout);
       node.append(buttons);
+      const shown = this._diffs.get(count);
+      if (shown) {
+        node.append(shown); // an open diff survives the rows being drawn again
+      }
     }
     return node;
   }
@@ -151,6 +161,7 @@ export class SessionPanel extends Widget {
   private async _diff(cell: number, row: HTMLElement): Promise<void> {
     row.querySelector('.pk-diff')?.remove();
     const box = el('div', 'pk-diff', 'Comparing…');
+    this._diffs.set(cell, box);
     row.append(box);
     const reply = await this._connection.requestDiff(cell);
     box.replaceChildren();
@@ -205,6 +216,8 @@ export class SessionPanel extends Widget {
   }
 
   private _connection: SessionConnection;
+  private _diffs = new Map<number, HTMLElement>(); // cell -> its diff, shown until the kernel changes
+  private _kernelId: string | null = null;
   private _header: HTMLElement;
   private _notice: HTMLElement;
   private _rows: HTMLElement;
