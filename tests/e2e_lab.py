@@ -87,7 +87,7 @@ def is_local(url: str) -> bool:
     )
 
 
-def write_notebook(path: Path) -> None:
+def write_notebook(path: Path, kernel_name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME) -> None:
     notebook = {
         "cells": [
             {
@@ -101,9 +101,9 @@ def write_notebook(path: Path) -> None:
         ],
         "metadata": {
             "kernelspec": {
-                "display_name": DISPLAY_NAME,
+                "display_name": display_name,
                 "language": "python",
-                "name": KERNEL_NAME,
+                "name": kernel_name,
             },
             "language_info": {"name": "python"},
         },

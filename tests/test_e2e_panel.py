@@ -158,3 +158,19 @@ def test_the_panel_in_notebook7_lists_and_checks_out(notebook7: Lab, page: Any) 
         with contextlib.suppress(Exception):
             page.screenshot(path=art / "panel-notebook7-failure.png")
         raise
+
+
+def test_nothing_is_shown_on_a_stock_kernel(lab: Lab, page: Any) -> None:
+    """A notebook on the stock python3 kernel: no status item, no comm opened; the panel says why it is empty."""
+    from playwright.sync_api import expect
+
+    write_notebook(lab.root / "stock.ipynb", kernel_name="python3", display_name="Python 3 (ipykernel)")
+    page.set_default_timeout(60_000)
+    page.goto(f"{lab.url}/lab/tree/stock.ipynb?reset&token={lab.token}")
+    ui = NotebookUI(page)
+    expect(page.locator(".jp-StatusBar-Widget")).to_contain_text("Idle", timeout=120_000)
+    ui.run_cell("s = 1")
+    expect(page.locator(STATUS)).to_be_hidden()
+    panel = open_panel(page)
+    expect(panel).to_contain_text("does not run a persistent kernel")
+    assert "No such comm target" not in lab.log.read_text()  # the extension never asked a stock kernel

@@ -118,3 +118,20 @@ def test_after_kill_9_the_panel_gets_the_restore_and_a_second_kernel_says_why_it
     status = Panel(second).opened_with["status"]
     assert status["state"] == "off" and status["text"].startswith("Not persisting: ")
     assert f"open in kernel process {k.pid}" in status["reason"]  # the one holding it, by its pid
+
+
+def test_the_status_says_writing_while_a_large_value_lands_and_paused_after_persist_off(kernel: Any) -> None:
+    # 20 MB/s for the background writer, and nothing landed before the reply: 100 MiB takes ~5 s.
+    k = kernel(extra_arguments=["--PersistentKernel.write_throttle=20", "--PersistentKernel.land_before_reply_bytes=0"])
+    panel = Panel(k)
+    k.execute("import numpy as np\na = np.random.default_rng(0).random(100 * 2**20 // 8)")  # distinct pieces: 100 MiB to write
+    status = panel.ask("state")["status"]
+    assert status["state"] == "writing" and status["text"].startswith("Writing ") and status["pending_bytes"] > 50e6, status
+    deadline = time.monotonic() + 60
+    while panel.ask("state")["status"]["state"] == "writing":
+        assert time.monotonic() < deadline, "the write never landed"
+        time.sleep(0.5)
+    assert panel.ask("state")["status"]["text"] == "Persisted"
+    k.execute("%persist off")
+    status = panel.ask("state")["status"]
+    assert (status["state"], status["text"]) == ("paused", "Paused") and "%persist on" in status["reason"]
