@@ -27,7 +27,7 @@ from .errors import (
 from .health import JournalHealth
 from .opening import LEFT_ALONE, StoreOpener
 from .records import CellRecord
-from .session import Session
+from .session import Session, placement_note
 from .store import DEFAULT_MAP_SIZE, Store
 from .writer import BackgroundWriter, WriteJob
 
@@ -367,6 +367,7 @@ class Journal:
             "session_origin": session.origin if session else None,
             "notebook_path": session.notebook_path if session else None,
             "store_path": str(session.store_path) if session else None,
+            "placement": placement_note(session.home) if session else None,
             "store_bytes": self.store.size_bytes() if self.store is not None else None,
             "format_version": self.store.format_version if self.store is not None else None,
             "active": self.active,

@@ -60,6 +60,7 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
         ("Identified by", facts.get("session_origin") or facts["session_source"] or "-"),
         ("Notebook", facts["notebook_path"] or "-"),
         ("Store", f"{facts['store_path']}  ({views.human_bytes(facts['store_bytes'])}, format {facts['format_version'] or '-'})"),
+        *([("Placement", facts["placement"])] if facts.get("placement") else []),
         ("Persistence", state),
         ("Cells journaled", f"{facts['cells']}  ({by_status})"),
         ("Durability", _durability(facts["sync_interval"])),

@@ -7,7 +7,8 @@ what the user sees, and where the answer came from.
 
 Each session has its own LMDB environment under
 ``PERSISTENT_KERNEL_HOME`` (default ``<jupyter data dir>/persistent_kernel``),
-in ``sessions/<id>/``, directories mode 0700.
+in ``sessions/<id>/``, directories mode 0700 — or, when that location is on a
+network or FUSE filesystem, under a local directory instead (``placement``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import xxhash
 from jupyter_core.paths import jupyter_data_dir
+
+from .placement import Placement, place
 
 SESSION_ENV = "PERSISTENT_KERNEL_SESSION"
 NOTEBOOK_ENV = "JPY_SESSION_NAME"
@@ -46,12 +49,29 @@ class Session:
         return self.home / "sessions" / self.id
 
 
-def persistent_home(env: Mapping[str, str] | None = None) -> Path:
+def configured_home(env: Mapping[str, str] | None = None) -> Path:
+    """``PERSISTENT_KERNEL_HOME``, or the default under the Jupyter data directory."""
     env = os.environ if env is None else env
     configured = env.get(HOME_ENV)
     if configured:
         return Path(configured).expanduser().absolute()
     return Path(jupyter_data_dir()) / "persistent_kernel"
+
+
+def store_placement(env: Mapping[str, str] | None = None) -> Placement:
+    """Where the stores are opened: the configured home, unless it is on a network or FUSE filesystem."""
+    return place(configured_home(env), env)
+
+
+def placement_note(home: Path) -> str | None:
+    """Why the stores under ``home`` are not where they were configured (None when they are)."""
+    placement = store_placement()
+    return placement.note() if placement.moved and placement.home == home else None
+
+
+def persistent_home(env: Mapping[str, str] | None = None) -> Path:
+    """The directory the sessions' stores are in (see ``placement``)."""
+    return store_placement(env).home
 
 
 def _short_hash(text: str) -> str:

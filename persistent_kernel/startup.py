@@ -14,7 +14,7 @@ from . import identity
 from .notice import restore_notice
 from .restore import restore_session
 from .restorereport import RestoreProgress, RestoreReport
-from .session import directory_session, persistent_home
+from .session import directory_session, persistent_home, placement_note
 
 
 class SessionStartup:
@@ -89,6 +89,9 @@ class SessionStartup:
         if not self.journal.open():
             self.log.warning("persistent_kernel: %s", self.journal.problem)
             return
+        moved = placement_note(self.journal.session.home)
+        if moved:  # the configured location is on NFS, SMB, FUSE …: said once, in the first cell
+            self.journal.notify(moved)
         self.checkpointer.set_excluded(sorted(set(self.exclude) | set(self.journal.get_meta("excluded") or [])))
         progress = RestoreProgress.to_kernel_log()
         try:
