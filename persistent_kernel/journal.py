@@ -27,6 +27,7 @@ from .errors import (
 from .health import JournalHealth
 from .opening import LEFT_ALONE, StoreOpener
 from .records import CellRecord
+from .replica import ReplicaShipper
 from .session import Session, placement_note
 from .store import DEFAULT_MAP_SIZE, Store
 from .writer import BackgroundWriter, WriteJob
@@ -51,15 +52,20 @@ class Journal:
         history_budget: int = -1,
         write_throttle: float = 0.0,
         land_before_reply_bytes: int = 0,
+        replica_url: str | None = None,
     ) -> None:
         self.session = session
+        self.replica_url = replica_url or None  # an fsspec URL the session is replicated to (``replica``)
+        self.replica: ReplicaShipper | None = None
         self.land_before_reply_bytes = land_before_reply_bytes  # a cell's large values up to this land before it replies
         self.history_budget = history_budget  # bytes of large blobs kept for past versions; -1: all
         self.write_throttle = write_throttle  # bytes/s for the background writer; 0: unlimited
         self.writer: BackgroundWriter | None = None
         self.on_unlanded: Any = None  # called (from the writer thread) with the names of a version that did not land
         self.sync_interval = sync_interval
-        self._opener = StoreOpener(map_size=map_size, max_store_size=max_store_size, sync_interval=sync_interval, lock_timeout=lock_timeout)
+        self._opener = StoreOpener(
+            map_size=map_size, max_store_size=max_store_size, sync_interval=sync_interval, lock_timeout=lock_timeout, replica_url=self.replica_url
+        )
         self.store: Store | None = None
         self.problem: str | None = None  # why persistence is off for this kernel
         self.health = JournalHealth()  # problems and the notices about them, told once
@@ -121,6 +127,20 @@ class Journal:
 
     def _open_store(self) -> None:
         self.store = self._opener.open()
+        pulled = self._opener.pulled
+        if pulled is not None:
+            self.notify(
+                f"This node had no copy of the session: it was fetched from the replica at {self.replica_url} "
+                f"({pulled.entries} records and {pulled.files} files, {pulled.file_bytes / 1e6:.1f} MB, in {pulled.seconds:.1f} s)."
+            )
+        if self.replica_url is not None and self.session is not None:
+            if self._opener.pull_problem is not None:
+                self.notify(
+                    f"The replica at {self.replica_url} could not be read ({self._opener.pull_problem}), so this kernel "
+                    "does not write to it (that could hide what it holds); the session is journaled on this machine only."
+                )
+            else:
+                self.replica = ReplicaShipper(self.store, self.replica_url, self.session.id, tell=self.notify).start()
         self.writer = BackgroundWriter(
             self.store,
             history_budget=self.history_budget,
@@ -393,14 +413,21 @@ class Journal:
                 "problem": self.writer.problem,
             },
             "history_budget": self.history_budget,
+            "replica": self.replica.status() if self.replica is not None else ({"url": self.replica_url, "off": True} if self.replica_url else None),
             "refused": list(self.store.refusals) if self.store is not None else [],
         }
 
     def close(self, drain_timeout: float | None = 10.0) -> None:
-        """Land what is queued (up to ``drain_timeout``), then close; unlanded versions restore by replay."""
+        """Land what is queued (up to ``drain_timeout``), ship it to the replica (in what time is left),
+        then close; unlanded versions restore by replay."""
+        deadline = time.monotonic() + (drain_timeout if drain_timeout is not None else 3600.0)
         if self.writer is not None:
             self.writer.stop(timeout=drain_timeout)
             self.writer = None
+        if self.replica is not None:
+            self.replica.flush(max(0.0, deadline - time.monotonic()))
+            self.replica.stop(timeout=1.0)
+            self.replica = None
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -30,6 +30,7 @@ from .journal import Journal
 from .magics import PersistMagics
 from .panel import SessionPanel
 from .recorder import SessionRecorder
+from .replica import REPLICA_ENV
 from .restorereport import RestoreReport
 from .session import Session
 from .startup import SessionStartup
@@ -89,6 +90,15 @@ class PersistentKernel(IPythonKernel):
             "pruned; the latest version of every variable is never pruned. -1 keeps everything."
         ),
     ).tag(config=True)
+    replica = Unicode(
+        "",
+        help=(
+            "An fsspec URL (s3://bucket/prefix, gs://…, az://…, file:///shared/dir) the session is replicated to, in "
+            "the background after each commit: a kernel on another node with an empty disk restores from it. "
+            "Default: $PERSISTENT_KERNEL_REPLICA. Credentials come from the environment (AWS_ACCESS_KEY_ID, "
+            "AWS_ENDPOINT_URL …); both nodes need the same key (PERSISTENT_KERNEL_KEY_FILE) to trust what they read."
+        ),
+    ).tag(config=True)
     write_throttle = Float(
         0.0,
         help="Limit, in MB/s, on the background writer's disk bandwidth (leaves the disk to your own I/O). 0: no limit.",
@@ -136,6 +146,7 @@ class PersistentKernel(IPythonKernel):
             history_budget=self.history_budget,
             write_throttle=self.write_throttle * 1e6,
             land_before_reply_bytes=self.land_before_reply_bytes,
+            replica_url=self.replica or os.environ.get(REPLICA_ENV) or None,
         )
         self.random_states = RandomStateTracker()
         self.checkpointer = Checkpointer(self.shell, large_blob_bytes=self.large_blob_bytes)
@@ -168,7 +179,7 @@ class PersistentKernel(IPythonKernel):
         )
         # The session panel (JupyterLab / Notebook 7 extension) asks through a comm of its own.
         self.panel = SessionPanel(self.journal, lambda: self.restore_report, self.shell)
-        self.recorder.after_commit = self.panel.committed
+        self.recorder.after_commit = self._after_commit
         comm_manager = getattr(self, "comm_manager", None)
         if comm_manager is not None:
             self.panel.register(comm_manager)
@@ -182,6 +193,12 @@ class PersistentKernel(IPythonKernel):
             self.shell.register_magics(
                 PersistMagics(self.shell, self.journal, self.checkpointer, self.recorder, configured_exclusions=list(self.exclude))
             )
+
+    def _after_commit(self, went_in: bool) -> None:
+        """A cell or event was committed (or failed to be): the replica ships it, the panels hear of it."""
+        if went_in and self.journal.replica is not None:
+            self.journal.replica.nudge()
+        self.panel.committed(went_in)
 
     def _comm_message(self, handler: Callable[..., Any], stream: Any, idents: Any, msg: dict[str, Any]) -> Any:
         if self.panel.is_panel_message(msg):

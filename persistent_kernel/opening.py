@@ -25,6 +25,7 @@ from .errors import (
 )
 from .lock import SessionLock
 from .privatefiles import open_private, write_private
+from .replica import Pulled, pull
 from .session import Session, ensure_private_dir
 from .store import DEFAULT_MAP_SIZE, Store
 
@@ -57,8 +58,17 @@ class StoreOpener:
     """Opens one session's store as its owner, under the session's lock (held until ``release``)."""
 
     def __init__(
-        self, *, map_size: int = DEFAULT_MAP_SIZE, max_store_size: int = 0, sync_interval: float = 1.0, lock_timeout: float = 5.0
+        self,
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_store_size: int = 0,
+        sync_interval: float = 1.0,
+        lock_timeout: float = 5.0,
+        replica_url: str | None = None,
     ) -> None:
+        self.replica_url = replica_url
+        self.pulled: Pulled | None = None  # what ``open`` fetched from the replica (a node with no copy)
+        self.pull_problem: str | None = None  # why the replica could not be read when it was needed
         self.map_size = map_size
         self.max_store_size = max_store_size
         self.sync_interval = sync_interval
@@ -97,6 +107,8 @@ class StoreOpener:
             raise
         except OSError:
             counted = False  # a full disk: open without counting rather than not at all
+        if self.replica_url and not (where / "data.mdb").exists():
+            self._pull(where)  # a node with no copy of the session: the replica's, if it holds one
         store = Store(where, map_size=self.map_size, max_map_size=self.max_store_size, sync_interval=self.sync_interval, owner=True)
         try:
             if counted:
@@ -106,6 +118,14 @@ class StoreOpener:
             store.close()
             raise
         return store
+
+    def _pull(self, where: Path) -> None:
+        assert self.session is not None and self.replica_url
+        self.pulled = self.pull_problem = None
+        try:
+            self.pulled = pull(self.replica_url, self.session.id, where)
+        except Exception as exc:  # noqa: BLE001 - unreachable, credentials, a damaged segment: start here, and say so
+            self.pull_problem = f"{type(exc).__name__}: {exc}"
 
     def _check_and_stamp(self, store: Store) -> None:
         assert self.session is not None

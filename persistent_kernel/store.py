@@ -78,12 +78,13 @@ from .storekeys import (
     version_key,
 )
 from .storemaintenance import StoreMaintenance
+from .storereplica import StoreReplica
 
 # What the rest of the package uses of the store; the layout itself is in ``storekeys``.
 __all__ = ["DEFAULT_MAP_SIZE", "FORMAT_VERSION", "Store", "version_key"]
 
 
-class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, StoreMaintenance):
+class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, StoreMaintenance, StoreReplica):
     """A session's journal and metadata in LMDB.
 
     Not a context manager on purpose: the kernel keeps it open for its life.

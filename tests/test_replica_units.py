@@ -1,0 +1,143 @@
+"""The replica without a kernel or a server (fast): a session replicated to a local
+directory through fsspec (``file://``), shipped after commits, pulled into an empty home,
+restored with aliasing and a large array; segments framed and checked; a torn or altered
+segment never read; a manifest written only after what it names; a new lineage after a
+forget. The same code against a real S3 server, with kernels killed: test_replica_s3.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from persistent_kernel import replica as rep
+from persistent_kernel.checkpoint import Checkpointer
+from persistent_kernel.journal import Journal
+from persistent_kernel.restore import restore_session
+from persistent_kernel.session import resolve_session
+
+from .test_core_units import run_cell
+
+
+def journal_on(home: Path, url: str) -> Journal:
+    session = resolve_session({"PERSISTENT_KERNEL_HOME": str(home), "PERSISTENT_KERNEL_SESSION": "replicated"})
+    journal = Journal(session, sync_interval=0, lock_timeout=0.2, replica_url=url)
+    assert journal.open()
+    return journal
+
+
+def test_segments_round_trip_and_refuse_damage() -> None:
+    entries = [(b"cells", b"\x00" * 8, b"{}"), (b"blobs", b"k" * 20, bytes(range(256)) * 10), (b"meta", b"store_id", b'"ab"')]
+    data = rep.encode_segment(entries)
+    assert rep.decode_segment(data) == entries
+    with pytest.raises(rep.ReplicaError):
+        rep.decode_segment(data[:-5])  # torn
+    with pytest.raises(rep.ReplicaError):
+        rep.decode_segment(b"junk" + data)
+
+
+def test_a_session_ships_and_is_pulled_into_an_empty_home(shell: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'bucket'}"
+    journal = journal_on(tmp_path / "node-a", url)
+    checkpointer = Checkpointer(shell, large_blob_bytes=1024)
+    checkpointer.adopt({})
+    run_cell(shell, journal, checkpointer, "import numpy as np\nrows = [1, 2]\nsame = rows\nbig = np.arange(50_000)")
+    run_cell(shell, journal, checkpointer, "rows.append(3)\nbig[0] = -1")
+    assert journal.writer is not None and journal.writer.drain(30)
+    assert journal.replica is not None and journal.replica.flush(30)
+    status = journal.status()["replica"]
+    assert status["problem"] is None and status["shipped_through"] == 2 and status["behind"] == 0
+    manifest = rep.Replica(url, "replicated").manifest()
+    assert manifest is not None and manifest.through == 2 and len(manifest.segments) >= 1
+    journal.close()
+
+    shell.reset(new_session=False)
+    node_b = journal_on(tmp_path / "node-b", url)  # an empty home: the store comes from the replica
+    try:
+        assert node_b._opener.pulled is not None and node_b._opener.pulled.files >= 1
+        assert any("fetched from the replica" in n for n in node_b.take_notices())
+        report, _states = restore_session(shell, node_b)
+        ns = shell.user_ns
+        assert ns["rows"] == [1, 2, 3] and ns["same"] is ns["rows"]
+        assert isinstance(ns["big"], np.ndarray) and ns["big"][0] == -1 and ns["big"][-1] == 49_999
+        assert report.loaded >= 3 and report.replayed == 0 and not report.lost and not report.refused
+        assert node_b.store is not None and node_b.store.check() == []
+    finally:
+        node_b.close()
+
+
+def test_a_manifest_names_only_complete_segments_and_a_changed_one_is_refused(shell: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'bucket'}"
+    journal = journal_on(tmp_path / "node-a", url)
+    checkpointer = Checkpointer(shell)
+    checkpointer.adopt({})
+    run_cell(shell, journal, checkpointer, "x = 41")
+    assert journal.replica is not None and journal.replica.flush(30)
+    journal.close()
+    replica = rep.Replica(url, "replicated")
+    manifest = replica.manifest()
+    assert manifest is not None
+    # A segment uploaded but never named (the shipper was killed before the manifest): not read.
+    (tmp_path / "bucket" / "replicated" / "segments" / "000000000001-000000000009-deadbeefdeadbeef.seg").write_bytes(b"torn")
+    # A torn overwrite of MANIFEST: the numbered manifests are used instead.
+    (tmp_path / "bucket" / "replicated" / "MANIFEST").write_bytes(b'{"format": 1, "sess')
+    again = replica.manifest()
+    assert again is not None and again.through == manifest.through and again.segments == manifest.segments
+    # A named segment whose bytes changed is refused, never decoded.
+    segment = tmp_path / "bucket" / "replicated" / "segments" / manifest.segments[0]["name"]
+    segment.write_bytes(segment.read_bytes().replace(b"41", b"42"))
+    with pytest.raises(rep.ReplicaError, match="not what the manifest names"):
+        replica.get_segment(manifest.segments[0])
+
+
+def test_records_altered_in_the_replica_fail_authentication(shell: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'bucket'}"
+    journal = journal_on(tmp_path / "node-a", url)
+    checkpointer = Checkpointer(shell)
+    checkpointer.adopt({})
+    run_cell(shell, journal, checkpointer, "secret_number = 4141")
+    run_cell(shell, journal, checkpointer, "other = 'kept'")
+    assert journal.replica is not None and journal.replica.flush(30)
+    journal.close()
+    # Someone with write access to the bucket changes a stored value and fixes the digests up.
+    root = tmp_path / "bucket" / "replicated"
+    manifest = json.loads((root / "MANIFEST").read_bytes())
+    for segment in manifest["segments"]:
+        path = root / "segments" / segment["name"]
+        data = path.read_bytes()
+        if b"4141" in data:
+            data = data.replace(b"4141", b"6666")
+            path.write_bytes(data)
+            segment["bytes"], segment["xxh3"] = len(data), rep.xxhash.xxh3_128_hexdigest(data)
+    (root / "MANIFEST").write_text(json.dumps(manifest))
+    shell.reset(new_session=False)
+    node_b = journal_on(tmp_path / "node-b", url)
+    try:
+        report, _states = restore_session(shell, node_b)
+        assert shell.user_ns.get("secret_number") != 6666  # never loaded as altered
+        assert report.refused, report.summary()
+        assert shell.user_ns["other"] == "kept"
+    finally:
+        node_b.close()
+
+
+def test_a_forgotten_session_starts_a_new_lineage(shell: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'bucket'}"
+    journal = journal_on(tmp_path / "node-a", url)
+    checkpointer = Checkpointer(shell)
+    checkpointer.adopt({})
+    run_cell(shell, journal, checkpointer, "a = 1")
+    assert journal.replica is not None and journal.replica.flush(30)
+    first = rep.Replica(url, "replicated").manifest()
+    assert journal.store is not None
+    journal.store.clear()  # %persist forget: a new store id
+    run_cell(shell, journal, checkpointer, "b = 2")
+    assert journal.replica.flush(30)
+    second = rep.Replica(url, "replicated").manifest()
+    journal.close()
+    assert first is not None and second is not None
+    assert second.store_id != first.store_id and second.generation > first.generation
+    assert all(s not in second.segments for s in first.segments)  # the old lineage's segments are not named
