@@ -65,6 +65,9 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
         ("Cells journaled", f"{facts['cells']}  ({by_status})"),
         ("Durability", _durability(facts["sync_interval"])),
     ]
+    replica = facts.get("replica")
+    if replica:
+        lines.append(("Replica", replica_line(replica)))
     if facts.get("excluded"):
         lines.append(("Excluded", ", ".join(facts["excluded"])))
     background = facts.get("background")
@@ -102,6 +105,21 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         lines.append(("Last restore", "none (this session started fresh)"))
     return lines
+
+
+def replica_line(replica: dict[str, Any]) -> str:
+    """Where the replica is and how far behind: ``s3://b/p: up to date through #12 (shipped 0.4 s ago)``."""
+    if replica.get("off"):
+        return f"{replica['url']}: not written by this kernel (see the notice when it started)"
+    where = replica["url"]
+    shipped = replica.get("shipped_at")
+    ago = f" (shipped {views.seconds(max(0.0, time.time() - shipped))} ago)" if shipped else ""
+    if replica.get("problem"):
+        since = views.clock(replica.get("problem_since"))
+        return f"{where}: {replica['behind']} execution(s) behind, unreachable since {since}: {replica['problem']}"
+    if replica["behind"]:
+        return f"{where}: {replica['behind']} execution(s) behind, shipping{ago}"
+    return f"{where}: up to date through execution #{replica['shipped_through']}{ago}"
 
 
 def format_status(facts: dict[str, Any]) -> str:

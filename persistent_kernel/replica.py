@@ -292,7 +292,7 @@ class ReplicaShipper:
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        pending = self.store.next_seq - 1 - self.shipped_through if self.store is not None else 0
+        pending = self.store.last_committed_seq() - self.shipped_through
         return {
             "url": self.url,
             "shipped_through": self.shipped_through,

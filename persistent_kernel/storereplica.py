@@ -48,6 +48,12 @@ def unsettled(version: Version) -> bool:
 
 
 class StoreReplica(StorePart):
+    def last_committed_seq(self) -> int:
+        """The newest cell with an outcome (0: none)."""
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._outcomes)
+            return int.from_bytes(bytes(cursor.key()), "big") if cursor.last() else 0
+
     def replica_cut(self, after: int) -> int:
         """The last cell after ``after`` whose records are final: it has an outcome, and no
         version up to it is still waiting for its files (``after`` when there is none)."""
