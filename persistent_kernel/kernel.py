@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Float, Int, List, Unicode
 
-from . import __version__, identity
+from . import __version__, identity, termination
 from . import records as rec
 from .checkpoint import Checkpointer
 from .context import ProcessContextTracker, RandomStateTracker
@@ -99,6 +99,14 @@ class PersistentKernel(IPythonKernel):
             "AWS_ENDPOINT_URL …); both nodes need the same key (PERSISTENT_KERNEL_KEY_FILE) to trust what they read."
         ),
     ).tag(config=True)
+    termination_deadline = Float(
+        10.0,
+        help=(
+            "Seconds the kernel takes after SIGTERM (a preempted or culled pod, docker stop) to finish the commit in "
+            "progress, land or call off large writes and flush the replica before it exits. Keep it below the pod's "
+            "grace period (terminationGracePeriodSeconds, 30 s by default)."
+        ),
+    ).tag(config=True)
     write_throttle = Float(
         0.0,
         help="Limit, in MB/s, on the background writer's disk bandwidth (leaves the disk to your own I/O). 0: no limit.",
@@ -148,6 +156,7 @@ class PersistentKernel(IPythonKernel):
             land_before_reply_bytes=self.land_before_reply_bytes,
             replica_url=self.replica or os.environ.get(REPLICA_ENV) or None,
         )
+        termination.install(self.journal, self.termination_deadline, self.log)
         self.random_states = RandomStateTracker()
         self.checkpointer = Checkpointer(self.shell, large_blob_bytes=self.large_blob_bytes)
         self.journal.on_unlanded = lambda job, _reason: self.checkpointer.unlanded.add(job.version_key.hex())

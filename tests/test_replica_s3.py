@@ -64,10 +64,10 @@ def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, An
         log.close()
 
 
-def node(kernel: Any, tmp_path: Path, name: str, s3: dict[str, Any], **extra: str) -> Any:
+def node(kernel: Any, tmp_path: Path, name: str, s3: dict[str, Any], arguments: list[str] | None = None) -> Any:
     """A kernel on a node of its own: its own (empty) home, the session name and the replica."""
-    env = kernel_env(tmp_path / name, SESSION, PERSISTENT_KERNEL_REPLICA=s3["url"], **s3["env"], **extra)
-    return kernel(env=env)
+    env = kernel_env(tmp_path / name, SESSION, PERSISTENT_KERNEL_REPLICA=s3["url"], **s3["env"])
+    return kernel(env=env, extra_arguments=arguments)
 
 
 def replicated(k: Any) -> bool:
@@ -131,3 +131,20 @@ def test_a_kill_during_a_large_upload_leaves_a_consistent_replica(kernel: Any, t
     assert b.evaluate("small") == "'kept'"
     if b.evaluate("'big' in dir()") == "True":
         assert b.evaluate("float(big.sum()) == checksum") == "True"
+
+
+def test_sigterm_lands_the_large_write_and_flushes_the_replica_before_exiting(kernel: Any, tmp_path: Path, s3: dict[str, Any]) -> None:
+    # Large values always land after the reply here, slowly: SIGTERM comes while one is pending.
+    a = node(kernel, tmp_path, "node-a", s3, ["--PersistentKernel.land_before_reply_bytes=0", "--PersistentKernel.write_throttle=40"])
+    a.execute("import numpy as np\nbig = np.random.default_rng(11).random(48 * 2**20 // 8)\nchecksum = float(big.sum())")
+    process = a.km.provisioner.process
+    started = time.monotonic()
+    os.kill(a.pid, signal.SIGTERM)  # a preempted node: SIGTERM, then SIGKILL after the grace period
+    process.wait(30)
+    took = time.monotonic() - started
+    assert process.returncode == 0, process.returncode
+    assert took < 30  # well within the pod's grace period (the deadline is 10 s)
+    manifest = rep.Replica(s3["url"], SESSION).manifest()
+    assert manifest is not None and manifest.through >= 1
+    b = node(kernel, tmp_path, "node-b", s3)
+    assert b.evaluate("float(big.sum()) == checksum") == "True"
