@@ -108,11 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    command(
+    sessions = command(
         "sessions",
         clisessions.run_sessions,
         "list the sessions: notebook, cells, size, last activity, live kernel",
     )
+    sessions.add_argument("--replica", metavar="URL", help="list the sessions a replica holds instead (s3://bucket/prefix …)")
+    push = command("push", clisessions.run_push, "ship a session (no kernel on it) to a replica on object storage")
+    push.add_argument("id", metavar="ID")
+    push.add_argument("url", metavar="URL", help="fsspec URL: s3://bucket/prefix, gs://…, file:///dir")
+    pull = command("pull", clisessions.run_pull, "fetch a session from a replica into this machine's home")
+    pull.add_argument("id", metavar="ID")
+    pull.add_argument("url", metavar="URL")
     show = command(
         "show",
         clisessions.run_show,

@@ -106,6 +106,9 @@ def _find(wanted: str) -> Path:
 def run_sessions(args: argparse.Namespace) -> int:
     from .catalog import list_sessions, sessions_dir
 
+    if getattr(args, "replica", None):
+        return run_replica_sessions(args)
+
     home = _home()
     rows = list_sessions(home)
     header = ["ID", "NOTEBOOK / NAME", "IDENTIFIED BY", "CELLS", "SIZE", "LAST ACTIVE", "PID"]
@@ -409,4 +412,71 @@ def run_attach(args: argparse.Namespace) -> int:
     if not os.path.exists(notebook):
         text += f"\nNote: there is no file at {notebook} yet."
     _emit(args, result, text)
+    return 0
+
+
+# -- replicas (object storage) ---------------------------------------------------------
+
+
+def run_replica_sessions(args: argparse.Namespace) -> int:
+    from .replica import list_sessions
+
+    rows = list_sessions(args.replica)
+    table = [[row["id"], str(row["through"]), str(row["segments"]), _ago(row["written_at"])] for row in rows]
+    text = _table(["ID", "THROUGH", "SEGMENTS", "LAST WRITTEN"], table) if rows else f"No sessions in {args.replica}."
+    _emit(args, {"replica": args.replica, "sessions": rows}, text)
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """Ship a session (no kernel on it) to a replica, all of it that is not there yet."""
+    from .archive import holding
+    from .replica import ReplicaShipper
+    from .store import Store
+
+    path = _find(args.id)
+    with holding(path, "push"):
+        store = Store(path, owner=False)
+        try:
+            told: list[str] = []
+            shipper = ReplicaShipper(store, args.url, path.name, tell=told.append)
+            segments = 0
+            while shipper.ship():
+                segments += 1
+        finally:
+            store.close()
+    _emit(
+        args,
+        {"session_id": path.name, "url": args.url, "through": shipper.shipped_through, "segments": segments},
+        f"Pushed session {path.name} to {args.url}: {segments} new segment(s), through execution #{shipper.shipped_through}.",
+    )
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    """Fetch a session from a replica into this machine's home (where it has no store yet)."""
+    from .catalog import CommandError, sessions_dir
+    from .replica import pull
+    from .store import Store
+
+    where = sessions_dir(_home()) / args.id
+    if (where / "data.mdb").exists():
+        raise CommandError(f"session {args.id} already has a store here ({where}); remove it first (persistent-kernel rm {args.id})")
+    where.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pulled = pull(args.url, args.id, where)
+    if pulled is None:
+        raise CommandError(f"the replica at {args.url} holds no session {args.id} (persistent-kernel sessions --replica {args.url})")
+    store = Store(where, owner=False)
+    try:
+        problems = store.check()
+    finally:
+        store.close()
+    if problems:
+        raise CommandError(f"the session pulled to {where} does not check: {'; '.join(problems[:3])}")
+    _emit(
+        args,
+        {"session_id": args.id, "url": args.url, "through": pulled.through, "files": pulled.files, "bytes": pulled.file_bytes},
+        f"Pulled session {args.id} from {args.url} (through execution #{pulled.through}, {pulled.files} files, "
+        f"{_bytes(pulled.file_bytes)}) into {where}; a kernel on it restores it.",
+    )
     return 0

@@ -141,3 +141,37 @@ def test_a_forgotten_session_starts_a_new_lineage(shell: Any, tmp_path: Path) ->
     assert first is not None and second is not None
     assert second.store_id != first.store_id and second.generation > first.generation
     assert all(s not in second.segments for s in first.segments)  # the old lineage's segments are not named
+
+
+def test_push_pull_and_list_from_the_command_line(shell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    from persistent_kernel import cli
+
+    url = f"file://{tmp_path / 'bucket'}"
+    session = resolve_session({"PERSISTENT_KERNEL_HOME": str(tmp_path / "here"), "PERSISTENT_KERNEL_SESSION": "by-hand"})
+    journal = Journal(session, sync_interval=0, lock_timeout=0.2)  # no replica configured: moved by hand
+    assert journal.open()
+    checkpointer = Checkpointer(shell)
+    checkpointer.adopt({})
+    run_cell(shell, journal, checkpointer, "carried = {'by': 'hand'}")
+    journal.close()
+
+    monkeypatch.setenv("PERSISTENT_KERNEL_HOME", str(tmp_path / "here"))
+    assert cli.main(["push", "by-hand", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["through"] == 1
+    assert cli.main(["push", "by-hand", url, "--json"]) == 0  # nothing new: nothing shipped again
+    assert json.loads(capsys.readouterr().out)["segments"] == 0
+    assert cli.main(["sessions", "--replica", url, "--json"]) == 0
+    assert [s["id"] for s in json.loads(capsys.readouterr().out)["sessions"]] == ["by-hand"]
+
+    monkeypatch.setenv("PERSISTENT_KERNEL_HOME", str(tmp_path / "there"))
+    assert cli.main(["pull", "by-hand", url]) == 0
+    assert "Pulled session by-hand" in capsys.readouterr().out
+    assert cli.main(["pull", "by-hand", url]) != 0  # a store is there now: never overwritten
+    shell.reset(new_session=False)
+    there = Journal(resolve_session({"PERSISTENT_KERNEL_HOME": str(tmp_path / "there"), "PERSISTENT_KERNEL_SESSION": "by-hand"}), sync_interval=0)
+    assert there.open()
+    try:
+        restore_session(shell, there)
+        assert shell.user_ns["carried"] == {"by": "hand"}
+    finally:
+        there.close()
