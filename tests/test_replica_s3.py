@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +17,9 @@ import pytest
 
 from persistent_kernel import replica as rep
 
-from .e2e_helpers import free_port, wait_until
+from .e2e_helpers import wait_until
 from .kernels import kernel_env
+from .s3server import S3Server, s3_server
 
 pytestmark = pytest.mark.slow
 
@@ -29,44 +27,17 @@ SESSION = "travels"
 
 
 @pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def s3(tmp_path: Path) -> Iterator[S3Server]:
     """A moto S3 server on 127.0.0.1 with a bucket; the AWS variables that reach it."""
     pytest.importorskip("moto")
     pytest.importorskip("s3fs")
-    port = free_port()
-    log = open(tmp_path / "moto.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-
-    def answers() -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
-
-    try:
-        wait_until(answers, 60, "moto's S3 server to listen")
-        env = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()
-        s3fs.S3FileSystem().mkdir("sessions")
-        yield {"env": env, "url": "s3://sessions/hub", "server": server, "port": port}
-    finally:
-        if server.poll() is None:
-            os.kill(server.pid, signal.SIGCONT)
-            server.terminate()
-            server.wait(10)
-        log.close()
+    with s3_server(tmp_path / "moto.log") as server:
+        yield server
 
 
-def node(kernel: Any, tmp_path: Path, name: str, s3: dict[str, Any], arguments: list[str] | None = None) -> Any:
+def node(kernel: Any, tmp_path: Path, name: str, s3: S3Server, arguments: list[str] | None = None) -> Any:
     """A kernel on a node of its own: its own (empty) home, the session name and the replica."""
-    env = kernel_env(tmp_path / name, SESSION, PERSISTENT_KERNEL_REPLICA=s3["url"], **s3["env"])
+    env = kernel_env(tmp_path / name, SESSION, PERSISTENT_KERNEL_REPLICA=s3.url, **s3.env)
     return kernel(env=env, extra_arguments=arguments)
 
 
@@ -74,7 +45,7 @@ def replicated(k: Any) -> bool:
     return "up to date through" in k.execute("%persist status").text
 
 
-def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_path: Path, s3: dict[str, Any]) -> None:
+def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     a = node(kernel, tmp_path, "node-a", s3)
     a.execute("import numpy as np\nbig = np.random.default_rng(7).random(24 * 2**20 // 8)\ntotal = float(big.sum())")
     a.execute("for i in range(1000):\n    globals()[f'v{i}'] = i * i")
@@ -85,7 +56,7 @@ def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_p
 
     b = node(kernel, tmp_path, "node-b", s3)  # an empty disk
     first = b.execute("show('ada'), len(deck), v999, alias is hands, float(big.sum())")
-    assert "fetched from the replica at s3://sessions/hub" in first.said, first.said
+    assert f"fetched from the replica at {s3.url}" in first.said, first.said
     assert "Restored session" in first.notice
     assert first.result == expected, (first.result, expected)
     # Node B journals on, to the same replica: a third node sees its cells too.
@@ -96,11 +67,11 @@ def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_p
     assert c.evaluate("after_move, len(deck)") == "('b', 52)"
 
 
-def test_a_stalled_server_never_slows_cells_and_the_replica_catches_up(kernel: Any, tmp_path: Path, s3: dict[str, Any]) -> None:
+def test_a_stalled_server_never_slows_cells_and_the_replica_catches_up(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     a = node(kernel, tmp_path, "node-a", s3)
     a.execute("x = 1")
     wait_until(lambda: replicated(a), 60, "the replica to catch up")
-    os.kill(s3["server"].pid, signal.SIGSTOP)  # the object store stops answering (a network partition)
+    s3.stall()  # the object store stops answering (a network partition)
     try:
         for n in range(2, 6):
             reply = a.execute(f"x = {n}", timeout=30)  # never waits for the replica
@@ -108,23 +79,23 @@ def test_a_stalled_server_never_slows_cells_and_the_replica_catches_up(kernel: A
         status = a.execute("%persist status").text
         assert "behind" in status, status
     finally:
-        os.kill(s3["server"].pid, signal.SIGCONT)
+        s3.resume()
     wait_until(lambda: replicated(a), 120, "the replica to catch up after the stall")
     a.kill()
     b = node(kernel, tmp_path, "node-b", s3)
     assert b.evaluate("x") == "5"
 
 
-def test_a_kill_during_a_large_upload_leaves_a_consistent_replica(kernel: Any, tmp_path: Path, s3: dict[str, Any]) -> None:
+def test_a_kill_during_a_large_upload_leaves_a_consistent_replica(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     a = node(kernel, tmp_path, "node-a", s3)
     a.execute("import numpy as np\nsmall = 'kept'")
     wait_until(lambda: replicated(a), 60, "the replica to catch up")
     a.execute("big = np.random.default_rng(3).random(64 * 2**20 // 8)\nchecksum = float(big.sum())")
     time.sleep(0.3)  # somewhere in the landing or the upload
     a.kill()
-    manifest = rep.Replica(s3["url"], SESSION).manifest()
+    manifest = rep.Replica(s3.url, SESSION).manifest()
     assert manifest is not None
-    replica = rep.Replica(s3["url"], SESSION)
+    replica = rep.Replica(s3.url, SESSION)
     for segment in manifest.segments:
         replica.get_segment(segment)  # every named segment is whole
     b = node(kernel, tmp_path, "node-b", s3)
@@ -133,7 +104,7 @@ def test_a_kill_during_a_large_upload_leaves_a_consistent_replica(kernel: Any, t
         assert b.evaluate("float(big.sum()) == checksum") == "True"
 
 
-def test_sigterm_lands_the_large_write_and_flushes_the_replica_before_exiting(kernel: Any, tmp_path: Path, s3: dict[str, Any]) -> None:
+def test_sigterm_lands_the_large_write_and_flushes_the_replica_before_exiting(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     # Large values always land after the reply here, slowly: SIGTERM comes while one is pending.
     a = node(kernel, tmp_path, "node-a", s3, ["--PersistentKernel.land_before_reply_bytes=0", "--PersistentKernel.write_throttle=40"])
     a.execute("import numpy as np\nbig = np.random.default_rng(11).random(48 * 2**20 // 8)\nchecksum = float(big.sum())")
@@ -144,7 +115,7 @@ def test_sigterm_lands_the_large_write_and_flushes_the_replica_before_exiting(ke
     took = time.monotonic() - started
     assert process.returncode == 0, process.returncode
     assert took < 30  # well within the pod's grace period (the deadline is 10 s)
-    manifest = rep.Replica(s3["url"], SESSION).manifest()
+    manifest = rep.Replica(s3.url, SESSION).manifest()
     assert manifest is not None and manifest.through >= 1
     b = node(kernel, tmp_path, "node-b", s3)
     assert b.evaluate("float(big.sum()) == checksum") == "True"
