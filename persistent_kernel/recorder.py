@@ -65,6 +65,10 @@ class SessionRecorder:
 
     # -- the turn: one execution or event at a time -------------------------------------
 
+    def turn_taken(self) -> bool:
+        """Whether an execution or event holds the turn now (any thread)."""
+        return self._turn.locked()
+
     def holds_turn(self) -> bool:
         """Whether this thread holds the turn (an execution nested in the running cell)."""
         return self._turn_owner == threading.get_ident()

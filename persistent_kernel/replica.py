@@ -44,6 +44,8 @@ MANIFEST_FORMAT = 1
 _HEADER = struct.Struct(">BIQ")  # database name length, key length, value length
 RETRY_SECONDS = (1, 2, 5, 10, 30)  # waits after a failed shipment, the last repeated
 DOWNLOAD_THREADS = 8
+QUIET_SECONDS = 0.02  # a pause between cells long enough to ship in
+MAX_DELAY_SECONDS = 0.5  # ship after this long even while cells keep running (the lag stays under a second)
 
 
 class ReplicaError(Exception):
@@ -264,8 +266,13 @@ class ReplicaShipper:
     once through ``tell``; shipping is retried with growing waits and says when it caught up.
     """
 
-    def __init__(self, store: Any, url: str, session_id: str, tell: Callable[[str], None], log: Any = None) -> None:
+    def __init__(
+        self, store: Any, url: str, session_id: str, tell: Callable[[str], None], log: Any = None, busy: Callable[[], bool] | None = None
+    ) -> None:
         self.store = store
+        # Whether a cell runs now: a shipment waits for a pause (QUIET_SECONDS), at most MAX_DELAY_SECONDS,
+        # so it competes with cells for the interpreter as little as it can.
+        self.busy = busy
         self.url = url
         self.session_id = session_id
         self._tell = tell
@@ -280,6 +287,7 @@ class ReplicaShipper:
         self._known_files: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._flushing = threading.Event()  # a flush (shutdown, SIGTERM) waits for no pause
         self._failures = 0
         self._thread = threading.Thread(target=self._run, name="persistent-kernel-replica", daemon=True)
 
@@ -306,10 +314,13 @@ class ReplicaShipper:
         """Ship what is committed and settled now; True when the replica has it all."""
         deadline = time.monotonic() + timeout
         target = self.store.replica_cut(self.shipped_through)
-        self._wake.set()
-        while self.shipped_through < target and time.monotonic() < deadline:
-            self._wake.set()
-            time.sleep(0.05)
+        self._flushing.set()
+        try:
+            while self.shipped_through < target and time.monotonic() < deadline:
+                self._wake.set()
+                time.sleep(0.02)
+        finally:
+            self._flushing.clear()
         return self.shipped_through >= target
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -324,6 +335,7 @@ class ReplicaShipper:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            self._wait_for_a_pause()
             try:
                 self.ship()
             except Exception as exc:  # noqa: BLE001 - network, credentials, a full bucket: kept, told once, retried
@@ -331,6 +343,20 @@ class ReplicaShipper:
                 wait = RETRY_SECONDS[min(self._failures - 1, len(RETRY_SECONDS) - 1)]
                 self._stop.wait(wait)
                 self._wake.set()
+
+    def _wait_for_a_pause(self) -> None:
+        if self.busy is None:
+            return
+        deadline = time.monotonic() + MAX_DELAY_SECONDS
+        quiet_since = None
+        while time.monotonic() < deadline and not self._stop.is_set() and not self._flushing.is_set():
+            if self.busy():
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIET_SECONDS:
+                return
+            time.sleep(0.005)
 
     def ship(self) -> bool:
         """One round: everything committed and settled since the last shipment. True if anything went."""
