@@ -73,6 +73,8 @@ def measure(root: Path, cells: int, gib: float, kills: int, seed: int) -> dict:
         try:
             for contender in (plain, node):
                 contender.execute("x = 0")
+            wait_replicated(s3.url, last_seq(node))  # the replica's client is up (its first use costs a second of CPU)
+            alternate([plain, node], "z = 1", 10)  # warm up
             result["trivial"] = alternate([plain, node], "z = 1", cells)
             result["change"] = alternate([plain, node], "x += 1", cells)
             # 2. lag after a small cell

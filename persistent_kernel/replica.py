@@ -6,8 +6,9 @@ Layout under ``<url>/<session id>/``:
 - ``segments/<after>-<through>-<digest>.seg``: what cells ``after+1 … through`` added to the
   store (``storereplica``'s raw entries, tags included), immutable, in order;
 - ``files/<digest>``: the large blobs, content-addressed, each put once;
-- ``manifests/<generation>.json`` and ``MANIFEST`` (the newest, overwritten): the
-  consistent cut a reader uses. A manifest is written only after every segment and file
+- ``MANIFEST`` (the newest, replaced whole by each put on an object store; on a local or
+  shared filesystem also ``manifests/<generation>.json``, immutable, for a reader that
+  finds ``MANIFEST`` torn): the consistent cut a reader uses. A manifest is written only after every segment and file
   it names is complete, and names each segment's size and xxh3-128 digest, so a torn
   upload (a killed process, a broken connection) is never part of what a reader sees.
   A manifest of another store id (the session was forgotten and started again) starts
@@ -45,7 +46,8 @@ _HEADER = struct.Struct(">BIQ")  # database name length, key length, value lengt
 RETRY_SECONDS = (1, 2, 5, 10, 30)  # waits after a failed shipment, the last repeated
 DOWNLOAD_THREADS = 8
 QUIET_SECONDS = 0.02  # a pause between cells long enough to ship in
-MAX_DELAY_SECONDS = 0.5  # ship after this long even while cells keep running (the lag stays under a second)
+MIN_INTERVAL_SECONDS = 0.3  # between shipments: each is a few requests (S3 request signing costs CPU in the kernel)
+MAX_DELAY_SECONDS = 0.8  # after a commit, ship by then even while cells keep running (the lag stays under a second)
 
 
 class ReplicaError(Exception):
@@ -132,6 +134,7 @@ class Replica:
     def __init__(self, url: str, session_id: str) -> None:
         self.url = url
         self.fs, root = open_url(url)
+        self.local = any(p in ("file", "local") for p in ([self.fs.protocol] if isinstance(self.fs.protocol, str) else self.fs.protocol))
         self.root = f"{root}/{session_id}"
         self.session_id = session_id
 
@@ -183,7 +186,10 @@ class Replica:
 
     def put_manifest(self, manifest: Manifest) -> None:
         raw = manifest.to_json()
-        self.fs.pipe_file(self._path("manifests", f"{manifest.generation:012d}.json"), raw)
+        if self.local:
+            # A file overwritten in place can be read torn: the numbered manifests are immutable,
+            # and a reader falls back to the newest. An object store replaces an object whole.
+            self.fs.pipe_file(self._path("manifests", f"{manifest.generation:012d}.json"), raw)
         self.fs.pipe_file(self._path("MANIFEST"), raw)
 
 
@@ -231,8 +237,9 @@ def pull(url: str, session_id: str, where: Path) -> Pulled | None:
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "blobs").mkdir(parents=True, mode=0o700)
     entries: list[Entry] = []
-    for segment in manifest.segments:
-        entries += replica.get_segment(segment)
+    with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:  # fetched in parallel, applied in order
+        for part in pool.map(replica.get_segment, manifest.segments):
+            entries += part
     files = {bytes(key[1:]).hex() for db, key, _value in entries if db == b"tags" and key[:1] == b"f"}
     sizes = {}
     with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
@@ -288,6 +295,8 @@ class ReplicaShipper:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flushing = threading.Event()  # a flush (shutdown, SIGTERM) waits for no pause
+        self._pending_since: float | None = None  # the first commit not shipped yet (monotonic)
+        self._last_shipment = 0.0
         self._failures = 0
         self._thread = threading.Thread(target=self._run, name="persistent-kernel-replica", daemon=True)
 
@@ -297,6 +306,8 @@ class ReplicaShipper:
 
     def nudge(self) -> None:
         self.committed_at = time.time()
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
@@ -330,6 +341,13 @@ class ReplicaShipper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        # Connect at once: the first use of an object store imports its client and loads its
+        # service model (about a second of CPU for S3), better spent while the kernel starts
+        # than beside the first cells.
+        try:
+            self._connect()
+        except Exception as exc:  # noqa: BLE001 - told once, retried with the first shipment
+            self._failed(exc)
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
@@ -345,24 +363,29 @@ class ReplicaShipper:
                 self._wake.set()
 
     def _wait_for_a_pause(self) -> None:
+        """Until a pause between cells, no sooner than MIN_INTERVAL_SECONDS after the last
+        shipment and no later than MAX_DELAY_SECONDS after the first commit waiting to go."""
         if self.busy is None:
             return
-        deadline = time.monotonic() + MAX_DELAY_SECONDS
+        pending = self._pending_since if self._pending_since is not None else time.monotonic()
+        deadline = pending + MAX_DELAY_SECONDS
+        earliest = self._last_shipment + MIN_INTERVAL_SECONDS
         quiet_since = None
         while time.monotonic() < deadline and not self._stop.is_set() and not self._flushing.is_set():
+            now = time.monotonic()
             if self.busy():
                 quiet_since = None
             elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= QUIET_SECONDS:
+                quiet_since = now
+            elif now - quiet_since >= QUIET_SECONDS and now >= earliest:
                 return
             time.sleep(0.005)
 
     def ship(self) -> bool:
         """One round: everything committed and settled since the last shipment. True if anything went."""
         if self._replica is None:
-            self._replica = Replica(self.url, self.session_id)
-            self._manifest = self._replica.manifest()
+            self._connect()
+        assert self._replica is not None
         local_id = self.store.get_meta("store_id")
         manifest = self._manifest
         if manifest is None or manifest.store_id != local_id:
@@ -372,6 +395,7 @@ class ReplicaShipper:
             self.shipped_through = 0
         else:
             self.shipped_through = max(self.shipped_through, manifest.through)
+        self._pending_since = None  # what commits from now on is the next round's
         through = self.store.replica_cut(manifest.through)
         if through <= manifest.through:
             self._recovered()
@@ -396,11 +420,16 @@ class ReplicaShipper:
             written_at=time.time(),
         )
         self._replica.put_manifest(updated)
+        self._last_shipment = time.monotonic()
         self._manifest = updated
         self.shipped_through = through
         self.shipped_at = time.time()
         self._recovered()
         return True
+
+    def _connect(self) -> None:
+        self._replica = Replica(self.url, self.session_id)
+        self._manifest = self._replica.manifest()
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
