@@ -23,6 +23,19 @@ class S3Server:
     env: dict[str, str]
     url: str  # s3://<bucket>/<prefix>: where the sessions go
 
+    def stop(self) -> None:
+        """The server goes away (connections refused); moto keeps its objects in memory, so they go too."""
+        self.process.terminate()
+        self.process.wait(10)
+
+    def start_again(self, log: Path, bucket: str = "sessions") -> None:
+        """A new, empty server on the same port, with the bucket made again (as an operator would)."""
+        self.process = _start(self.port, log)
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir(bucket)
+
     def stall(self) -> None:
         """Stop answering (a network partition), keeping every object."""
         os.kill(self.process.pid, signal.SIGSTOP)
@@ -37,42 +50,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start(port: int, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"moto's S3 server did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def s3_server(log: Path, bucket: str = "sessions", prefix: str = "hub") -> Iterator[S3Server]:
     port = _free_port()
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto's S3 server did not start:\n{log.read_text()}")
-                time.sleep(0.1)
-            env = {
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-            saved = {key: os.environ.get(key) for key in env}
-            os.environ.update(env)
-            try:
-                import s3fs
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    server = S3Server(_start(port, log), port, env, f"s3://{bucket}/{prefix}")
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        import s3fs
 
-                s3fs.S3FileSystem.clear_instance_cache()
-                s3fs.S3FileSystem().mkdir(bucket)
-                yield S3Server(process, port, env, f"s3://{bucket}/{prefix}")
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
-        finally:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGCONT)
-                process.terminate()
-                process.wait(10)
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir(bucket)
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+            server.process.terminate()
+            server.process.wait(10)

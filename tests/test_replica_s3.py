@@ -1,8 +1,10 @@
 """Sessions that survive the node, against a real S3 HTTP server (moto's server mode on
 127.0.0.1, through s3fs, with the standard AWS variables): node A runs cells and is
 SIGKILLed, node B (an empty home, the same session name and replica) restores the same
-state; the server stalls mid-session (cells keep running, the replica catches up); a kill
-during a large upload never leaves a replica that names what it does not hold."""
+state; the server stalls mid-session (cells keep running, the replica catches up); the
+server stops (told once, in status) and an empty one takes its place (the whole session is
+shipped again, and the catch-up is told); a kill during a large upload never leaves a
+replica that names what it does not hold; SIGTERM lands and ships a pending large write."""
 
 from __future__ import annotations
 
@@ -119,3 +121,30 @@ def test_sigterm_lands_the_large_write_and_flushes_the_replica_before_exiting(ke
     assert manifest is not None and manifest.through >= 1
     b = node(kernel, tmp_path, "node-b", s3)
     assert b.evaluate("float(big.sum()) == checksum") == "True"
+
+
+def test_a_stopped_server_is_told_once_and_a_new_one_gets_the_whole_session(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
+    a = node(kernel, tmp_path, "node-a", s3)
+    a.execute("x = 1")
+    wait_until(lambda: replicated(a), 60, "the replica to catch up")
+    s3.stop()  # connections refused; moto's objects go with it
+    for n in range(2, 5):
+        assert a.execute(f"x = {n}", timeout=30).status == "ok"
+    wait_until(lambda: "cannot be written" in a.execute("pass").said, 60, "the kernel to say, once, that the replica is unreachable")
+    status = a.execute("%persist status").text
+    assert "unreachable since" in status, status
+    assert "cannot be written" not in a.execute("y = 0").said  # said once
+    s3.start_again(tmp_path / "moto.log")  # an empty store at the same address (the bucket made again)
+    said: list[str] = []
+
+    def caught_up() -> bool:
+        reply = a.execute("%persist status")
+        said.append(reply.said)
+        return "up to date through" in reply.text
+
+    wait_until(caught_up, 120, "the replica to catch up on the new server")
+    said += [a.execute("pass").said for _ in range(3)]
+    assert any("reachable again and has caught up" in text for text in said), said
+    a.kill()
+    b = node(kernel, tmp_path, "node-b", s3)
+    assert b.evaluate("x, y") == "(4, 0)"  # the whole session, shipped again from the first cell
