@@ -246,7 +246,8 @@ class PersistMagics(Magics):
         if limit <= 0:
             print(f"%persist history: N is how many of the last cells to show (1 or more), got {limit}.")
             return
-        records = shown_records(self.journal.records(), limit)
+        every = self.journal.records()
+        records = shown_records(every, limit)
         if not records:
             print("No cells are journaled in this session yet." if self.journal.active else f"Persistence is off: {self.journal.problem}.")
             return
@@ -263,7 +264,7 @@ class PersistMagics(Magics):
             ]
             for row in execution_rows(self.journal.store, records)
         ]
-        total = len(self.journal.records())
+        total = len(every)
         caption = f"Last {len(rows)} of {total} journaled executions (-name: deleted)"
         _show_table(caption, views.HISTORY_HEADERS, rows)
 

@@ -91,9 +91,9 @@ class SessionPanel:
         return {"type": "state", "status": status_of(self.journal, self.last_commit_at), "restore": restore}
 
     def history(self, limit: int) -> dict[str, Any]:
-        records = shown_records(self.journal.records(), max(1, min(limit, HISTORY_LIMIT)))
-        rows = execution_rows(self.journal.store, records)
-        return {"type": "history", "rows": [row.as_json() for row in reversed(rows)], "total": len(self.journal.records())}
+        every = self.journal.records()
+        rows = execution_rows(self.journal.store, shown_records(every, max(1, min(limit, HISTORY_LIMIT))))
+        return {"type": "history", "rows": [row.as_json() for row in reversed(rows)], "total": len(every)}
 
     def diff(self, number: int) -> dict[str, Any]:
         store = self.journal.store

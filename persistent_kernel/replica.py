@@ -79,13 +79,6 @@ def decode_segment(data: bytes) -> list[Entry]:
     return entries
 
 
-def store_id_of(entries: list[Entry]) -> str | None:
-    for db, key, value in entries:
-        if db == b"meta" and key == b"store_id":
-            return str(json.loads(value))
-    return None
-
-
 def open_url(url: str) -> tuple[Any, str]:
     """(fsspec filesystem, root path) for a replica URL; credentials from the environment
     (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` … for S3)."""
@@ -288,7 +281,6 @@ class ReplicaShipper:
         self.problem_since: float | None = None
         self.shipped_through = 0
         self.shipped_at: float | None = None
-        self.committed_at: float | None = None
         self._manifest: Manifest | None = None
         self._replica: Replica | None = None
         self._known_files: set[str] = set()
@@ -305,7 +297,6 @@ class ReplicaShipper:
         return self
 
     def nudge(self) -> None:
-        self.committed_at = time.time()
         if self._pending_since is None:
             self._pending_since = time.monotonic()
         self._wake.set()

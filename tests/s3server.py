@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .e2e_helpers import free_port
+
 
 @dataclass
 class S3Server:
@@ -44,12 +46,6 @@ class S3Server:
         os.kill(self.process.pid, signal.SIGCONT)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(port: int, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
@@ -66,7 +62,7 @@ def _start(port: int, log: Path) -> subprocess.Popen:
 
 @contextlib.contextmanager
 def s3_server(log: Path, bucket: str = "sessions", prefix: str = "hub") -> Iterator[S3Server]:
-    port = _free_port()
+    port = free_port()
     env = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "testing",

@@ -47,12 +47,16 @@ def replicated(k: Any) -> bool:
     return "up to date through" in k.execute("%persist status").text
 
 
+def wait_replicated(k: Any, timeout: float = 60) -> None:
+    wait_until(lambda: replicated(k), timeout, "the replica to catch up")
+
+
 def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     a = node(kernel, tmp_path, "node-a", s3)
     a.execute("import numpy as np\nbig = np.random.default_rng(7).random(24 * 2**20 // 8)\ntotal = float(big.sum())")
     a.execute("for i in range(1000):\n    globals()[f'v{i}'] = i * i")
     a.execute("deck = list(range(52)); hands = {'ada': deck[:2]}; show = lambda who: hands[who]; alias = hands")
-    wait_until(lambda: replicated(a), 60, "the replica to catch up")
+    wait_replicated(a)
     expected = a.evaluate("show('ada'), len(deck), v999, alias is hands, total")
     a.kill()
 
@@ -63,7 +67,7 @@ def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_p
     assert first.result == expected, (first.result, expected)
     # Node B journals on, to the same replica: a third node sees its cells too.
     b.execute("after_move = 'b'")
-    wait_until(lambda: replicated(b), 60, "node B's cell to reach the replica")
+    wait_replicated(b)
     b.kill()
     c = node(kernel, tmp_path, "node-c", s3)
     assert c.evaluate("after_move, len(deck)") == "('b', 52)"
@@ -72,7 +76,7 @@ def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_p
 def test_a_stalled_server_never_slows_cells_and_the_replica_catches_up(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     a = node(kernel, tmp_path, "node-a", s3)
     a.execute("x = 1")
-    wait_until(lambda: replicated(a), 60, "the replica to catch up")
+    wait_replicated(a)
     s3.stall()  # the object store stops answering (a network partition)
     try:
         for n in range(2, 6):
@@ -82,7 +86,7 @@ def test_a_stalled_server_never_slows_cells_and_the_replica_catches_up(kernel: A
         assert "behind" in status, status
     finally:
         s3.resume()
-    wait_until(lambda: replicated(a), 120, "the replica to catch up after the stall")
+    wait_replicated(a, 120)
     a.kill()
     b = node(kernel, tmp_path, "node-b", s3)
     assert b.evaluate("x") == "5"
@@ -91,7 +95,7 @@ def test_a_stalled_server_never_slows_cells_and_the_replica_catches_up(kernel: A
 def test_a_kill_during_a_large_upload_leaves_a_consistent_replica(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     a = node(kernel, tmp_path, "node-a", s3)
     a.execute("import numpy as np\nsmall = 'kept'")
-    wait_until(lambda: replicated(a), 60, "the replica to catch up")
+    wait_replicated(a)
     a.execute("big = np.random.default_rng(3).random(64 * 2**20 // 8)\nchecksum = float(big.sum())")
     time.sleep(0.3)  # somewhere in the landing or the upload
     a.kill()
@@ -126,7 +130,7 @@ def test_sigterm_lands_the_large_write_and_flushes_the_replica_before_exiting(ke
 def test_a_stopped_server_is_told_once_and_a_new_one_gets_the_whole_session(kernel: Any, tmp_path: Path, s3: S3Server) -> None:
     a = node(kernel, tmp_path, "node-a", s3)
     a.execute("x = 1")
-    wait_until(lambda: replicated(a), 60, "the replica to catch up")
+    wait_replicated(a)
     s3.stop()  # connections refused; moto's objects go with it
     for n in range(2, 5):
         assert a.execute(f"x = {n}", timeout=30).status == "ok"

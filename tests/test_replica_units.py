@@ -29,6 +29,13 @@ def journal_on(home: Path, url: str) -> Journal:
     return journal
 
 
+def node_a(shell: Any, tmp_path: Path, url: str, **checkpointer_options: Any) -> tuple[Journal, Checkpointer]:
+    """The first node: a journal on the replica and a checkpointer that assumes nothing stored yet."""
+    checkpointer = Checkpointer(shell, **checkpointer_options)
+    checkpointer.adopt({})
+    return journal_on(tmp_path / "node-a", url), checkpointer
+
+
 def test_segments_round_trip_and_refuse_damage() -> None:
     entries = [(b"cells", b"\x00" * 8, b"{}"), (b"blobs", b"k" * 20, bytes(range(256)) * 10), (b"meta", b"store_id", b'"ab"')]
     data = rep.encode_segment(entries)
@@ -41,9 +48,7 @@ def test_segments_round_trip_and_refuse_damage() -> None:
 
 def test_a_session_ships_and_is_pulled_into_an_empty_home(shell: Any, tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'bucket'}"
-    journal = journal_on(tmp_path / "node-a", url)
-    checkpointer = Checkpointer(shell, large_blob_bytes=1024)
-    checkpointer.adopt({})
+    journal, checkpointer = node_a(shell, tmp_path, url, large_blob_bytes=1024)
     run_cell(shell, journal, checkpointer, "import numpy as np\nrows = [1, 2]\nsame = rows\nbig = np.arange(50_000)")
     run_cell(shell, journal, checkpointer, "rows.append(3)\nbig[0] = -1")
     assert journal.writer is not None and journal.writer.drain(30)
@@ -71,9 +76,7 @@ def test_a_session_ships_and_is_pulled_into_an_empty_home(shell: Any, tmp_path: 
 
 def test_a_manifest_names_only_complete_segments_and_a_changed_one_is_refused(shell: Any, tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'bucket'}"
-    journal = journal_on(tmp_path / "node-a", url)
-    checkpointer = Checkpointer(shell)
-    checkpointer.adopt({})
+    journal, checkpointer = node_a(shell, tmp_path, url)
     run_cell(shell, journal, checkpointer, "x = 41")
     assert journal.replica is not None and journal.replica.flush(30)
     journal.close()
@@ -95,9 +98,7 @@ def test_a_manifest_names_only_complete_segments_and_a_changed_one_is_refused(sh
 
 def test_records_altered_in_the_replica_fail_authentication(shell: Any, tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'bucket'}"
-    journal = journal_on(tmp_path / "node-a", url)
-    checkpointer = Checkpointer(shell)
-    checkpointer.adopt({})
+    journal, checkpointer = node_a(shell, tmp_path, url)
     run_cell(shell, journal, checkpointer, "secret_number = 4141")
     run_cell(shell, journal, checkpointer, "other = 'kept'")
     assert journal.replica is not None and journal.replica.flush(30)
@@ -126,9 +127,7 @@ def test_records_altered_in_the_replica_fail_authentication(shell: Any, tmp_path
 
 def test_a_forgotten_session_starts_a_new_lineage(shell: Any, tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'bucket'}"
-    journal = journal_on(tmp_path / "node-a", url)
-    checkpointer = Checkpointer(shell)
-    checkpointer.adopt({})
+    journal, checkpointer = node_a(shell, tmp_path, url)
     run_cell(shell, journal, checkpointer, "a = 1")
     assert journal.replica is not None and journal.replica.flush(30)
     first = rep.Replica(url, "replicated").manifest()
