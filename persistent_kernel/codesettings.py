@@ -260,15 +260,28 @@ class LoggerHandlers(Provider):
         self._baseline: dict[str, tuple[list[Any], list[Any], bool, bool]] = {}
         self._seen: Any = None
         self._state: dict[str, Any] | None = None
+        self._listed: tuple[Any, Any] | None = None
+        self._found: dict[str, Any] = {}
 
-    @staticmethod
-    def _loggers() -> dict[str, Any]:
+    def _loggers(self) -> dict[str, Any]:
+        """The loggers that are not a library's own, by name.
+
+        Every cell and event asks, and a process that imported a cloud SDK has hundreds of
+        library loggers: the list is kept while the logger table (an exact dict: its mutation
+        counter) and the set of imported modules (which decides what is a library's) are unchanged.
+        """
         import logging
 
+        table = logging.Logger.manager.loggerDict
+        tag = dictversions.tag(table)
+        listed = (tag, dictversions.tag(sys.modules))
+        if None not in listed and listed == self._listed:
+            return self._found
         found = {"": logging.getLogger()}
-        for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        for name, logger in list(table.items()):
             if isinstance(logger, logging.Logger) and not _is_a_module_logger(name):
                 found[name] = logger
+        self._listed, self._found = listed, found
         return found
 
     def rebase(self, shell: Any) -> None:

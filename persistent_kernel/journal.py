@@ -58,7 +58,7 @@ class Journal:
         self.session = session
         self.replica_url = replica_url or None  # an fsspec URL the session is replicated to (``replica``)
         self.replica: ReplicaShipper | None = None
-        self.busy: Callable[[], bool] | None = None  # whether a cell runs now (the kernel's turn is taken)
+        self.activity: Callable[[], tuple[bool, int]] | None = None  # whether a cell runs now, and how many have (Recorder.activity)
         self.land_before_reply_bytes = land_before_reply_bytes  # a cell's large values up to this land before it replies
         self.history_budget = history_budget  # bytes of large blobs kept for past versions; -1: all
         self.write_throttle = write_throttle  # bytes/s for the background writer; 0: unlimited
@@ -142,7 +142,9 @@ class Journal:
                     "does not write to it (that could hide what it holds); the session is journaled on this machine only."
                 )
             else:
-                self.replica = ReplicaShipper(self.store, self.replica_url, self.session.id, tell=self.notify, busy=self.busy).start()
+                self.replica = ReplicaShipper(
+                    self.store, self.replica_url, self.session.id, tell=self.notify, activity=self.activity, connect=self._opener.replica_connection
+                ).start()
         self.writer = BackgroundWriter(
             self.store,
             history_budget=self.history_budget,

@@ -162,7 +162,7 @@ class PersistentKernel(IPythonKernel):
         self.journal.on_unlanded = lambda job, _reason: self.checkpointer.unlanded.add(job.version_key.hex())
         self.process_context = ProcessContextTracker(self.shell)
         self.recorder = SessionRecorder(self.shell, self.journal, self.checkpointer, self.random_states, self.process_context, self.log)
-        self.journal.busy = self.recorder.turn_taken  # the replica ships between cells
+        self.journal.activity = self.recorder.activity  # the replica ships between cells
         self.startup = SessionStartup(
             self.shell,
             self.journal,

@@ -7,12 +7,20 @@ its extensions are set up, before the event loop serves the first request.
 
 from __future__ import annotations
 
+import os
 import sys
 
-from ipykernel.kernelapp import IPKernelApp
-from traitlets import Type
+from .replica import REPLICA_ENV
+from .replicaworker import start_early
 
-from .kernel import PersistentKernel
+if os.environ.get(REPLICA_ENV) and __name__ == "__main__":
+    # Before ipykernel's imports: the replica's worker starts on the other core meanwhile.
+    start_early(os.environ[REPLICA_ENV])
+
+from ipykernel.kernelapp import IPKernelApp  # noqa: E402 - after the worker's start, on purpose
+from traitlets import Type  # noqa: E402
+
+from .kernel import PersistentKernel  # noqa: E402
 
 
 class PersistentKernelApp(IPKernelApp):

@@ -25,7 +25,8 @@ from .errors import (
 )
 from .lock import SessionLock
 from .privatefiles import open_private, write_private
-from .replica import Pulled, pull
+from .replica import Pulled, ReplicaError
+from .replicaworker import ReplicaWorker
 from .session import Session, ensure_private_dir
 from .store import DEFAULT_MAP_SIZE, Store
 
@@ -69,6 +70,7 @@ class StoreOpener:
         self.replica_url = replica_url
         self.pulled: Pulled | None = None  # what ``open`` fetched from the replica (a node with no copy)
         self.pull_problem: str | None = None  # why the replica could not be read when it was needed
+        self._probe: ReplicaWorker | None = None  # the worker that asked the replica at open, kept for the shipper
         self.map_size = map_size
         self.max_store_size = max_store_size
         self.sync_interval = sync_interval
@@ -120,12 +122,30 @@ class StoreOpener:
         return store
 
     def _pull(self, where: Path) -> None:
+        """The replica's copy of the session, if it holds one, pulled by a worker process (kept
+        for the shipper), so the object store's client never loads into the kernel."""
         assert self.session is not None and self.replica_url
         self.pulled = self.pull_problem = None
         try:
-            self.pulled = pull(self.replica_url, self.session.id, where)
+            self._probe = ReplicaWorker(self.replica_url, self.session.id)
+            self.pulled = self._probe.pull(where)
         except Exception as exc:  # noqa: BLE001 - unreachable, credentials, a damaged segment: start here, and say so
-            self.pull_problem = f"{type(exc).__name__}: {exc}"
+            self.pull_problem = str(exc) if isinstance(exc, ReplicaError) else f"{type(exc).__name__}: {exc}"  # a ReplicaError names its cause
+            self._close_probe()  # the kernel will not write to a replica it could not read
+
+    def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
+
+    def replica_connection(self, url: str, session_id: str) -> ReplicaWorker:
+        """A worker for the shipper: the one that asked at open if there is one, else a new one."""
+        probe = self._probe
+        if probe is not None and probe.url == url and probe.session_id == session_id:
+            self._probe = None
+            return probe
+        self._close_probe()
+        return ReplicaWorker(url, session_id)
 
     def _check_and_stamp(self, store: Store) -> None:
         assert self.session is not None
@@ -168,5 +188,6 @@ class StoreOpener:
 
     def release(self) -> None:
         """Let the session's lock go (the store, if open, is closed first by its owner)."""
+        self._close_probe()
         if self._lock is not None:
             self._lock.release()

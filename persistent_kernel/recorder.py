@@ -60,6 +60,7 @@ class SessionRecorder:
         # one order, and a checkpoint's identity scan never sees half of another execution's changes.
         self._turn = threading.Lock()
         self._turn_owner: int | None = None
+        self.turns_taken = 0  # how many times the turn was taken: unchanged across a span means no cell or event ran in it
         # Called after each commit with whether it went in (the session panel tells the open frontends).
         self.after_commit: Callable[[bool], None] | None = None
 
@@ -69,6 +70,11 @@ class SessionRecorder:
         """Whether an execution or event holds the turn now (any thread)."""
         return self._turn.locked()
 
+    def activity(self) -> tuple[bool, int]:
+        """Whether the turn is held now, and how many times it has been taken: read twice, a
+        span apart, they tell another thread whether the kernel was idle all along."""
+        return self._turn.locked(), self.turns_taken
+
     def holds_turn(self) -> bool:
         """Whether this thread holds the turn (an execution nested in the running cell)."""
         return self._turn_owner == threading.get_ident()
@@ -77,6 +83,7 @@ class SessionRecorder:
         if not self._turn.acquire(blocking=False):
             return False
         self._turn_owner = threading.get_ident()
+        self.turns_taken += 1
         return True
 
     def release_turn(self) -> None:

@@ -228,30 +228,32 @@ def pull(url: str, session_id: str, where: Path) -> Pulled | None:
         return None
     staging = where / ".pull"
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / "blobs").mkdir(parents=True, mode=0o700)
-    entries: list[Entry] = []
-    with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:  # fetched in parallel, applied in order
-        for part in pool.map(replica.get_segment, manifest.segments):
-            entries += part
-    files = {bytes(key[1:]).hex() for db, key, _value in entries if db == b"tags" and key[:1] == b"f"}
-    sizes = {}
-    with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
-        futures = {pool.submit(replica.get_file, digest, staging / "blobs" / digest): digest for digest in files}
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                future.result()
-            except FileNotFoundError:
-                continue  # pruned before it was shipped: its version is not loadable, and the restore says so
-            sizes[futures[future]] = (staging / "blobs" / futures[future]).stat().st_size
-    files = set(sizes)
-    for digest in files:
-        os.chmod(staging / "blobs" / digest, 0o600)
-    count = write_entries(staging, entries)
-    (where / "blobs").mkdir(mode=0o700, exist_ok=True)
-    for digest in files:
-        os.replace(staging / "blobs" / digest, where / "blobs" / digest)
-    os.replace(staging / "data.mdb", where / "data.mdb")  # last: a whole store, or none
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        (staging / "blobs").mkdir(parents=True, mode=0o700)
+        entries: list[Entry] = []
+        with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:  # fetched in parallel, applied in order
+            for part in pool.map(replica.get_segment, manifest.segments):
+                entries += part
+        files = {bytes(key[1:]).hex() for db, key, _value in entries if db == b"tags" and key[:1] == b"f"}
+        sizes = {}
+        with concurrent.futures.ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+            futures = {pool.submit(replica.get_file, digest, staging / "blobs" / digest): digest for digest in files}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    future.result()
+                except FileNotFoundError:
+                    continue  # pruned before it was shipped: its version is not loadable, and the restore says so
+                sizes[futures[future]] = (staging / "blobs" / futures[future]).stat().st_size
+        files = set(sizes)
+        for digest in files:
+            os.chmod(staging / "blobs" / digest, 0o600)
+        count = write_entries(staging, entries)
+        (where / "blobs").mkdir(mode=0o700, exist_ok=True)
+        for digest in files:
+            os.replace(staging / "blobs" / digest, where / "blobs" / digest)
+        os.replace(staging / "data.mdb", where / "data.mdb")  # last: a whole store, or none
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # cut short or done: no half-built store is left
     return Pulled(manifest.through, count, len(files), sum(sizes.values()), time.monotonic() - started)
 
 
@@ -267,12 +269,23 @@ class ReplicaShipper:
     """
 
     def __init__(
-        self, store: Any, url: str, session_id: str, tell: Callable[[str], None], log: Any = None, busy: Callable[[], bool] | None = None
+        self,
+        store: Any,
+        url: str,
+        session_id: str,
+        tell: Callable[[str], None],
+        log: Any = None,
+        activity: Callable[[], tuple[bool, int]] | None = None,
+        connect: Callable[[str, str], Any] = Replica,
     ) -> None:
         self.store = store
-        # Whether a cell runs now: a shipment waits for a pause (QUIET_SECONDS), at most MAX_DELAY_SECONDS,
-        # so it competes with cells for the interpreter as little as it can.
-        self.busy = busy
+        # What does the requests: a Replica in this process (the command line), or one in a
+        # process of its own (the kernel: ``replicaworker.ReplicaWorker``).
+        self._open_replica = connect
+        # Whether a cell runs now and how many have (Recorder.activity): a shipment waits for a pause
+        # (QUIET_SECONDS), at most MAX_DELAY_SECONDS, so it competes with cells for the interpreter as
+        # little as it can.
+        self.activity = activity
         self.url = url
         self.session_id = session_id
         self._tell = tell
@@ -330,6 +343,7 @@ class ReplicaShipper:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._disconnect()
 
     def _run(self) -> None:
         # Connect at once: the first use of an object store imports its client and loads its
@@ -355,22 +369,27 @@ class ReplicaShipper:
 
     def _wait_for_a_pause(self) -> None:
         """Until a pause between cells, no sooner than MIN_INTERVAL_SECONDS after the last
-        shipment and no later than MAX_DELAY_SECONDS after the first commit waiting to go."""
-        if self.busy is None:
+        shipment and no later than MAX_DELAY_SECONDS after the first commit waiting to go.
+
+        A pause is the turn free at both ends of a QUIET_SECONDS span and taken by nobody in
+        between (the turn count unchanged). The span is slept, not polled: this thread wakes
+        about once per span, not once per cell, and each wake takes the interpreter lock from
+        the running cell.
+        """
+        if self.activity is None or self._flushing.is_set():
             return
         pending = self._pending_since if self._pending_since is not None else time.monotonic()
         deadline = pending + MAX_DELAY_SECONDS
         earliest = self._last_shipment + MIN_INTERVAL_SECONDS
-        quiet_since = None
+        if self._stop.wait(max(0.0, earliest - time.monotonic())):
+            return
+        before = self.activity()
         while time.monotonic() < deadline and not self._stop.is_set() and not self._flushing.is_set():
-            now = time.monotonic()
-            if self.busy():
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = now
-            elif now - quiet_since >= QUIET_SECONDS and now >= earliest:
+            time.sleep(QUIET_SECONDS)
+            after = self.activity()
+            if not before[0] and before == after:
                 return
-            time.sleep(0.005)
+            before = after
 
     def ship(self) -> bool:
         """One round: everything committed and settled since the last shipment. True if anything went."""
@@ -419,19 +438,26 @@ class ReplicaShipper:
         return True
 
     def _connect(self) -> None:
-        self._replica = Replica(self.url, self.session_id)
+        self._replica = self._open_replica(self.url, self.session_id)
         self._manifest = self._replica.manifest()
+
+    def _disconnect(self) -> None:
+        replica, self._replica = self._replica, None
+        close = getattr(replica, "close", None)
+        if close is not None:
+            close()
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
-        self._replica = None  # reconnect, and read the manifest again, next time
+        cause = str(exc) if isinstance(exc, ReplicaError) else f"{type(exc).__name__}: {exc}"  # a worker's names the cause
+        self._disconnect()  # reconnect, and read the manifest again, next time
         if self.problem is None:
             self.problem_since = time.time()
             self._tell(
-                f"The replica at {self.url} cannot be written ({type(exc).__name__}: {exc}). Your cells keep running and "
+                f"The replica at {self.url} cannot be written ({cause}). Your cells keep running and "
                 "are journaled on this machine; the replica catches up when it is reachable again."
             )
-        self.problem = f"{type(exc).__name__}: {exc}"
+        self.problem = cause
         if self._log is not None:
             self._log.warning("persistent_kernel: replica shipment failed: %s", self.problem)
 

@@ -43,6 +43,20 @@ def node(kernel: Any, tmp_path: Path, name: str, s3: S3Server, arguments: list[s
     return kernel(env=env, extra_arguments=arguments)
 
 
+def worker_pids(kernel_pid: int) -> list[int]:
+    """The kernel's replica worker processes (its children running ``persistent_kernel.replicaworker``)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            command = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == kernel_pid and b"persistent_kernel.replicaworker" in command:
+            found.append(int(proc.name))
+    return found
+
+
 def replicated(k: Any) -> bool:
     return "up to date through" in k.execute("%persist status").text
 
@@ -58,7 +72,12 @@ def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_p
     a.execute("deck = list(range(52)); hands = {'ada': deck[:2]}; show = lambda who: hands[who]; alias = hands")
     wait_replicated(a)
     expected = a.evaluate("show('ada'), len(deck), v999, alias is hands, total")
+    # The object store's client runs in the replica's worker process, never in the kernel.
+    assert a.evaluate("any(name.split('.')[0] in ('s3fs', 'botocore', 'aiobotocore') for name in __import__('sys').modules)") == "False"
+    workers = worker_pids(a.pid)
+    assert len(workers) == 1, workers
     a.kill()
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30, "the killed kernel's replica worker to end")
 
     b = node(kernel, tmp_path, "node-b", s3)  # an empty disk
     first = b.execute("show('ada'), len(deck), v999, alias is hands, float(big.sum())")

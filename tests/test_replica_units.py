@@ -94,6 +94,16 @@ def test_a_manifest_names_only_complete_segments_and_a_changed_one_is_refused(sh
     segment.write_bytes(segment.read_bytes().replace(b"41", b"42"))
     with pytest.raises(rep.ReplicaError, match="not what the manifest names"):
         replica.get_segment(manifest.segments[0])
+    # A node with no copy pulls (in a process of its own), is refused, and says why; it does
+    # not write to a replica it could not read.
+    node_b = journal_on(tmp_path / "node-b", url)
+    try:
+        said = " ".join(node_b.take_notices())
+        assert "could not be read" in said and "not what the manifest names" in said, said
+        assert node_b.replica is None and node_b.status()["replica"] == {"url": url, "off": True}
+        assert not (tmp_path / "node-b" / "sessions" / "replicated" / ".pull").exists()  # no half-built store left
+    finally:
+        node_b.close()
 
 
 def test_records_altered_in_the_replica_fail_authentication(shell: Any, tmp_path: Path) -> None:
@@ -174,3 +184,41 @@ def test_push_pull_and_list_from_the_command_line(shell: Any, tmp_path: Path, mo
         assert shell.user_ns["carried"] == {"by": "hand"}
     finally:
         there.close()
+
+
+def test_the_worker_process_does_the_requests_and_ends_with_its_input(tmp_path: Path) -> None:
+    """The kernel's replica requests run in a child process: puts and gets come back the same
+    as in-process, its failures come back as ReplicaError naming what failed there, and it
+    ends when its input closes; a request to a worker that died says so."""
+    from persistent_kernel.replicaworker import ReplicaWorker
+
+    url = f"file://{tmp_path / 'bucket'}"
+    worker = ReplicaWorker(url, "s")
+    try:
+        assert worker.manifest() is None
+        data = rep.encode_segment([(b"cells", b"\x00" * 8, b"{}")])
+        segment = worker.put_segment(0, 1, data)
+        assert segment == {**segment, "after": 0, "through": 1, "bytes": len(data)}
+        blob = tmp_path / "blob"
+        blob.write_bytes(b"x" * 5000)
+        assert not worker.has_file("ab" * 16, 5000)
+        worker.put_file(blob, "ab" * 16)
+        assert worker.has_file("ab" * 16, 5000) and not worker.has_file("ab" * 16, 4999)
+        worker.put_manifest(rep.Manifest("s", "store", generation=1, through=1, segments=[segment]))
+        # What the worker wrote, read in this process: the same objects.
+        local = rep.Replica(url, "s")
+        manifest = local.manifest()
+        assert manifest is not None and manifest.through == 1 and local.get_segment(manifest.segments[0]) == rep.decode_segment(data)
+        assert worker.manifest() == manifest
+        with pytest.raises(rep.ReplicaError, match="FileNotFoundError"):
+            worker.put_file(tmp_path / "missing", "cd" * 16)
+        assert worker.has_file("ab" * 16, 5000)  # a failure leaves the worker serving
+    finally:
+        worker.close()
+    assert worker._process.returncode == 0
+    dead = ReplicaWorker(url, "s")
+    dead._process.kill()
+    dead._process.wait()
+    with pytest.raises(rep.ReplicaError, match="worker process ended"):
+        dead.manifest()
+    dead.close()
