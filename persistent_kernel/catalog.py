@@ -156,6 +156,7 @@ class Summary:
     origin: str | None = None  # where the kernel learned its identity, in words
     notebook_path: str | None = None
     cells: int | None = None
+    last_seq: int | None = None  # the newest execution journaled (what a replica is compared with)
     size_bytes: int = 0
     last_active: float | None = None  # unix time
     live: bool = False
@@ -201,6 +202,7 @@ def summarize(path: Path) -> Summary:
     summary.origin = meta.get("session_origin")
     summary.notebook_path = meta.get("notebook_path")
     summary.cells = cells
+    summary.last_seq = last.seq if last is not None else 0
     summary.last_active = _last_active(last, meta)
     return summary
 

@@ -419,11 +419,30 @@ def run_attach(args: argparse.Namespace) -> int:
 
 
 def run_replica_sessions(args: argparse.Namespace) -> int:
+    """What a replica holds; for a session this machine has too, how far behind the replica is
+    (executions journaled here and not yet in it: the replication lag, in executions)."""
+    from .catalog import sessions_dir as local_sessions
+    from .catalog import summarize
     from .replica import list_sessions
 
     rows = list_sessions(args.replica)
-    table = [[row["id"], str(row["through"]), str(row["segments"]), _ago(row["written_at"])] for row in rows]
-    text = _table(["ID", "THROUGH", "SEGMENTS", "LAST WRITTEN"], table) if rows else f"No sessions in {args.replica}."
+    here = local_sessions(_home())
+    for row in rows:
+        local = summarize(here / row["id"]) if (here / row["id"] / "data.mdb").exists() else None
+        row["here_through"] = local.last_seq if local is not None else None
+        row["behind"] = max(0, local.last_seq - row["through"]) if local is not None and local.last_seq is not None else None
+    table = [
+        [
+            row["id"],
+            str(row["through"]),
+            str(row["segments"]),
+            _ago(row["written_at"]),
+            "-" if row["here_through"] is None else str(row["here_through"]),
+            "-" if row["behind"] is None else ("up to date" if row["behind"] == 0 else f"{row['behind']} behind"),
+        ]
+        for row in rows
+    ]
+    text = _table(["ID", "THROUGH", "SEGMENTS", "LAST WRITTEN", "HERE", "REPLICA"], table) if rows else f"No sessions in {args.replica}."
     _emit(args, {"replica": args.replica, "sessions": rows}, text)
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import operator
 import sys
 import threading
 from typing import Any
@@ -382,6 +383,8 @@ class ProcessRegistries(Provider):
         self._seen = None
         self._looked: tuple[Any, Any] | None = None
         self._found: tuple[dict[str, Any], dict[Any, Any]] = ({}, {})
+        self._builtin_keys: list[str] = []
+        self._builtin_values: list[Any] = []  # the objects themselves: their ids cannot be reused while held
 
     def _added(self) -> tuple[dict[str, Any], dict[Any, Any]]:
         import builtins
@@ -392,6 +395,21 @@ class ProcessRegistries(Provider):
         tags = (dictversions.tag(vars(builtins)), dictversions.tag(copyreg.dispatch_table))
         if None not in tags and tags == self._looked:
             return self._found
+        # IPython's builtin trap takes names out of builtins and puts them back around every
+        # execution, so its counter moves each cell with nothing changed: then the same keys in
+        # the same order, bound to the very objects (held here, so no id is reused), prove it, in C.
+        table = vars(builtins)
+        keys, values = list(table), list(table.values())
+        if (
+            self._looked is not None
+            and tags[1] == self._looked[1]
+            and None not in tags
+            and keys == self._builtin_keys
+            and all(map(operator.is_, values, self._builtin_values))
+        ):
+            self._looked = tags
+            return self._found
+        self._builtin_keys, self._builtin_values = keys, values
         names = {
             name: value
             for name, value in vars(builtins).items()

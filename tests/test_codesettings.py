@@ -254,6 +254,39 @@ def test_builtins_and_copyreg_additions(shell: Any) -> None:
     assert fresh.apply(shell, None) == [] and not hasattr(builtins, "nb_helper") and saved not in copyreg.dispatch_table
 
 
+def test_builtins_taken_out_and_put_back_are_not_a_change_and_a_rebinding_is(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IPython's builtin trap removes and restores names around every execution: the table's
+    mutation counter moves with nothing changed. The same keys bound to the same objects are
+    then proof enough; a name rebound to another object (or added) is still seen."""
+    import builtins
+
+    provider = cs.ProcessRegistries()
+    provider.rebase(shell)
+    cell(shell, "import builtins\nbuiltins.nb_tool = lambda: 1")
+    try:
+        first = provider.capture(shell)
+        assert first is not None and "builtins" in first
+        before = cs.dictversions.tag(vars(builtins))
+        with shell.builtin_trap:  # what every execution does: names taken out and put back
+            pass
+        assert before is None or cs.dictversions.tag(vars(builtins)) != before, "the counter moved"
+        looked_at: list[Any] = []
+        real = cs._is_the_notebooks
+        monkeypatch.setattr(cs, "_is_the_notebooks", lambda value: looked_at.append(value) or real(value))
+        assert provider.capture(shell) is first
+        assert looked_at == [], "no builtin was looked at again"
+        cell(shell, "builtins.nb_tool = lambda: 2")  # rebound: another object under the same key
+        second = provider.capture(shell)
+        assert second is not None and second is not first and looked_at, "the table was looked at again"
+        cell(shell, "builtins.nb_other = lambda: 3")  # added
+        third = provider.capture(shell)
+        assert third is not None and third is not second and third != second
+    finally:
+        for name in ("nb_tool", "nb_other"):
+            if hasattr(builtins, name):
+                delattr(builtins, name)
+
+
 @pytest.mark.slow
 def test_formatters_and_callbacks_survive_sigkill(kernel) -> None:
     k = kernel()

@@ -170,7 +170,20 @@ def test_push_pull_and_list_from_the_command_line(shell: Any, tmp_path: Path, mo
     assert cli.main(["push", "by-hand", url, "--json"]) == 0  # nothing new: nothing shipped again
     assert json.loads(capsys.readouterr().out)["segments"] == 0
     assert cli.main(["sessions", "--replica", url, "--json"]) == 0
-    assert [s["id"] for s in json.loads(capsys.readouterr().out)["sessions"]] == ["by-hand"]
+    listed = json.loads(capsys.readouterr().out)["sessions"]
+    assert [(s["id"], s["through"], s["here_through"], s["behind"]) for s in listed] == [("by-hand", 1, 1, 0)]
+    # A cell journaled here and not shipped: the listing says how far behind the replica is.
+    journal = Journal(session, sync_interval=0, lock_timeout=0.2)
+    assert journal.open()
+    run_cell(shell, journal, checkpointer, "later = 2")
+    journal.close()
+    assert cli.main(["sessions", "--replica", url]) == 0
+    listing = capsys.readouterr().out
+    assert "HERE" in listing and "1 behind" in listing, listing
+    assert cli.main(["push", "by-hand", url]) == 0
+    capsys.readouterr()
+    assert cli.main(["sessions", "--replica", url]) == 0
+    assert "up to date" in capsys.readouterr().out
 
     monkeypatch.setenv("PERSISTENT_KERNEL_HOME", str(tmp_path / "there"))
     assert cli.main(["pull", "by-hand", url]) == 0
