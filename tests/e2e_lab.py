@@ -16,6 +16,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,17 @@ class Lab:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
+
+    def kernel_count(self) -> int | None:
+        """How many kernels the server runs; None when it answered with a server error (jupyter_server
+        can fail a listing while a kernel is being started; the log keeps the traceback)."""
+        try:
+            return len(self.api("/api/kernels"))
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                raise
+            print(f"GET /api/kernels answered {exc.code}; asking again (see the server log)")
+            return None
 
     def kernel_pids(self, kernel_id: str) -> list[int]:
         """The live kernel process(es) jupyter_server started for ``kernel_id``."""
@@ -200,7 +212,9 @@ def serve(tmp_path: Path, app: str, **extra_env: str) -> Iterator[Lab]:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait(10)
         kill_all_with_arg(str(runtime_dir))
-        copy_artifact(log, f"jupyter{app}-server.log")
+        # One log per test (its tmp directory's name): a later test's server must not write over
+        # the log of one that failed.
+        copy_artifact(log, f"{tmp_path.name}-jupyter{app}-server.log")
 
 
 @pytest.fixture

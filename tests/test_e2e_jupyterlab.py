@@ -173,7 +173,7 @@ def test_kill_9_in_notebook7_restores_the_notebook(notebook7: Lab, page: Any) ->
     ui = NotebookUI(page)
     try:
         expect(page.get_by_text(DISPLAY_NAME).first).to_be_visible(timeout=120_000)
-        wait_until(lambda: len(server.api("/api/kernels")) == 1, 120, "Notebook 7 to start the notebook's kernel")
+        wait_until(lambda: server.kernel_count() == 1, 120, "Notebook 7 to start the notebook's kernel")
         (kernel,) = server.api("/api/kernels")
         assert kernel["name"] == KERNEL_NAME
         ui.run_cell(STATE_CELL)

@@ -117,7 +117,7 @@ def test_a_second_notebook_on_the_same_session_says_it_is_not_persisting(shared_
         expect(page.locator(STATUS)).to_have_text(re.compile(r"^Persisted"))
         # The second notebook, in the same JupyterLab: its kernel finds the session held.
         page.goto(f"{shared_lab.url}/lab/tree/second.ipynb?token={shared_lab.token}")
-        wait_until(lambda: len(shared_lab.api("/api/kernels")) == 2, 120, "the second notebook's kernel")
+        wait_until(lambda: shared_lab.kernel_count() == 2, 120, "the second notebook's kernel")
         ui = NotebookUI(page)
         ui.run_cell("b = 2")
         status = page.locator(STATUS)
@@ -141,7 +141,7 @@ def test_the_panel_in_notebook7_lists_and_checks_out(notebook7: Lab, page: Any) 
     page.goto(f"{notebook7.url}/notebooks/{NOTEBOOK}?token={notebook7.token}")
     ui = NotebookUI(page)
     try:
-        wait_until(lambda: len(notebook7.api("/api/kernels")) == 1, 120, "Notebook 7 to start the notebook's kernel")
+        wait_until(lambda: notebook7.kernel_count() == 1, 120, "Notebook 7 to start the notebook's kernel")
         ui.run_cell("n = 'first'")
         ui.run_cell("n = 'second'")
         status = page.locator(STATUS)
