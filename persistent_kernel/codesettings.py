@@ -412,7 +412,7 @@ class ProcessRegistries(Provider):
         self._builtin_keys, self._builtin_values = keys, values
         names = {
             name: value
-            for name, value in vars(builtins).items()
+            for name, value in table.items()
             if name not in self._SHELL_BUILTINS
             and not name.startswith("_")
             and (name not in self._builtins or self._builtins[name] is not value)

@@ -66,10 +66,6 @@ class SessionRecorder:
 
     # -- the turn: one execution or event at a time -------------------------------------
 
-    def turn_taken(self) -> bool:
-        """Whether an execution or event holds the turn now (any thread)."""
-        return self._turn.locked()
-
     def activity(self) -> tuple[bool, int]:
         """Whether the turn is held now, and how many times it has been taken: read twice, a
         span apart, they tell another thread whether the kernel was idle all along."""

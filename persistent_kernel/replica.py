@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import xxhash
 
@@ -46,7 +46,7 @@ _HEADER = struct.Struct(">BIQ")  # database name length, key length, value lengt
 RETRY_SECONDS = (1, 2, 5, 10, 30)  # waits after a failed shipment, the last repeated
 DOWNLOAD_THREADS = 8
 QUIET_SECONDS = 0.02  # a pause between cells long enough to ship in
-MIN_INTERVAL_SECONDS = 0.3  # between shipments: each is a few requests (S3 request signing costs CPU in the kernel)
+MIN_INTERVAL_SECONDS = 0.3  # between shipments: each costs a read transaction here and a few signed requests beside the kernel
 MAX_DELAY_SECONDS = 0.8  # after a commit, ship by then even while cells keep running (the lag stays under a second)
 
 
@@ -260,6 +260,16 @@ def pull(url: str, session_id: str, where: Path) -> Pulled | None:
 # -- shipping: what each commit added, in the background --------------------------------------------
 
 
+class ReplicaRequests(Protocol):
+    """What the shipper asks of a replica: ``Replica`` in this process, ``replicaworker.ReplicaWorker`` in another."""
+
+    def manifest(self) -> Manifest | None: ...
+    def has_file(self, digest: str, size: int) -> bool: ...
+    def put_file(self, local: Path, digest: str) -> None: ...
+    def put_segment(self, after: int, through: int, data: bytes) -> dict[str, Any]: ...
+    def put_manifest(self, manifest: Manifest) -> None: ...
+
+
 class ReplicaShipper:
     """Ships committed cells to the replica from a thread of its own.
 
@@ -276,7 +286,7 @@ class ReplicaShipper:
         tell: Callable[[str], None],
         log: Any = None,
         activity: Callable[[], tuple[bool, int]] | None = None,
-        connect: Callable[[str, str], Any] = Replica,
+        connect: Callable[[str, str], ReplicaRequests] = Replica,
     ) -> None:
         self.store = store
         # What does the requests: a Replica in this process (the command line), or one in a
@@ -295,7 +305,7 @@ class ReplicaShipper:
         self.shipped_through = 0
         self.shipped_at: float | None = None
         self._manifest: Manifest | None = None
-        self._replica: Replica | None = None
+        self._replica: ReplicaRequests | None = None
         self._known_files: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -347,8 +357,8 @@ class ReplicaShipper:
 
     def _run(self) -> None:
         # Connect at once: the first use of an object store imports its client and loads its
-        # service model (about a second of CPU for S3), better spent while the kernel starts
-        # than beside the first cells.
+        # service model (about a second of CPU for S3), better done while the kernel starts
+        # than when the first cell is to be shipped.
         try:
             self._connect()
         except Exception as exc:  # noqa: BLE001 - told once, retried with the first shipment

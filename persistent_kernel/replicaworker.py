@@ -7,9 +7,9 @@ kernel all of that would hold the interpreter lock the running cell needs, and e
 later cell's checkpoint would look over the SDK's modules and loggers. So the kernel's
 ``ReplicaShipper`` reads the store and decides what to ship, and ``ReplicaWorker`` hands
 the puts and gets to a child process (``python -m persistent_kernel.replicaworker URL``) that
-does them with a ``Replica`` of its own. With ``PERSISTENT_KERNEL_REPLICA`` set, the launcher
-starts it before anything else (``start_early``), so its start overlaps the kernel's. The kernel's thread then only waits on a pipe,
-without the interpreter lock.
+does them with a ``Replica`` of its own; the kernel's thread only waits on a pipe, without the
+interpreter lock. With ``PERSISTENT_KERNEL_REPLICA`` set, the launcher starts the worker before
+anything else (``start_early``), so its start overlaps the kernel's.
 
 The child lives as long as the kernel: it stops at the end of its input (the kernel
 closed it, or died), and before each request it checks that the kernel is still its

@@ -85,6 +85,5 @@ def s3_server(log: Path, bucket: str = "sessions", prefix: str = "hub") -> Itera
             else:
                 os.environ[key] = value
         if server.process.poll() is None:
-            os.kill(server.process.pid, signal.SIGCONT)
-            server.process.terminate()
-            server.process.wait(10)
+            server.resume()  # a stalled server cannot stop
+            server.stop()

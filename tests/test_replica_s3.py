@@ -19,7 +19,7 @@ import pytest
 
 from persistent_kernel import replica as rep
 
-from .e2e_helpers import wait_until
+from .e2e_helpers import alive, pids_with_arg, wait_until
 from .kernels import kernel_env
 from .s3server import S3Server, s3_server
 
@@ -45,16 +45,14 @@ def node(kernel: Any, tmp_path: Path, name: str, s3: S3Server, arguments: list[s
 
 def worker_pids(kernel_pid: int) -> list[int]:
     """The kernel's replica worker processes (its children running ``persistent_kernel.replicaworker``)."""
-    found = []
-    for proc in Path("/proc").iterdir():
+
+    def parent(pid: int) -> int | None:
         try:
-            stat = (proc / "stat").read_text()
-            command = (proc / "cmdline").read_bytes()
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError):
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == kernel_pid and b"persistent_kernel.replicaworker" in command:
-            found.append(int(proc.name))
-    return found
+            return None
+
+    return [pid for pid in pids_with_arg("persistent_kernel.replicaworker") if parent(pid) == kernel_pid]
 
 
 def replicated(k: Any) -> bool:
@@ -77,7 +75,7 @@ def test_node_b_restores_what_node_a_did_before_it_was_killed(kernel: Any, tmp_p
     workers = worker_pids(a.pid)
     assert len(workers) == 1, workers
     a.kill()
-    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30, "the killed kernel's replica worker to end")
+    wait_until(lambda: not any(map(alive, workers)), 30, "the killed kernel's replica worker to end")
 
     b = node(kernel, tmp_path, "node-b", s3)  # an empty disk
     first = b.execute("show('ada'), len(deck), v999, alias is hands, float(big.sum())")
