@@ -73,7 +73,7 @@ def measure(root: Path, cells: int, gib: float, kills: int, seed: int) -> dict:
     with s3_server(root / "moto.log") as s3:
         # 1. round trips, with and without a replica, taking turns. Two kernels without one: the
         # ratio is against their mean, and their ratio to each other is the run's A/A spread
-        # (two identical kernels differ by about 1-2 % on this VM, as much as the target allows).
+        # (two identical kernels differed by 1-5 % on this VM: as much as the target allows, or more).
         plain = Persistent(fresh_workdir(root, "plain")).start()
         twin = Persistent(fresh_workdir(root, "plain-twin")).start()
         twin.name = "twin"
