@@ -32,6 +32,23 @@ import kishu_row
 KISHU_VENV = Path(os.environ.get("KISHU_VENV", Path.home() / ".cache" / "persistent_kernel" / "kishu-venv"))
 
 
+def compile_package() -> None:
+    """Byte-compile persistent_kernel, as pip does when it installs the wheel.
+
+    The stock kernel's modules come compiled from site-packages. An editable (development)
+    install under ``PYTHONDONTWRITEBYTECODE`` would instead compile our ~70 modules from
+    source at every kernel start (measured: ~0.2 s), a cost no installed copy pays.
+    """
+    import compileall
+
+    import persistent_kernel
+
+    compileall.compile_dir(str(Path(persistent_kernel.__file__).parent), quiet=1)
+
+
+compile_package()
+
+
 class CellFailed(RuntimeError):
     pass
 

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- widgets -->"
 MAKE = "s{i} = widgets.IntSlider(description='s{i}')\nb{i} = widgets.Button(description='b{i}')\nb{i}.on_click(lambda b: print('clicked'))\ndisplay(s{i}, b{i})"
 CHANGE = "k += 1\ns0.value = k"
+RESTORES = 3
 
 
 def measure(root: Path, count: int, cells: int) -> dict:
@@ -50,13 +51,25 @@ def measure(root: Path, count: int, cells: int) -> dict:
             "all(v.comm.comm_id in __import__('comm').get_comm_manager().comms for n, v in list(globals().items()) if n[:1] in 'sb' and n[1:].isdigit()))"
         )
         expected = stock.evaluate(probe)
+        # Timed as a frontend with the cell queued sees it (the kernel's first reply), three times; then
+        # once the way jupyter_client's wait_for_ready does it first (its quiet periods on IOPub included).
+        restores, equal = [], True
+        for _ in range(RESTORES):
+            persistent.wait_durable()
+            persistent.kill()
+            started = time.perf_counter()
+            restored = persistent.driver.start_and_execute(probe).result
+            restores.append(time.perf_counter() - started)
+            equal = equal and restored == expected
         persistent.wait_durable()
         persistent.kill()
         started = time.perf_counter()
         persistent.driver.start()
         restored = persistent.driver.execute(probe).result
-        result["restore_s"] = time.perf_counter() - started
-        result["restored_equal"] = restored == expected
+        result["restore_ready_s"] = time.perf_counter() - started
+        result["restore_s"] = statistics.median(restores)
+        result["restores_s"] = restores
+        result["restored_equal"] = equal and restored == expected
     finally:
         stock.stop()
         persistent.stop()
@@ -83,7 +96,10 @@ def table(results: list[dict], drag: str, command: str) -> tuple[str, bool]:
     lines.append("")
     for r in results:
         lines.append(
-            f"Restore after kill -9 with {r['count']} widget pairs: {r['restore_s']:.2f} s to the first reply "
+            f"Restore after kill -9 with {r['count']} widget pairs: {r['restore_s']:.2f} s to the first reply, median of "
+            f"{len(r['restores_s'])} ({', '.join(f'{x:.2f}' for x in r['restores_s'])}; the cell sent as the kernel starts, as a frontend "
+            f"with a cell queued does); {r['restore_ready_s']:.2f} s when the client first waits as jupyter_client's `wait_for_ready` "
+            "does (a kernel_info each second, then IOPub quiet for 0.2 s, twice) "
             f"({'the same values, every widget live' if r['restored_equal'] else 'DIFFERENT'}; target ≤ 2 s: {'met' if r['restore_s'] <= 2 else 'NOT met'})."
         )
     few, many = results[0], results[-1]

@@ -82,6 +82,26 @@ class KernelDriver:
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> KernelDriver:
+        self._launch()
+        self._connect()
+        return self
+
+    def start_and_execute(self, code: str, *, timeout: float = 120) -> Execution:
+        """Start the kernel and send ``code`` at once, as a frontend with a cell already queued does.
+
+        The reply comes the moment the kernel can give it. ``start`` instead waits as
+        jupyter_client's ``wait_for_ready`` does: a kernel_info request each second while
+        the kernel is busy, then IOPub drained until it is quiet for 0.2 s (twice), which
+        a restore's comm messages (hundreds, for a notebook full of widgets) stretch
+        further. What a frontend shows is the first reply; a restore is timed by it.
+        """
+        self._launch()
+        assert self.km is not None
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        return self.execute(code, timeout=timeout)
+
+    def _launch(self) -> None:
         self.km = KernelManager(kernel_name=self.kernel_name)
         kwargs: dict[str, Any] = {"env": self.env, "extra_arguments": self.extra_arguments}
         if self.cwd:
@@ -89,8 +109,6 @@ class KernelDriver:
         if self.kernel_log is not None:
             kwargs["stdout"] = kwargs["stderr"] = self.kernel_log
         self.km.start_kernel(**kwargs)
-        self._connect()
-        return self
 
     def connect_to(self, connection_file: str) -> KernelDriver:
         """Be a client of a kernel another process manages (jupyter_server), from its connection file."""

@@ -27,34 +27,41 @@ _TRIGGER_CHARS = 200
 class NotebookCodeRecorder:
     """Records the code objects of notebook functions called in this thread while it is active.
 
-    A profile hook (``sys.setprofile``, this thread only) sees every Python call;
-    a call whose globals are the notebook's namespace is notebook code. When
-    another profiler is already installed (a debugger, cProfile), the recorder
-    leaves it alone and reports ``complete = False``: the caller then looks at
-    every name instead.
+    A trace function (``sys.settrace``, this thread only) is told of every Python
+    call; a call whose globals are the notebook's namespace is notebook code. The
+    trace function returns None, so no frame is traced line by line, and unlike a
+    profile hook it is not called for returns nor for calls into C: a widget update
+    runs a few hundred of those inside ipywidgets and traitlets (measured: a profile
+    hook added ~380 µs to a slider drag's handler, this ~250 µs). When another tracer
+    is already installed (a debugger, coverage), the recorder leaves it alone and
+    reports ``complete = False``: the caller then looks at every name instead.
     """
 
     def __init__(self, namespace: Mapping[str, Any]) -> None:
         self.namespace = namespace
         self.codes: set[types.CodeType] = set()
         self.complete = True
-        self._previous: Any = None
+        self._installed = False
 
     def __enter__(self) -> NotebookCodeRecorder:
-        self._previous = sys.getprofile()
-        if self._previous is not None:
+        if sys.gettrace() is not None:
             self.complete = False
-        else:
-            sys.setprofile(self._hook)
+            return self
+        namespace, record = self.namespace, self.codes.add
+
+        def on_call(frame: types.FrameType, _event: str, _arg: Any) -> None:
+            # Only "call" reaches a global trace function; None: the frame is not traced further.
+            if frame.f_globals is namespace:
+                record(frame.f_code)
+
+        sys.settrace(on_call)
+        self._installed = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is None:
-            sys.setprofile(None)
-
-    def _hook(self, frame: types.FrameType, event: str, _arg: Any) -> None:
-        if event == "call" and frame.f_globals is self.namespace:
-            self.codes.add(frame.f_code)
+        if self._installed:
+            sys.settrace(None)
+            self._installed = False
 
 
 def describe_comm_message(msg: Mapping[str, Any], comm_manager: Any) -> str:

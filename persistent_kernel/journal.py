@@ -242,7 +242,8 @@ class Journal:
                 started_at=time.time(),
                 kind=kind,
                 trigger=trigger,
-            )
+            ),
+            ahead=False,  # it already ran: its record goes in with its outcome, in one transaction
         )
 
     @property
@@ -262,11 +263,11 @@ class Journal:
         """The sequence number the next record will get (stable while the caller holds the kernel's turn)."""
         return self.store.next_seq if self.store is not None else 0
 
-    def _append(self, record: CellRecord) -> CellRecord | None:
+    def _append(self, record: CellRecord, *, ahead: bool = True) -> CellRecord | None:
         if self.store is None:  # closed meanwhile (a shutdown on the control thread): not journaled
             return None
         try:
-            self.store.append(record)
+            self.store.append(record, ahead=ahead)
         except StoreWriteError as exc:
             self.health.write_failed(exc)
             return None

@@ -59,6 +59,7 @@ from .replay import (
     bind_reads_as_of,
     definition_replayer,
     forward_rewound,
+    history_database_untouched,
     quiet_output,
     random_state_at,
     replay_cell,
@@ -87,11 +88,12 @@ def restore_session(
     progress: RestoreProgress | None = None,
     excluded_replay_limit: float = 2.0,
     definitions: DefinitionIndex | None = None,
-) -> tuple[RestoreReport, dict[str, NameState]] | None:
+) -> tuple[RestoreReport, dict[str, NameState], set[str]] | None:
     """Rebuild the namespace: stored versions, then the fewest cells for the rest, then process state.
 
-    Returns the report and what the store holds per name (for the checkpointer),
-    or None when the session has no history. A name excluded from persistence is
+    Returns the report, what the store holds per name (for the checkpointer) and the
+    names rebuilt whose stored value could not be used (the next checkpoint stores them
+    again), or None when the session has no history. A name excluded from persistence is
     rebuilt only if the cells that make it took at most ``excluded_replay_limit``
     seconds when they ran. Notebook functions and classes stored by reference are
     re-created by replaying their definitions (see ``definitions``); those bound
@@ -158,7 +160,7 @@ def restore_session(
     report.phases = progress.finish()
     report.finished_at = time.time()
     journal.set_meta(last_restore=report.to_dict())
-    return report, plan.states
+    return report, plan.states, plan.stale & set(report.recomputed)
 
 
 def _restore_namespace(
@@ -186,7 +188,7 @@ def _restore_namespace(
     before = set(ns)
     as_loaded = digests_as_loaded(ns, plan, to_replay) if to_replay else {}
     progress.phase("replaying")
-    with quiet_output(shell) as tracebacks, threads_started() as threads:
+    with quiet_output(shell) as tracebacks, threads_started() as threads, history_database_untouched(shell):
         for done, record in enumerate(to_replay):
             progress.step(done, len(to_replay), f"cell {record.label}")
             # Written before the cell runs: if it kills this process, the next start skips it.
@@ -372,6 +374,7 @@ def _load_stored(shell: Any, journal: Journal, report: RestoreReport, progress: 
     names = plan_names(pointers, versions, lambda version: loadable(store, version), store.missing_reason)
     plan.live, plan.deleted, plan.excluded = names.live, names.deleted, names.excluded
     plan.rebuild, plan.cells, plan.recompute_states = names.rebuild, names.cells, names.recompute_states
+    plan.stale = names.stale
     crashes: dict[str, int] = journal.get_meta("load_crashes") or {}
     crashed_on = journal.get_meta("loading")
     if crashed_on:

@@ -37,6 +37,10 @@ class NamesPlan:
     unlanded: dict[str, Pointer] = field(default_factory=dict)
     versions: dict[str, Version] = field(default_factory=dict)  # the versions ``load`` and ``unlanded`` name, by key
     recompute_states: dict[str, NameState] = field(default_factory=dict)  # what the store holds once rebuilt
+    # Rebuilt although the store meant to hold their value (it never landed, is missing, failed to
+    # load): the first checkpoint after the restore stores them again. A name whose version is a
+    # recompute version needs no such look: once rebuilt, the store already says what it holds.
+    stale: set[str] = field(default_factory=set)
 
 
 def plan_names(
@@ -66,7 +70,7 @@ def plan_names(
             _rebuild(plan, name, pointer, missing_reason(key), frozenset({name}))
         elif version.kind == RECOMPUTE:
             cells = tuple(version.cells)
-            _rebuild(plan, name, pointer, version.reason or "cannot be stored", frozenset(version.names), cells)
+            _rebuild(plan, name, pointer, version.reason or "cannot be stored", frozenset(version.names), cells, as_stored=True)
             plan.cells[name] = set(cells)
             if version.excluded:
                 plan.excluded.add(name)
@@ -87,8 +91,13 @@ def rebuild_after_failed_load(plan: NamesPlan, name: str, pointer: Pointer, vers
     _rebuild(plan, name, pointer, f"stored value failed to load ({why[:120]})", frozenset(version.names))
 
 
-def _rebuild(plan: NamesPlan, name: str, pointer: Pointer, why: str, group: frozenset[str], cells: tuple[int, ...] = ()) -> None:
+def _rebuild(
+    plan: NamesPlan, name: str, pointer: Pointer, why: str, group: frozenset[str], cells: tuple[int, ...] = (), *, as_stored: bool = False
+) -> None:
+    """``as_stored``: the store's entry is a recompute version (``cells``), which the rebuilt value matches."""
     plan.rebuild[name] = why
+    if not as_stored:
+        plan.stale.add(name)
     state = NameState(RECOMPUTE, pointer.bound, pointer.version, group, None, cells)
     plan.recompute_states[name] = state
 

@@ -118,10 +118,11 @@ class SessionStartup:
             progress.finish()
         try:
             if restored is not None:
-                self.report, states = restored
-                # What was rebuilt by replay is checkpointed again by the next cell; the
-                # summary already said it cannot be stored, so no note repeats it.
-                self.checkpointer.adopt(states, dirty=set(self.report.recomputed))
+                self.report, states, stale = restored
+                # What was rebuilt although its value was stored is stored again by the next cell;
+                # the summary already said why, so no note repeats it. A value that cannot be
+                # stored is not looked at again: its recompute version says what the store holds.
+                self.checkpointer.adopt(states, dirty=stale)
                 self.recorder.told_unstorable.update(self.report.recomputed)
                 self._notice_parts = self.report.summary_parts() + ([f"({renamed}.)"] if renamed else [])
                 self.log.info("persistent_kernel: %s", " ".join(self._notice_parts))

@@ -68,11 +68,14 @@ class StoreCells(StorePart):
         with self._lock:
             return self._next_seq
 
-    def append(self, record: CellRecord) -> CellRecord:
+    def append(self, record: CellRecord, *, ahead: bool = True) -> CellRecord:
         """Give ``record`` the next sequence number and write it ahead (to the slot); returns it.
 
         It reaches LMDB with its outcome (``set_outcome``, ``commit_checkpoint``),
-        or, if the kernel dies first, when the store is next opened.
+        or, if the kernel dies first, when the store is next opened. ``ahead=False``
+        (an event: no code runs between its record and its outcome, so a kill in
+        between leaves nothing a restore must know) only numbers the record; it reaches
+        LMDB with its outcome, in one transaction, or not at all.
         """
         with self._lock:
             if self._closed.is_set():
@@ -84,14 +87,17 @@ class StoreCells(StorePart):
                 self._write(lambda txn: self._put_unrecorded(txn, *running))
                 self._running = None
             record.seq = self._next_seq
-            ahead = record.encode_ahead()
+            if not ahead:
+                self._next_seq += 1
+                return record
+            encoded = record.encode_ahead()
             try:
-                framed = ahead if self._auth is None else self._auth.tag(AS_SLOT, seq_key(record.seq), ahead) + ahead
+                framed = encoded if self._auth is None else self._auth.tag(AS_SLOT, seq_key(record.seq), encoded) + encoded
                 self.slot.write(framed)
             except (OSError, ValueError) as exc:  # a full disk; growing the slot for a very large cell can fail
                 raise StoreWriteError(write_failure(f"writing the cell ahead to {self.slot.path}", exc)) from exc
             self._next_seq += 1
-            self._running = (record.seq, ahead)
+            self._running = (record.seq, encoded)
             self._dirty.set()  # the flusher msyncs the slot too
             return record
 

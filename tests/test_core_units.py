@@ -162,7 +162,7 @@ def test_checkpoints_land_and_restore_with_aliasing_in_process(shell: Any, tmp_p
     again = Journal(session, sync_interval=0, lock_timeout=0.2)
     assert again.open()
     try:
-        report, states = restore_session(shell, again)
+        report, states, _stale = restore_session(shell, again)
         ns = shell.user_ns
         assert ns["rows"] == [1, 2, 3] and ns["same"] is ns["rows"]
         assert isinstance(ns["big"], np.ndarray) and ns["big"][0] == -1 and ns["big"][-1] == 49_999

@@ -42,25 +42,45 @@ def on_change(change):
     assert {"tuned", "clamp", "limits"} <= reads
     assert "unrelated" not in reads
     assert ns["tuned"] == [10]
-    assert sys.getprofile() is None  # removed again
+    assert sys.gettrace() is None  # removed again
 
 
-def test_with_another_profiler_installed_the_recorder_stands_aside_and_says_so() -> None:
+def test_with_another_tracer_installed_the_recorder_stands_aside_and_says_so() -> None:
     ns = notebook("def f():\n    return 1\n")
     calls: list[str] = []
 
     def other(frame: Any, event: str, arg: Any) -> None:
         calls.append(event)
 
-    sys.setprofile(other)
+    previous = sys.gettrace()  # a coverage run's own tracer, if any
+    sys.settrace(other)
     try:
         with NotebookCodeRecorder(ns) as recorder:
             ns["f"]()
-        assert sys.getprofile() is other
+        assert sys.gettrace() is other
+    finally:
+        sys.settrace(previous)
+    assert not recorder.complete and not recorder.codes
+    assert calls  # the other tracer kept working
+
+
+def test_a_profiler_does_not_stop_the_recorder() -> None:
+    ns = notebook("def f():\n    return 1\n")
+    sys.setprofile(lambda frame, event, arg: None)
+    try:
+        with NotebookCodeRecorder(ns) as recorder:
+            ns["f"]()
     finally:
         sys.setprofile(None)
-    assert not recorder.complete and not recorder.codes
-    assert calls  # the other profiler kept working
+    assert recorder.complete and {code.co_name for code in recorder.codes} == {"f"}
+
+
+def test_generators_and_nested_notebook_calls_are_recorded() -> None:
+    ns = notebook("def inner():\n    return 2\ndef gen():\n    yield inner()\n    yield inner()\n")
+    made = ns["gen"]()  # made outside: only its resumption runs inside
+    with NotebookCodeRecorder(ns) as recorder:
+        assert list(made) == [2, 2]
+    assert {code.co_name for code in recorder.codes} == {"gen", "inner"}
 
 
 class _Widget:

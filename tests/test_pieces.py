@@ -76,7 +76,7 @@ class Session:
         self.journal.close()
         self.shell.reset(new_session=False)
         self.journal = self._open()
-        report, states = restore_session(self.shell, self.journal)
+        report, states, _stale = restore_session(self.shell, self.journal)
         self.checkpointer = Checkpointer(self.shell, large_blob_bytes=self.large_blob_bytes)
         self.checkpointer.adopt(states)
         return report

@@ -64,7 +64,7 @@ def test_a_session_ships_and_is_pulled_into_an_empty_home(shell: Any, tmp_path: 
     try:
         assert node_b._opener.pulled is not None and node_b._opener.pulled.files >= 1
         assert any("fetched from the replica" in n for n in node_b.take_notices())
-        report, _states = restore_session(shell, node_b)
+        report, _states, _stale = restore_session(shell, node_b)
         ns = shell.user_ns
         assert ns["rows"] == [1, 2, 3] and ns["same"] is ns["rows"]
         assert isinstance(ns["big"], np.ndarray) and ns["big"][0] == -1 and ns["big"][-1] == 49_999
@@ -127,7 +127,7 @@ def test_records_altered_in_the_replica_fail_authentication(shell: Any, tmp_path
     shell.reset(new_session=False)
     node_b = journal_on(tmp_path / "node-b", url)
     try:
-        report, _states = restore_session(shell, node_b)
+        report, _states, _stale = restore_session(shell, node_b)
         assert shell.user_ns.get("secret_number") != 6666  # never loaded as altered
         assert report.refused, report.summary()
         assert shell.user_ns["other"] == "kept"

@@ -83,12 +83,14 @@ def test_an_unstorable_value_is_rebuilt_from_its_cells_and_keeps_its_reason() ->
     assert names.cells == {"gen": {2, 3}}
     state = names.recompute_states["gen"]
     assert (state.kind, state.bound_at, state.cells, state.group) == (RECOMPUTE, 2, (2, 3), frozenset({"gen"}))
+    assert names.stale == set()  # once rebuilt, the store already says what it holds: not stored again
 
 
 def test_a_missing_or_refused_version_is_rebuilt_and_says_why() -> None:
     names = plan({"x": live(key(4), 4)}, {key(4): None}, missing=lambda k: f"its stored record failed authentication ({k[:4]})")
     assert names.rebuild["x"].startswith("its stored record failed authentication")
     assert names.recompute_states["x"].group == frozenset({"x"})
+    assert names.stale == {"x"}  # its value was meant to be stored: the next checkpoint stores it again
 
 
 @pytest.mark.parametrize("version", [stored("big", files={"cd" * 16: 8}, landed=False), stored("big", pruned=True)], ids=["never landed", "pruned"])
@@ -97,6 +99,7 @@ def test_a_version_whose_bytes_are_not_all_there_starts_from_an_earlier_one(vers
     assert names.load == {}
     assert list(names.unlanded) == ["big"] and names.unlanded["big"].seq == 5
     assert names.rebuild["big"] == "its value from cell 5 never reached the disk"
+    assert names.stale == {"big"}
 
 
 def test_an_unlanded_version_whose_files_are_there_after_all_loads() -> None:
@@ -110,6 +113,7 @@ def test_excluded_names_are_marked_for_the_cost_check() -> None:
     versions = {key(2): recompute("token", cells=[2], excluded=True)}
     names = plan({"token": live(key(2), 2)}, versions)
     assert names.excluded == {"token"} and "token" in names.rebuild
+    assert names.stale == set()
 
 
 def test_a_failed_load_moves_the_name_to_the_rebuilds() -> None:
@@ -119,6 +123,7 @@ def test_a_failed_load_moves_the_name_to_the_rebuilds() -> None:
     rebuild_after_failed_load(names, "a", pointers["a"], versions[key(1)], "ModuleNotFoundError: No module named 'gone'")
     assert names.rebuild["a"] == "stored value failed to load (ModuleNotFoundError: No module named 'gone')"
     assert names.recompute_states["a"].group == frozenset({"a", "b"})
+    assert names.stale == {"a"}
 
 
 def test_a_full_rebuild_replays_the_binding_cell_and_every_change_since() -> None:

@@ -312,3 +312,20 @@ def test_an_interrupt_before_the_cell_begins_aborts_it_and_the_kernel_answers(ke
     run(k, "_journal.begin = _begin\nafter = 1")
     crash_and_restart(k)
     assert k.evaluate("after") == "1"
+
+
+def test_a_replay_leaves_the_history_database_and_the_streams_as_they_were(kernel) -> None:
+    k = kernel()
+    run(k, "g = (i for i in range(3))  # replay-marker\nfrom IPython.display import display\ndisplay('shown')\nprint('printed')")
+    crash_and_restart(k)  # g cannot be stored: its cell is replayed
+    assert k.evaluate("next(g)") == "0"
+    # Not written again: it is in the database from when it ran (IPython's history of the killed kernel).
+    written = (
+        "(lambda h: (h.writeout_cache(), h.db.execute('SELECT count(*) FROM history WHERE session = ? AND source LIKE ?', "
+        "(h.session_number, '%replay-marker%')).fetchone()[0])[1])(get_ipython().history_manager)"
+    )
+    assert k.evaluate(written) == "0"
+    assert "replay-marker" in k.evaluate("In[1]")  # the input history is the session's all the same
+    assert k.evaluate("'flush' in vars(__import__('sys').stdout)") == "False"  # unmuted: the stream's own flush again
+    said = run(k, "print('after'); import sys; sys.stdout.flush()")
+    assert said.stdout == "after\n"
