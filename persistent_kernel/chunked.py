@@ -228,9 +228,8 @@ def _loaded_chunk(items: list[Any], values: list[Any] | None, payload: bytes | N
     check of every item's type ``_make_chunk`` makes is not made again; only the records are found."""
     if payload is None:
         return _make_chunk(items, values)  # it was stored inline: no pickle of its own to keep
-    records = [item for item in items if type(item) is dict]
-    if values is not None:
-        records += [value for value in values if type(value) is dict]
+    # A dict's keys are never records (a dict is unhashable): only a list's items and a dict's values are looked at.
+    records = [item for item in (items if values is None else values) if type(item) is dict]
     return _chunk(items, values, payload, records)
 
 
@@ -270,6 +269,10 @@ def load_persistent(pid: Any, loaded: dict[int, Any]) -> Any:
     return obj
 
 
+def _as_list(items: Any) -> list[Any]:
+    return items if type(items) is list else list(items)
+
+
 def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> None:
     """Keep a just-loaded container's chunks (see ``load_persistent``); one that is not flat is simply not kept."""
     known = Chunked(obj)
@@ -277,7 +280,8 @@ def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> N
         if type(obj) is list:
             chunks = [_loaded_chunk(part, None, payload) for part, payload in zip(parts, payloads)]
         else:
-            chunks = [_loaded_chunk(list(keys), list(values), payload) for (keys, values), payload in zip(parts, payloads)]
+            # the unpickled parts are this function's own lists: kept as the chunks' snapshots, not copied
+            chunks = [_loaded_chunk(_as_list(keys), _as_list(values), payload) for (keys, values), payload in zip(parts, payloads)]
         known.replace_chunks(chunks)
     except (_Ineligible, RecursionError):
         return

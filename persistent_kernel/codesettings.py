@@ -131,6 +131,9 @@ class DisplayFormatters(Provider):
     def __init__(self) -> None:
         self._seen: Any = None
         self._state: dict[str, Any] | None = None
+        # What the last capture read: the display formatter, and the proof that neither its
+        # formatters nor their printer tables changed since (no printer looked at again).
+        self._read: tuple[Any, dictversions.UnchangedSince] | None = None
 
     @staticmethod
     def _formatters(shell: Any) -> dict[str, Any]:
@@ -139,11 +142,21 @@ class DisplayFormatters(Provider):
             return {}
         return dict(display.formatters)
 
+    @staticmethod
+    def _tables(display: Any) -> list[Any]:
+        """Every dict a registration changes: the formatters (and their traits: a printer table
+        assigned anew), each formatter's printers by type and by name."""
+        tables = [display._trait_values, display.formatters]
+        for formatter in display.formatters.values():
+            tables += [formatter._trait_values, formatter.type_printers, formatter.deferred_printers]
+        return tables
+
     def rebase(self, shell: Any) -> None:
         # No baseline to take: what IPython and libraries register is never notebook code
         # (and IPython's own float printer is a new closure in every formatter, so it could
         # not be told apart by identity anyway).
         self._seen = None
+        self._read = None
 
     def _added(self, shell: Any) -> list[tuple[str, str, Any, Any]]:
         added = []
@@ -155,17 +168,27 @@ class DisplayFormatters(Provider):
     def capture(self, shell: Any) -> dict[str, Any] | None:
         if shell is None:
             return None
+        display = getattr(shell, "display_formatter", None)
+        if self._read is not None and self._read[0] is display and self._read[1].holds():
+            return self._state  # the same registrations as last time (each printer table proven unchanged)
         added = self._added(shell)
         key = tuple((mime, how, id(what), id(func)) for mime, how, what, func in added)
         if key != self._seen:
             self._state = dump_with_names(added, shell.user_ns) if added else None
             self._seen = key  # after the dump: one that raised is tried again next time
+        self._read = None
+        if key == self._seen and display is not None and display.trait_has_value("formatters"):
+            try:
+                self._read = (display, dictversions.UnchangedSince(self._tables(display)))
+            except AttributeError:  # a formatter of another make: looked at every time
+                pass
         return self._state
 
     def apply(self, shell: Any, state: dict[str, Any] | None) -> list[str]:
         if shell is None:
             return []
         self._seen = None
+        self._read = None
         wanted: list[tuple[str, str, Any, Any]] = []
         if state:
             try:

@@ -108,3 +108,21 @@ class TagReader:
 def tag_reader(dicts: Sequence[dict]) -> TagReader | None:
     """A reader of these dicts' tags, or None where tags cannot be read here."""
     return TagReader(dicts) if available() else None
+
+
+class UnchangedSince:
+    """The proof that none of a few exact dicts changed since it was made (``holds()``).
+
+    Holds the dicts, so none of them can be freed and its address reused meanwhile. Made
+    over anything else (a dict subclass, a build without readable tags) it never holds:
+    the caller then looks at the contents, as it would without it.
+    """
+
+    def __init__(self, dicts: Sequence[Any]) -> None:
+        self._dicts = list(dicts)
+        exact = all(type(d) is dict for d in self._dicts) and available()
+        self._reader = TagReader(self._dicts) if exact else None
+        self._tags = self._reader() if self._reader is not None else None
+
+    def holds(self) -> bool:
+        return self._reader is not None and self._reader() == self._tags

@@ -84,6 +84,30 @@ def test_formatters_for_type_and_by_name(shell: Any) -> None:
     del shell.user_ns["Card"]
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "fmt['text/html'].for_type(Card, lambda c: 'card')",
+        "fmt['text/plain'].for_type_by_name('decimal', 'Decimal', lambda d, p, cycle: p.text('D'))",
+        "fmt['text/html'].type_printers = {Card: lambda c: 'card'}",
+        "fmt['text/html'].deferred_printers[('decimal', 'Decimal')] = lambda d: 'D'",
+        "fmt['text/x-card'] = type(fmt['text/html'])(); fmt['text/x-card'].for_type(Card, lambda c: 'card')",
+    ],
+    ids=["for_type", "by name", "table assigned anew", "table changed in place", "a new formatter"],
+)
+def test_formatters_seen_again_after_any_change_to_a_printer_table(shell: Any, change: str) -> None:
+    provider = cs.DisplayFormatters()
+    provider.rebase(shell)
+    cell(shell, "class Card: pass\nfmt = get_ipython().display_formatter.formatters")
+    assert provider.capture(shell) is None and provider.capture(shell) is None  # the second one proven unchanged
+    try:
+        cell(shell, change)
+        assert provider.capture(shell) is not None, "a registration made after an unchanged capture is seen"
+    finally:
+        provider.apply(shell, None)
+        shell.display_formatter.formatters.pop("text/x-card", None)
+
+
 def test_formatter_naming_a_missing_variable_is_a_problem_not_an_error(shell: Any) -> None:
     provider = cs.DisplayFormatters()
     cell(shell, "class Gone: pass\nget_ipython().display_formatter.formatters['text/html'].for_type(Gone, lambda g: 'gone')")
