@@ -169,17 +169,35 @@ class SegmentHasher:
 
 def segment_hashes(data: Any, workers: int | None = None) -> list[bytes]:
     """The same digests as ``SegmentHasher`` for a whole buffer, on several cores (hashlib releases the GIL)."""
-    view = memoryview(data).cast("B")
-    if view.nbytes == 0:
-        return [hashlib.sha256().digest()]
-    segments = [view[start : start + SEGMENT_BYTES] for start in range(0, view.nbytes, SEGMENT_BYTES)]
-    workers = min(len(segments), workers or os.cpu_count() or 1)
+    return segment_hashes_of([data], workers)[0]
+
+
+def segment_hashes_of(buffers: list[Any], workers: int | None = None) -> list[list[bytes]]:
+    """``segment_hashes`` of each buffer, all their segments hashed on several cores at once.
+
+    A value stored as pieces is one segment per piece: checked one after the other, a
+    restore of 1 GiB hashed on one core (~0.7 s here); together, on all of them.
+    """
+    views = [memoryview(data).cast("B") for data in buffers]
+    segments = [[view[start : start + SEGMENT_BYTES] for start in range(0, view.nbytes, SEGMENT_BYTES)] for view in views]
+    flat = [segment for parts in segments for segment in parts]
+    workers = min(len(flat), workers or os.cpu_count() or 1)
     try:
         if workers <= 1:
-            return [hashlib.sha256(segment).digest() for segment in segments]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persistent-kernel-verify") as pool:
-            return list(pool.map(lambda segment: hashlib.sha256(segment).digest(), segments))
+            digests = [hashlib.sha256(segment).digest() for segment in flat]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persistent-kernel-verify") as pool:
+                digests = list(pool.map(lambda segment: hashlib.sha256(segment).digest(), flat))
+        found, start = [], 0
+        for parts in segments:
+            # an empty buffer is one empty segment, as SegmentHasher has it
+            found.append(digests[start : start + len(parts)] if parts else [hashlib.sha256().digest()])
+            start += len(parts)
+        return found
     finally:
-        for segment in segments:
+        for segment in flat:
             with contextlib.suppress(BufferError):
                 segment.release()
+        for view in views:
+            with contextlib.suppress(BufferError):
+                view.release()

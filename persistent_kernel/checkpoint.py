@@ -193,8 +193,9 @@ class Checkpointer:
             name: ns[name] for name, state in self.names.items() if state.kind == STORED and name in ns and is_atomic(ns[name])
         }
         self.scan = user_names(ns, self.shell.user_ns_hidden)
-        for name in self.scan:
-            self.groups.update(name, ns[name], ns)
+        with looks.one_look():  # no user code runs meanwhile: the shell's parts and each large container looked at once
+            for name in self.scan:
+                self.groups.update(name, ns[name], ns)
         self._last_output = self._newest_output()  # the results a restore put back are journaled already
 
     def prepare(self, seq: int, source: str, ran: Iterable[types.CodeType] = ()) -> Checkpoint:

@@ -41,7 +41,7 @@ class NotebookCodeRecorder:
         self.namespace = namespace
         self.codes: set[types.CodeType] = set()
         self.complete = True
-        self._installed = False
+        self._installed: Any = None  # our trace function while it is installed
 
     def __enter__(self) -> NotebookCodeRecorder:
         if sys.gettrace() is not None:
@@ -55,13 +55,17 @@ class NotebookCodeRecorder:
                 record(frame.f_code)
 
         sys.settrace(on_call)
-        self._installed = True
+        self._installed = on_call
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
+        if self._installed is None:
+            return
+        if sys.gettrace() is self._installed:  # a debugger that attached meanwhile keeps its tracer
             sys.settrace(None)
-            self._installed = False
+        else:
+            self.complete = False  # another tracer replaced ours: what ran after that was not seen
+        self._installed = None
 
 
 def describe_comm_message(msg: Mapping[str, Any], comm_manager: Any) -> str:

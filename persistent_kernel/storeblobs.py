@@ -9,7 +9,7 @@ from hmac import compare_digest as hmac_equal
 from pathlib import Path
 from typing import Any
 
-from .authentication import segment_hashes
+from .authentication import segment_hashes, segment_hashes_of
 from .blobfiles import COPY_CHUNK
 from .errors import NotPrivate, Unauthentic
 from .storebase import StorePart
@@ -73,9 +73,18 @@ class StoreBlobs(StorePart):
             self._refuse("a piece of a large value")
             raise Unauthentic(str(exc)) from None
         view = memoryview(region)
-        for blob, (offset, size) in zip(digests, spans):
-            if blob not in copied:
-                self._check_file(blob, view[offset : offset + size])
+        checked = [(blob, view[offset : offset + size]) for blob, (offset, size) in zip(digests, spans) if blob not in copied]
+        try:
+            # Every piece hashed at once, on every core (one piece is one segment: one by one, one core).
+            hashes: list[list[bytes] | None] = [None] * len(checked)
+            if self._auth is not None:
+                hashes = list(segment_hashes_of([part for _, part in checked]))
+            for (blob, part), part_hashes in zip(checked, hashes):
+                self._check_file(blob, part, part_hashes)
+        finally:
+            for _, part in checked:
+                part.release()
+            view.release()
         return region
 
     def blob_bytes(self) -> int:
@@ -130,13 +139,16 @@ class StoreBlobs(StorePart):
         tag = self._auth.file_tag(blob_digest, hashes)
         self._write(lambda txn: txn.put(AS_FILE + blob_digest, tag, db=self._tags))
 
-    def _check_file(self, blob_digest: bytes, mapping: Any) -> None:
-        """Raise ``Unauthentic`` unless a large file's bytes are the ones this user's kernel wrote."""
+    def _check_file(self, blob_digest: bytes, mapping: Any, hashes: list[bytes] | None = None) -> None:
+        """Raise ``Unauthentic`` unless a large file's bytes are the ones this user's kernel wrote
+        (``hashes``: its segments' digests, when the caller computed them with others)."""
         if self._auth is None:
             return
         with self._env.begin(db=self._tags) as txn:
             tag = txn.get(AS_FILE + blob_digest)
             tag = None if tag is None else bytes(tag)
-        if tag is None or not hmac_equal(self._auth.file_tag(blob_digest, segment_hashes(mapping)), tag):
+        if hashes is None:
+            hashes = segment_hashes(mapping)
+        if tag is None or not hmac_equal(self._auth.file_tag(blob_digest, hashes), tag):
             self._refuse(f"large value file {blob_digest.hex()}")
             raise Unauthentic(f"the file of blob {blob_digest.hex()} in {self.path} failed authentication")

@@ -405,3 +405,16 @@ def test_another_sessions_store_put_in_place_is_left_alone(kernel, pk_home: Path
     assert first.result == "False"
     assert "belongs to session notebook-b, not notebook-a" in first.stderr, first.stderr
     k.shutdown()
+
+
+def test_the_segments_of_many_buffers_hashed_together_are_each_buffers_own() -> None:
+    """A value stored as pieces is checked with every piece hashed at once, on every core:
+    the digests must be the ones each piece gets on its own (and the writer's, streamed)."""
+    from persistent_kernel.authentication import SEGMENT_BYTES, SegmentHasher, segment_hashes, segment_hashes_of
+
+    buffers = [b"", os.urandom(10), os.urandom(SEGMENT_BYTES), os.urandom(SEGMENT_BYTES + 5)]
+    together = segment_hashes_of(buffers, workers=2)
+    assert together == [segment_hashes(buffer, workers=1) for buffer in buffers]
+    streamed = SegmentHasher()
+    streamed.update(buffers[3])
+    assert together[3] == streamed.finish() and len(together[3]) == 2

@@ -64,6 +64,23 @@ def test_with_another_tracer_installed_the_recorder_stands_aside_and_says_so() -
     assert calls  # the other tracer kept working
 
 
+def test_a_tracer_installed_meanwhile_is_left_in_place_and_the_record_is_incomplete() -> None:
+    ns = notebook("def f():\n    return 1\n")
+
+    def debugger(frame: Any, event: str, arg: Any) -> None:
+        return None
+
+    previous = sys.gettrace()
+    try:
+        with NotebookCodeRecorder(ns) as recorder:
+            ns["f"]()
+            sys.settrace(debugger)  # a debugger attaching while the handler runs
+        assert sys.gettrace() is debugger
+    finally:
+        sys.settrace(previous)
+    assert not recorder.complete
+
+
 def test_a_profiler_does_not_stop_the_recorder() -> None:
     ns = notebook("def f():\n    return 1\n")
     sys.setprofile(lambda frame, event, arg: None)
