@@ -23,6 +23,7 @@ import argparse
 import ast
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -441,7 +442,11 @@ def main() -> int:
     if kishu_problem:
         contenders += f"\n- Kishu 0.3.4: not measured — {kishu_problem}"
     command = f"python benchmarks/run.py --cells {args.cells} --big-cells {args.big_cells} --slow-cells {args.slow_cells} --big-gb {args.big_gb:g}"
-    Path(args.output).write_text(
+    # The other benchmarks' sections (containers, arrays, widgets, replica …: between their marker lines) stay.
+    output = Path(args.output)
+    previous = output.read_text() if output.exists() else ""
+    kept_sections = [found.group(0) for found in re.finditer(r"^(<!-- [\w-]+ -->)\n.*?^\1$", previous, flags=re.M | re.S)]
+    output.write_text(
         "# Benchmarks\n\n"
         "The cost of persistence, measured side by side with the stock ipykernel, `dill.dump_module` after every cell "
         "(what users write by hand) and Kishu, in one run.\n\n"
@@ -454,6 +459,7 @@ def main() -> int:
         "transaction with the outcome and the versions of the groups the cell changed (`sync=False`, fsynced "
         "in the background once a second). Buffers of 16 MiB or more are written to files by a background thread "
         "after the reply; see docs/architecture.md.\n"
+        + "".join(f"\n{section}\n" for section in kept_sections)
     )
     return 0
 
