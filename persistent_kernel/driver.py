@@ -97,6 +97,7 @@ class KernelDriver:
         """
         self._launch()
         assert self.km is not None
+        self.startup_output = []  # nothing is drained first: what the kernel publishes at start reaches the cell's outputs
         self.kc = self.km.client()
         self.kc.start_channels()
         return self.execute(code, timeout=timeout)

@@ -134,6 +134,9 @@ class Replica:
     def _path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def close(self) -> None:
+        """Nothing to end: fsspec keeps the filesystem and its connections for the process (``ReplicaRequests``)."""
+
     def manifest(self) -> Manifest | None:
         """The newest complete manifest (``MANIFEST``; the newest in ``manifests/`` if it is unreadable), or None."""
         try:
@@ -268,6 +271,7 @@ class ReplicaRequests(Protocol):
     def put_file(self, local: Path, digest: str) -> None: ...
     def put_segment(self, after: int, through: int, data: bytes) -> dict[str, Any]: ...
     def put_manifest(self, manifest: Manifest) -> None: ...
+    def close(self) -> None: ...
 
 
 class ReplicaShipper:
@@ -453,9 +457,8 @@ class ReplicaShipper:
 
     def _disconnect(self) -> None:
         replica, self._replica = self._replica, None
-        close = getattr(replica, "close", None)
-        if close is not None:
-            close()
+        if replica is not None:
+            replica.close()
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
