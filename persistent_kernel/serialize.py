@@ -55,9 +55,12 @@ from .tracking import is_notebook_defined
 from .weakrefs import is_weak, reduce_weak
 
 PROTOCOL = 5
-# A buffer larger than this is stored as pieces of this size, each content-addressed: a small
-# in-place change to a large array stores the pieces it touched, not the array again.
-PIECE_BYTES = 16 * 1024**2
+# A buffer larger than PIECES_ABOVE_BYTES (where values leave LMDB for files) is stored as
+# pieces of PIECE_BYTES, each content-addressed: a small in-place change to a large array stores
+# the pieces it touched, not the array again. Half the file threshold: `a[i] = x` on 1 GiB stores
+# 8 MiB a cell, and a gigabyte is 128 files, mapped back in place at a restore.
+PIECES_ABOVE_BYTES = 16 * 1024**2
+PIECE_BYTES = 8 * 1024**2
 
 
 class _NeedsDill(Exception):
@@ -77,7 +80,7 @@ def pieces_digest(piece_digests: list[bytes]) -> bytes:
 
 def _in_pieces(raw: memoryview) -> tuple[bytes, list[tuple[bytes, memoryview]]] | None:
     """A large buffer's digest and its pieces (views into it, no copies); None for a small one."""
-    if raw.nbytes <= PIECE_BYTES:
+    if raw.nbytes <= PIECES_ABOVE_BYTES:
         return None
     pieces = [raw[start : start + PIECE_BYTES] for start in range(0, raw.nbytes, PIECE_BYTES)]
     workers = min(len(pieces) // 2, os.cpu_count() or 1)

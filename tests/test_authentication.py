@@ -258,16 +258,16 @@ def test_a_planted_pickle_and_a_planted_cell_never_run_and_the_rest_is_restored(
 def test_a_changed_byte_in_a_large_file_is_refused_and_the_array_recomputed(kernel, pk_home: Path) -> None:
     k = kernel(extra_arguments=["--PersistentKernel.large_blob_bytes=1048576"])
     run(k, "import numpy as np")
-    run(k, "big = np.arange(4 * 2**20, dtype=np.int64)")  # 32 MiB: a file, in two segments
+    run(k, "big = np.arange(4 * 2**20, dtype=np.int64)")  # 32 MiB: four pieces, a file each
     run(k, "small = 7")
     k.execute("%persist status")  # waits for nothing; the drain below makes sure it landed
     assert "Writing" not in k.execute("import time; time.sleep(0.5)\n%persist status").text
     k.kill()
     files = [p for p in (store_path(pk_home) / "blobs").iterdir() if not p.name.startswith(".")]
-    assert len(files) == 2  # stored as two pieces of 16 MiB
+    assert len(files) == 4  # stored as four pieces of 8 MiB
     data = bytearray(files[1].read_bytes())
-    data[12 * 2**20] ^= 0xFF  # in a later segment of one piece
-    files[0].write_bytes(bytes(data))
+    data[6 * 2**20] ^= 0xFF  # deep inside one piece, not at its start
+    files[1].write_bytes(bytes(data))
     k = kernel(extra_arguments=["--PersistentKernel.large_blob_bytes=1048576"])
     first = k.execute("pass")
     assert k.evaluate("(int(big.sum()), small)") == f"({sum(range(4 * 2**20))}, 7)"

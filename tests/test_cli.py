@@ -200,11 +200,11 @@ def test_list_show_history_gc_attach_and_rm_a_notebook_session(
     # gc: a planted unreferenced blob and a killed write's temporary file go; the referenced blob stays.
     blobs = store_path / "blobs"
     referenced = sorted(os.listdir(blobs))  # the array's pieces
-    assert len(referenced) == 2
+    assert len(referenced) == 3
     (blobs / ("ab" * 16)).write_bytes(b"x" * 5000)
     (blobs / f".{'cd' * 16}.999.tmp").write_bytes(b"y" * 100)
     assert cli_json(pk_home, "gc", "--dry-run")["bytes"] == 5100
-    assert len(os.listdir(blobs)) == 4
+    assert len(os.listdir(blobs)) == 5
     result = cli_json(pk_home, "gc", sid)
     assert result["bytes"] == 5100 and result["skipped"] == []
     assert sorted(os.listdir(blobs)) == referenced
@@ -272,18 +272,18 @@ def test_export_then_import_under_a_new_name_restores_and_damage_is_refused(
     assert (
         exported["session_id"] == "source"
         and exported["cells"] == 6
-        and exported["files"] == 3  # data.mdb and the 24 MiB array's two pieces (16 + 8 MiB)
+        and exported["files"] == 4  # data.mdb and the 24 MiB array's three pieces of 8 MiB
     )
     with tarfile.open(archive) as tar:
         names = tar.getnames()
         manifest = json.load(tar.extractfile("manifest.json"))
         blob = next(m for m in tar.getmembers() if m.name.startswith("blobs/"))
-    assert names[0] == "data.mdb" and names[-1] == "manifest.json" and len(names) == 4
+    assert names[0] == "data.mdb" and names[-1] == "manifest.json" and len(names) == 5
     assert (
         manifest["format_version"] == FORMAT_VERSION
         and manifest["session"]["session_name"] == "source"
     )
-    assert blob.size in (2**24, 2**23) and manifest["files"][blob.name] == {
+    assert blob.size == 2**23 and manifest["files"][blob.name] == {
         "size": blob.size,
         "xxh3_128": blob.name.removeprefix("blobs/"),
     }

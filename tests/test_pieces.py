@@ -3,7 +3,7 @@ touched, the history budget counts pieces, and a restore maps the pieces back in
 writable array, each checked where it lies.
 
 No kernel process: an in-process IPython shell, a real LMDB store in a temp dir, and the piece
-size made small (``serialize.PIECE_BYTES``, a module constant) so that arrays of a few MiB
+size made small (``serialize.PIECE_BYTES`` and ``PIECES_ABOVE_BYTES``, module constants) so that arrays of a few MiB
 stand for gigabytes.
 """
 
@@ -29,12 +29,13 @@ from persistent_kernel.restore import restore_session
 from persistent_kernel.session import resolve_session
 from persistent_kernel.store import Store
 
-PIECE = 64 * 1024  # a multiple of the page size, like the real 16 MiB
+PIECE = 64 * 1024  # a multiple of the page size, like the real 8 MiB
 
 
 @pytest.fixture(autouse=True)
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serialize, "PIECE_BYTES", PIECE)
+    monkeypatch.setattr(serialize, "PIECES_ABOVE_BYTES", PIECE)
 
 
 class Session:
