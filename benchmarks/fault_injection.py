@@ -285,11 +285,27 @@ class Generator:
         return f"{slot('lock', 2)} = threading.Lock()", False
 
     def chunked_statement(self) -> str:
-        """A large plain list of records (``rec``) or dict (``tab``): stored by chunks (see ``chunked``)."""
+        """A large plain list of records (``rec``), dict (``tab``) or set (``ids``): stored by chunks (see ``chunked``)."""
         r = self.rng
         recs = [n for n in self.ns if re.fullmatch(r"rec\d+", n) and type(self.ns[n]) is list and self.ns[n]]
         tabs = [n for n in self.ns if re.fullmatch(r"tab\d+", n) and type(self.ns[n]) is dict and self.ns[n]]
+        sets = [n for n in self.ns if re.fullmatch(r"ids\d+", n) and type(self.ns[n]) is set and self.ns[n]]
         size = r.choice([17_000, 20_000, 40_000])
+        if r.random() < 0.3:
+            if not sets or r.random() < 0.15:
+                items = r.choice([f"f'id{{i}}' for i in range({size})", f"i * 3 for i in range({size})", f"(i, str(i)) for i in range({size})"])
+                return f"ids{r.randint(1, 2)} = {{{items}}}"
+            name = r.choice(sets)
+            return r.choice(
+                [
+                    f"{name}.add({r.choice([repr('new'), str(r.randint(0, 10**6)), repr((1, 'one'))])})",
+                    # nothing that depends on the order of iteration: strings hash differently in each process
+                    f"{name}.discard({r.choice([repr(f'id{r.randrange(size)}'), str(3 * r.randrange(size)), repr((r.randrange(size), 'x'))])})",
+                    f"{name}.update(range({r.randint(0, 10**6)}, {r.randint(0, 10**6)} + {r.randint(1, 500)}))",
+                    f"{name} -= {{{', '.join(repr(f'id{r.randrange(size)}') for _ in range(5))}, {3 * r.randrange(size)}}}",
+                    f"{slot_name(r, 'd')} = {name}",  # an alias of the set
+                ]
+            )
         if not (recs or tabs) or r.random() < 0.12:
             if r.random() < 0.5:
                 return f"rec{r.randint(1, 2)} = [{{'id': i, 'v': i * 0.5}} for i in range({size})]"

@@ -1,12 +1,12 @@
-"""Large plain lists and dicts kept as chunks: what changed since the last look, proven
+"""Large plain lists, dicts and sets kept as chunks: what changed since the last look, proven
 cheaply, and only that pickled again.
 
 A notebook's plain Python data — the JSON it loaded, the records a loop appends to, a
-cache dict — is often one exact ``list`` or ``dict`` of many small items. Pickling and
+cache dict, a set of ids seen — is often one exact ``list``, ``dict`` or ``set`` of many small items. Pickling and
 walking all of it after every cell that names it costs what it holds, not what the cell
 did. So a container of at least ``MIN_ITEMS`` items is cut into chunks of
-``CHUNK_ITEMS`` consecutive items (a dict: keys and values in insertion order), each
-pickled on its own; the group's pickle names the container by its chunks (out-of-band
+at most ``CHUNK_ITEMS`` consecutive items (a dict: keys and values in insertion order; a
+set: its items in iteration order), each pickled on its own; the group's pickle names the container by its chunks (out-of-band
 buffers, content-addressed like any other), so a changed key or an appended record
 stores one chunk.
 
@@ -24,7 +24,23 @@ types only:
   insertion, replacement or deletion moves it. Where counters cannot be read, chunks
   holding records are not used (the container is pickled whole, as before);
 - a dict container whose own counter has not moved has the same keys and values, so
-  only its records are looked at.
+  only its records are looked at;
+- a set has no counter and no records (its items are hashable: atomic values and tuples
+  of them): its items, listed in iteration order in C, are compared with the snapshot.
+
+**Object arrays**: a numpy array of dtype ``object`` (pandas keeps object and, without
+pyarrow, string columns in them) is chunked like a list of its items in memory order, the
+same flat items only; the pickle names its shape and order. It has no counter either: its
+items, listed in C, are compared with the snapshot. Aliases of it stay one object; a view
+of it comes back as a copy, as numpy's own pickle makes it.
+
+**Where the chunks are**: an old chunk is kept where it still holds, looked for at its old
+place and at its old place moved by the container's change in length. So one item
+inserted, deleted or appended anywhere stores one chunk: a list's ``insert(0, …)``, a
+dict's deleted key, a set's added item (it goes into a free slot of the hash table: the
+items before it keep their places, those after it move by one). Changes at many places
+store the chunks between them too. A set's resize reorders its table: every chunk is
+stored again, once per doubling.
 
 Anything else inside (a list in a record, an instance, a nested dict of dicts) makes the
 container ineligible: it is pickled and walked whole, as before. One record held twice
@@ -47,7 +63,7 @@ import pickle
 import sys
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, Literal
 
 from . import dictversions, looks
 
@@ -98,17 +114,21 @@ class Chunk:
 
 @dataclass(eq=False)
 class Chunked:
-    """A large exact list or dict as chunks (see the module's docstring), brought up to date in place."""
+    """A large exact list, dict, set or object array as chunks (see the module's docstring), brought up to date in place."""
 
     obj: Any  # held: its id is the cache key, and no other object may take it meanwhile
     chunks: list[Chunk] = field(default_factory=list)
     tag: int | None = None  # a dict's own counter when last looked at
     reach: set[int] = field(default_factory=set)  # the ids of every chunk's records, kept up to date chunk by chunk
     looked: int = -1  # the look (see ``looks``) it was last brought up to date in
+    order: str = "C"  # an object array's: the order its items are listed in
 
-    def persistent_id(self, serial: int) -> tuple[str, int, list[tuple[str, Any]]]:
+    def persistent_id(self, serial: int) -> tuple[Any, ...]:
         """The container in a group's pickle (see ``serialize``): its kind, its number in the stream, its chunks."""
-        return ("list" if type(self.obj) is list else "dict", serial, [chunk.part() for chunk in self.chunks])
+        parts = [chunk.part() for chunk in self.chunks]
+        if type(self.obj) in _KIND_NAMES:
+            return (_KIND_NAMES[type(self.obj)], serial, parts)
+        return ("array", serial, parts, list(self.obj.shape), self.order)
 
     def replace_chunks(self, chunks: list[Chunk]) -> None:
         """Take ``chunks`` as the container's, changing ``reach`` by the chunks that changed only."""
@@ -126,11 +146,22 @@ class Chunked:
         self.chunks = chunks
 
 
+_KIND_NAMES: dict[type, str] = {list: "list", dict: "dict", set: "set"}
 _cache: dict[int, Chunked] = {}
 def eligible_size(obj: Any) -> bool:
-    """An exact list or dict large enough to be chunked (whether its items allow it is asked of ``chunks_of``)."""
+    """An exact list, dict or set, or a numpy object array, large enough to be chunked
+    (whether its items allow it is asked of ``chunks_of``). Asked of every object a
+    chunking pickler meets: the common answers come first."""
     kind = type(obj)
-    return (kind is list or kind is dict) and len(obj) >= MIN_ITEMS
+    if kind is list or kind is dict or kind is set:
+        return len(obj) >= MIN_ITEMS
+    return is_object_array(obj) and obj.size >= MIN_ITEMS
+
+
+def is_object_array(obj: Any) -> bool:
+    """An exact numpy array of dtype ``object`` (numpy is never imported here)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and type(obj) is numpy.ndarray and obj.dtype.kind == "O"
 
 
 def chunks_of(obj: Any) -> Chunked | None:
@@ -145,8 +176,12 @@ def chunks_of(obj: Any) -> Chunked | None:
     try:
         if type(obj) is dict:
             _refresh_dict(obj, known)
-        else:
+        elif type(obj) is set:
+            _refresh_set(obj, known)
+        elif type(obj) is list:
             _refresh_list(obj, known)
+        else:
+            _refresh_array(obj, known)
     except (_Ineligible, RecursionError):
         _cache.pop(id(obj), None)
         return None
@@ -175,6 +210,19 @@ def _refresh_list(obj: list, known: Chunked) -> None:
     known.replace_chunks(_rechunk(known.chunks, obj, None))
 
 
+def _refresh_set(obj: set, known: Chunked) -> None:
+    known.replace_chunks(_rechunk(known.chunks, list(obj), None))
+
+
+def _refresh_array(obj: Any, known: Chunked) -> None:
+    # Memory order: an array made in Fortran order (a pandas block often is) lists its items without a copy.
+    order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
+    if order != known.order:
+        known.chunks, known.reach = [], set()
+    known.order = order
+    known.replace_chunks(_rechunk(known.chunks, obj.ravel(order=order).tolist(), None))
+
+
 def _refresh_dict(obj: dict, known: Chunked) -> None:
     tag = dictversions.tag(obj)
     if known.chunks and tag is not None and tag == known.tag:
@@ -186,17 +234,75 @@ def _refresh_dict(obj: dict, known: Chunked) -> None:
 
 
 def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> list[Chunk]:
-    """The chunks of ``items`` (and a dict's ``values``): each old chunk kept where it is proven unchanged."""
-    chunks = []
-    for index, start in enumerate(range(0, len(items), CHUNK_ITEMS)):
-        part = items[start : start + CHUNK_ITEMS]
-        part_values = None if values is None else values[start : start + CHUNK_ITEMS]
-        previous = old[index] if index < len(old) else None
-        if previous is not None and previous.same_items(part, part_values) and previous.records_unchanged():
-            chunks.append(previous)
-        else:
-            chunks.append(_make_chunk(part, part_values))
+    """The chunks of ``items`` (and a dict's ``values``): each old chunk kept where it is proven unchanged.
+
+    An old chunk is looked for where it was, counted from the front, and where it is if
+    everything before it moved by the container's change in length, counted from the back.
+    So one item inserted, deleted or appended anywhere (a set's added item, a dict's deleted
+    key, a list's ``insert(0, …)``) leaves every other chunk as it was: the chunks before it
+    are where they were, those after it moved by one. What lies between kept chunks is cut
+    anew (``_fill``).
+    """
+    total = len(items)
+    shift = total - sum(len(chunk.items) for chunk in old)
+    kept: list[tuple[int, Chunk]] = []  # (where it starts now, the chunk), in order
+    floor = start = 0
+    for chunk in old:
+        size = len(chunk.items)
+        for at in (start, start + shift) if shift else (start,):
+            if floor <= at and at + size <= total and _holds(chunk, items, values, at):
+                kept.append((at, chunk))
+                floor = at + size
+                break
+        start += size
+    return _fill(kept, items, values)
+
+
+def _holds(chunk: Chunk, items: list[Any], values: list[Any] | None, at: int) -> bool:
+    """Whether ``chunk`` is, unchanged, what the container holds from ``at`` on."""
+    end = at + len(chunk.items)
+    return chunk.same_items(items[at:end], None if values is None else values[at:end]) and chunk.records_unchanged()
+
+
+def _fill(kept: list[tuple[int, Chunk]], items: list[Any], values: list[Any] | None) -> list[Chunk]:
+    """The kept chunks in their places and the gaps between them cut into new chunks.
+
+    A kept chunk of fewer than ``CHUNK_ITEMS // 2`` items beside a gap is cut anew with it:
+    otherwise each append would leave a chunk of one item behind.
+    """
+    spans: list[tuple[int, int, Chunk | None]] = []  # (start, end, the kept chunk or None for a gap), covering every item
+    position = 0
+    for at, kept_chunk in kept:
+        if at > position:
+            spans.append((position, at, None))
+        position = at + len(kept_chunk.items)
+        spans.append((at, position, kept_chunk))
+    if position < len(items):
+        spans.append((position, len(items), None))
+    for index, (start, end, span_chunk) in enumerate(spans):
+        beside_gap = (index > 0 and spans[index - 1][2] is None) or (index + 1 < len(spans) and spans[index + 1][2] is None)
+        if span_chunk is not None and end - start < CHUNK_ITEMS // 2 and beside_gap:
+            spans[index] = (start, end, None)
+    chunks: list[Chunk] = []
+    gap: tuple[int, int] | None = None
+    for start, end, span_chunk in spans:
+        if span_chunk is None:
+            gap = (gap[0] if gap is not None else start, end)
+            continue
+        if gap is not None:
+            chunks.extend(_cut(items, values, *gap))
+            gap = None
+        chunks.append(span_chunk)
+    if gap is not None:
+        chunks.extend(_cut(items, values, *gap))
     return chunks
+
+
+def _cut(items: list[Any], values: list[Any] | None, start: int, end: int) -> list[Chunk]:
+    """``items[start:end]`` as new chunks of equal size, at most ``CHUNK_ITEMS`` each."""
+    count = -(-(end - start) // CHUNK_ITEMS)
+    bounds = [start + (end - start) * index // count for index in range(count + 1)]
+    return [_make_chunk(items[a:b], None if values is None else values[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
 def _make_chunk(items: list[Any], values: list[Any] | None) -> Chunk:
@@ -242,7 +348,7 @@ def _chunk(items: list[Any], values: list[Any] | None, payload: bytes, records: 
 
 
 # -- loading ---------------------------------------------------------------------------
-# The persistent ids' kinds ("list", "dict", "same") and parts ("pickle", "items") are in
+# The persistent ids' kinds ("list", "dict", "set", "array", "same") and parts ("pickle", "items") are in
 # stored pickles: they must not change meaning.
 
 
@@ -255,18 +361,41 @@ def load_persistent(pid: Any, loaded: dict[int, Any]) -> Any:
     kind, serial = pid[0], pid[1]
     if kind == "same":
         return loaded[serial]
-    if kind not in ("list", "dict"):
+    if kind not in ("list", "dict", "set", "array"):
         raise pickle.UnpicklingError(f"unknown persistent id {kind!r} (a newer persistent_kernel wrote this value?)")
     # a loaded blob is a private copy already (see ``StoreBlobs.read_blob``): kept, not copied again
     payloads = [(part if type(part) in (bytes, bytearray) else bytes(part)) if how == "pickle" else None for how, part in pid[2]]
     parts = [part if payload is None else pickle.loads(payload) for (_, part), payload in zip(pid[2], payloads)]
     if kind == "list":
         obj: Any = list(chain.from_iterable(parts))
+    elif kind == "set":
+        obj = set(chain.from_iterable(parts))
+    elif kind == "array":
+        obj = _object_array(parts, tuple(pid[3]), pid[4])
     else:
         obj = dict(zip(chain.from_iterable(keys for keys, _ in parts), chain.from_iterable(values for _, values in parts)))
     loaded[serial] = obj
     _adopt_loaded(obj, parts, payloads)
     return obj
+
+
+def _object_array(parts: list[Any], shape: tuple[int, ...], order: str) -> Any:
+    """An object array of this shape holding the parts' items in this memory order."""
+    import numpy
+
+    count = sum(map(len, parts))
+    flat = numpy.fromiter(chain.from_iterable(parts), dtype=object, count=count)  # each item as it is: a tuple stays one item
+    if len(shape) == 1:
+        return flat
+    layout: Literal["C", "F"] = "F" if order == "F" else "C"
+    array = numpy.empty(shape, dtype=object, order=layout)
+    array.ravel(order=layout)[...] = flat  # a view of the new array's memory, in that order
+    return array
+
+
+def _same_order(obj: set, parts: list[Any]) -> bool:
+    """Whether a rebuilt set iterates over its items in the order its chunks list them."""
+    return len(obj) == sum(map(len, parts)) and all(map(operator.is_, obj, chain.from_iterable(parts)))
 
 
 def _as_list(items: Any) -> list[Any]:
@@ -276,8 +405,12 @@ def _as_list(items: Any) -> list[Any]:
 def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> None:
     """Keep a just-loaded container's chunks (see ``load_persistent``); one that is not flat is simply not kept."""
     known = Chunked(obj)
+    if type(obj) is set and not _same_order(obj, parts):
+        return  # rebuilt in another order (another table size, another string hash seed): chunked anew when next looked at
+    if type(obj) not in _KIND_NAMES:
+        known.order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
     try:
-        if type(obj) is list:
+        if type(obj) is not dict:
             chunks = [_loaded_chunk(part, None, payload) for part, payload in zip(parts, payloads)]
         else:
             # the unpickled parts are this function's own lists: kept as the chunks' snapshots, not copied

@@ -41,6 +41,7 @@ from typing import Any
 
 import xxhash
 
+from .chunked import MIN_ITEMS as CHUNKED_MIN_ITEMS
 from .chunked import chunks_of, eligible_size, load_persistent
 from .definitionindex import is_definition_object
 from .definitions import reduce_definition
@@ -273,7 +274,7 @@ class _Reducers:
 
 
 class _ContainerIds:
-    """``persistent_id`` for a group holding a large plain list or dict: such containers go by their chunks.
+    """``persistent_id`` for a group holding a large plain list, dict or set: such containers go by their chunks.
 
     The chunks (see ``chunked``) leave the stream as out-of-band buffers, so a chunk
     already stored is not stored again. A container met twice is named by its number
@@ -333,14 +334,15 @@ def _dill_pickler(file: io.BytesIO, buffers: list[pickle.PickleBuffer], main: ty
 
 
 def holds_large_container(values: dict[str, Any]) -> bool:
-    """Whether a group's values are, or directly hold, a plain list or dict large enough to go by chunks.
+    """Whether a group's values are, or directly hold, a plain list, dict or set large enough to go by
+    chunks, an object array, or a pandas object that may hold one (its object and string columns).
 
     A function of the values alone, so every serialization of a group (checkpoint,
     verify, a restore's checks) picks the same form and the same digest. A large
     container deeper than one level is pickled whole.
     """
     for value in values.values():
-        if eligible_size(value):
+        if eligible_size(value) or _pandas_large(value):
             return True
         kind = type(value)
         if kind is dict:
@@ -353,8 +355,26 @@ def holds_large_container(values: dict[str, Any]) -> bool:
 
 
 def _any_eligible(items: Any) -> bool:
-    kinds = set(map(type, items))  # in C: most containers hold no list or dict at all
-    return (list in kinds or dict in kinds) and any(map(eligible_size, items))
+    kinds = set(map(type, items))  # in C: most containers hold no list, dict or set at all
+    if list in kinds or dict in kinds or set in kinds or any(map(_array_kind, kinds)):
+        return any(eligible_size(item) or _pandas_large(item) for item in items)
+    return False
+
+
+def _array_kind(kind: type) -> bool:
+    numpy, pandas = sys.modules.get("numpy"), sys.modules.get("pandas")
+    return (numpy is not None and kind is numpy.ndarray) or (pandas is not None and issubclass(kind, (pandas.DataFrame, pandas.Series, pandas.Index)))
+
+
+def _pandas_large(value: Any) -> bool:
+    """A pandas frame, series or index of enough cells to hold an object array that goes by chunks
+    (whether one does is the pickler's question: an answer too wide costs a little time, never the digest's stability)."""
+    pandas = sys.modules.get("pandas")
+    return (
+        pandas is not None
+        and issubclass(type(value), (pandas.DataFrame, pandas.Series, pandas.Index))  # type(): a user __class__ may lie
+        and value.size >= CHUNKED_MIN_ITEMS
+    )
 
 
 def _array_bases(values: dict[str, Any]) -> dict[int, Any]:

@@ -264,7 +264,7 @@ def contents(obj: Any, kind: type) -> Iterator[Any]:
     return base.__iter__(obj)
 
 
-def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
+def _children(obj: Any, namespace: Mapping[str, Any], held_ids: AbstractSet[int] = frozenset()) -> Iterable[Any]:
     """The objects an object holds that matter for identity between variables."""
     kind = type(obj)
     if is_weak(obj):  # its referents: stored with it, so it points at them after a restore
@@ -307,7 +307,9 @@ def _children(obj: Any, namespace: Mapping[str, Any]) -> Iterable[Any]:
         # file or loaded bytes it sits on); an object array holds objects.
         held = [obj.base] if obj.base is not None else []
         if obj.dtype.hasobject:
-            held.extend(obj.ravel().tolist())
+            items = obj.ravel().tolist()
+            if not (obj.dtype.kind == "O" and _flat(items, list, held_ids)):
+                held.extend(items)  # a column of strings and numbers has nothing to share: checked in C, not walked
         return held
     if issubclass(kind, functools.partial):  # C fields and a __dict__: the generic walk would miss .func
         return [obj.func, *obj.args, *obj.keywords.values(), *(instance_dict(obj) or {}).values()]
@@ -411,10 +413,10 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
         if owned:
             continue  # a variable's own value that is the library's: it groups the names holding it, nothing inside it does
         libraries.met(kind)
-        if (kind is list or kind is dict) and len(obj) >= CHUNKED_MIN_ITEMS:  # inline: every walked object passes here
+        if (kind is list or kind is dict or kind is set) and len(obj) >= CHUNKED_MIN_ITEMS:  # inline: every walked object passes here
             found = chunks_of(obj)
             if found is not None:
-                # A large plain list or dict of flat items: its records and tuples are all
+                # A large plain list, dict or set of flat items: its records and tuples are all
                 # another variable could share, and ``chunked`` keeps their ids up to date.
                 bulk.append(found)
                 continue
@@ -427,7 +429,7 @@ def reachable(value: Any, namespace: Mapping[str, Any], held: AbstractSet[int] =
         if kind in _PLAIN_CONTAINERS and _flat(obj, kind, held):
             continue  # only values with no identity to keep: nothing in it to walk
         try:
-            stack.extend(_children(obj, namespace))
+            stack.extend(_children(obj, namespace, held))
         except Exception:  # noqa: BLE001 - an exotic object's attributes may raise; it stays a leaf
             pass
     return frozenset(seen), tuple(bulk)
