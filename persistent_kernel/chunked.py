@@ -148,6 +148,8 @@ class Chunked:
 
 _KIND_NAMES: dict[type, str] = {list: "list", dict: "dict", set: "set"}
 _cache: dict[int, Chunked] = {}
+
+
 def eligible_size(obj: Any) -> bool:
     """An exact list, dict or set, or a numpy object array, large enough to be chunked
     (whether its items allow it is asked of ``chunks_of``). Asked of every object a
