@@ -159,6 +159,11 @@ def slot_name(rng: random.Random, prefix: str, count: int = 4) -> str:
     return f"{prefix}{rng.randint(1, count)}"
 
 
+# What a statement does, and how often (``Generator.statement``).
+KINDS = ["small-new", "small-mutate", "alias", "nest", "delete", "array", "large", "unstorable", "next", "chunked"]
+KIND_WEIGHTS = [14, 22, 8, 5, 7, 10, 12, 5, 6, 9]
+
+
 class Generator:
     """Random cells over a few names, run in a plain namespace (the model) as they are made."""
 
@@ -168,6 +173,7 @@ class Generator:
         self.large_vars = large_vars
         self.ns: dict[str, Any] = {}
         self.fp = local_fingerprint()
+        self.kinds_drawn: set[str] = set()
 
     def names(self, prefix: str) -> list[str]:
         return sorted(n for n in self.ns if re.fullmatch(prefix + r"\d+", n))
@@ -188,8 +194,12 @@ class Generator:
             return "[" + ", ".join(self.literal(depth + 1) for _ in range(r.randint(0, 4))) + "]"
         return "{" + ", ".join(f"'k{i}': {self.literal(depth + 1)}" for i in range(r.randint(0, 3))) + "}"
 
-    def statement(self) -> tuple[str, bool]:
-        """One statement valid in the model's current namespace; True when it changes a large array."""
+    def statement(self, kind: str | None = None) -> tuple[str, bool]:
+        """One statement valid in the model's current namespace; True when it changes a large array.
+
+        ``kind`` asks for one of ``KINDS`` instead of a weighted draw (``make_program`` asks for a
+        kind no statement has had yet, so even a short program covers every kind).
+        """
         import numpy as np
 
         r = self.rng
@@ -200,10 +210,9 @@ class Generator:
         gens = [n for n in self.ns if re.fullmatch(r"gen\d+", n)]
         anything = [n for n in self.ns if re.fullmatch(r"(n|s|l|d|a|big|gen|con|lock|rec|tab)\d+", n)]
         slot = lambda prefix, count: f"{prefix}{r.randint(1, count)}"  # noqa: E731
-        kind = r.choices(
-            ["small-new", "small-mutate", "alias", "nest", "delete", "array", "large", "unstorable", "next", "chunked"],
-            weights=[14, 22, 8, 5, 7, 10, 12, 5, 6, 9],
-        )[0]
+        if kind is None:
+            kind = r.choices(KINDS, weights=KIND_WEIGHTS)[0]
+        self.kinds_drawn.add(kind)
         if kind == "chunked":
             return self.chunked_statement(), False
         if kind == "small-new" or (kind == "small-mutate" and not (ints or strs or lists or dicts)):
@@ -351,10 +360,13 @@ def make_program(seed: int, cells: int, large_mb: float, large_vars: int) -> Pro
     program = Program([SETUP_CELL], [], [False], [False])
     gen.run(SETUP_CELL)
     program.states.append(gen.state())
-    for _ in range(cells):
+    for index in range(cells):
         statements, large = [], False
-        for _ in range(rng.choices([1, 2, 3], weights=[6, 3, 1])[0]):
-            text, is_large = gen.statement()
+        # From the middle on, a cell opens with a kind no statement has had yet (by chance, a short
+        # program can miss the rarer kinds, deletes among them); the draws stay seeded.
+        missing = [kind for kind in KINDS if kind not in gen.kinds_drawn] if index >= cells // 2 else []
+        for number in range(rng.choices([1, 2, 3], weights=[6, 3, 1])[0]):
+            text, is_large = gen.statement(missing[0] if missing and number == 0 else None)
             # Statements are chosen against the namespace as it is: run each in a scratch copy? No:
             # the cell runs whole below, so keep a statement only if it is valid on its own now.
             statements.append(text)
