@@ -26,12 +26,17 @@ types only:
 - a dict container whose own counter has not moved has the same keys and values, so
   only its records are looked at;
 - a set has no counter and no records (its items are hashable: atomic values and tuples
-  of them): its items, listed in iteration order in C, are compared with the snapshot.
+  of them). A digest of its hash table (``addresses``: the items' addresses and hashes,
+  slot by slot) that has not changed proves every chunk unchanged without listing an item;
+  when it has, its items, listed in iteration order in C, are compared with the snapshot.
 
 **Object arrays**: a numpy array of dtype ``object`` (pandas keeps object and, without
 pyarrow, string columns in them) is chunked like a list of its items in memory order, the
-same flat items only; the pickle names its shape and order. It has no counter either: its
-items, listed in C, are compared with the snapshot. Aliases of it stay one object; a view
+same flat items only; the pickle names its shape and order. It has no counter either, but
+its buffer is its items' addresses: compared with a copy of them from the last look
+(``addresses``), it says which positions hold other objects, and only the chunks holding
+those positions (or a record whose counter moved) are made again. An array whose items are
+not one block of memory has its items listed in C and compared with the snapshot. Aliases of it stay one object; a view
 of it comes back as a copy, as numpy's own pickle makes it.
 
 **Where the chunks are**: an old chunk is kept where it still holds, looked for at its old
@@ -65,7 +70,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Literal
 
-from . import dictversions, looks
+from . import addresses, dictversions, looks
 
 _OWN_REFERENCES = 4
 
@@ -122,6 +127,9 @@ class Chunked:
     reach: set[int] = field(default_factory=set)  # the ids of every chunk's records, kept up to date chunk by chunk
     looked: int = -1  # the look (see ``looks``) it was last brought up to date in
     order: str = "C"  # an object array's: the order its items are listed in
+    # a set's table digest or a copy of an object array's item addresses when last looked at (``addresses``)
+    fingerprint: Any = None
+    placed: Any = None  # a set's items' addresses in iteration order when last looked at, the chunks' items in order
 
     def persistent_id(self, serial: int) -> tuple[Any, ...]:
         """The container in a group's pickle (see ``serialize``): its kind, its number in the stream, its chunks."""
@@ -213,16 +221,50 @@ def _refresh_list(obj: list, known: Chunked) -> None:
 
 
 def _refresh_set(obj: set, known: Chunked) -> None:
-    known.replace_chunks(_rechunk(known.chunks, list(obj), None))
+    state = addresses.set_state(obj)
+    if known.chunks and state is not None and state == known.fingerprint:
+        return  # the same (held) objects in the same slots: every chunk holds as it is
+    before, known.fingerprint, known.placed = known.placed, None, None  # until the chunks are of this state
+    now = addresses.set_addresses(obj)
+    items = list(obj)
+    # The state taken before the addresses and the items, checked after: another thread's change in between is not mistaken for it.
+    settled = state is not None and state == addresses.set_state(obj)
+    known.replace_chunks(_rechunk(known.chunks, items, None, (before, now) if settled and before is not None else None))
+    if settled:
+        known.fingerprint, known.placed = state, now
 
 
 def _refresh_array(obj: Any, known: Chunked) -> None:
     # Memory order: an array made in Fortran order (a pandas block often is) lists its items without a copy.
     order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
     if order != known.order:
-        known.chunks, known.reach = [], set()
+        known.chunks, known.reach, known.fingerprint = [], set(), None
     known.order = order
-    known.replace_chunks(_rechunk(known.chunks, obj.ravel(order=order).tolist(), None))
+    now = addresses.array_addresses(obj)
+    before, known.fingerprint = known.fingerprint, None  # until the chunks are of these addresses
+    flat = obj.ravel(order=order)
+    if now is not None and before is not None and known.chunks and len(before) == len(now):
+        taken = now.copy()
+        known.replace_chunks(_rechunk_changed(known.chunks, flat, before != taken))
+    else:
+        taken = None if now is None else now.copy()
+        known.replace_chunks(_rechunk(known.chunks, flat.tolist(), None))
+    if taken is not None and bool((now == taken).all()):  # no other thread changed it meanwhile
+        known.fingerprint = taken
+
+
+def _rechunk_changed(old: list[Chunk], flat: Any, changed: Any) -> list[Chunk]:
+    """An object array's chunks when its length is the same: a chunk is made again where one of
+    its positions holds another object (``changed``: a boolean per position) or one of its records changed."""
+    chunks: list[Chunk] = []
+    start = 0
+    for chunk in old:
+        end = start + len(chunk.items)
+        if changed[start:end].any() or not chunk.records_unchanged():
+            chunk = _make_chunk(flat[start:end].tolist(), None)
+        chunks.append(chunk)
+        start = end
+    return chunks
 
 
 def _refresh_dict(obj: dict, known: Chunked) -> None:
@@ -235,7 +277,7 @@ def _refresh_dict(obj: dict, known: Chunked) -> None:
     known.tag = tag
 
 
-def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> list[Chunk]:
+def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None, placed: tuple[Any, Any] | None = None) -> list[Chunk]:
     """The chunks of ``items`` (and a dict's ``values``): each old chunk kept where it is proven unchanged.
 
     An old chunk is looked for where it was, counted from the front, and where it is if
@@ -244,6 +286,10 @@ def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> li
     key, a list's ``insert(0, …)``) leaves every other chunk as it was: the chunks before it
     are where they were, those after it moved by one. What lies between kept chunks is cut
     anew (``_fill``).
+
+    ``placed`` (a set's): the items' addresses in order when the old chunks were made and
+    now (``addresses.set_addresses``); an old chunk's items are held, so equal addresses are
+    the same objects, compared with numpy instead of item by item.
     """
     total = len(items)
     shift = total - sum(len(chunk.items) for chunk in old)
@@ -252,12 +298,17 @@ def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> li
     for chunk in old:
         size = len(chunk.items)
         for at in (start, start + shift) if shift else (start,):
-            if floor <= at and at + size <= total and _holds(chunk, items, values, at):
+            if floor <= at and at + size <= total and (_placed_alike(placed, start, at, size) if placed is not None else _holds(chunk, items, values, at)):
                 kept.append((at, chunk))
                 floor = at + size
                 break
         start += size
     return _fill(kept, items, values)
+
+
+def _placed_alike(placed: tuple[Any, Any], start: int, at: int, size: int) -> bool:
+    before, now = placed
+    return bool((before[start : start + size] == now[at : at + size]).all())
 
 
 def _holds(chunk: Chunk, items: list[Any], values: list[Any] | None, at: int) -> bool:
@@ -411,6 +462,10 @@ def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> N
         return  # rebuilt in another order (another table size, another string hash seed): chunked anew when next looked at
     if type(obj) not in _KIND_NAMES:
         known.order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
+        now = addresses.array_addresses(obj)
+        known.fingerprint = None if now is None else now.copy()
+    elif type(obj) is set:
+        known.fingerprint, known.placed = addresses.set_state(obj), addresses.set_addresses(obj)
     try:
         if type(obj) is not dict:
             chunks = [_loaded_chunk(part, None, payload) for part, payload in zip(parts, payloads)]

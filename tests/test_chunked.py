@@ -19,7 +19,7 @@ import random
 
 import pytest
 
-from persistent_kernel import chunked, dictversions
+from persistent_kernel import addresses, chunked, dictversions
 from persistent_kernel.serialize import dumps, loads
 from persistent_kernel.tracking import Groups
 
@@ -450,6 +450,34 @@ def test_generated_object_arrays_round_trip_and_every_change_moves_the_digest(sh
         digest, fingerprint = serialized.group_digest, now
         back = loads(serialized.method, serialized.payload, [bytes(b) for b in serialized.buffers])["a"]
         assert type(back) is type(array) and back.dtype == object and _array_content(back) == now, f"step {step}: {change} did not round-trip"
+
+
+def test_an_unchanged_set_or_object_array_is_proven_so_without_listing_its_items(monkeypatch) -> None:
+    """The address proofs (``addresses``): no item listed, no chunk compared, for what did not change;
+    an object array with one item replaced makes one chunk again, the rest kept as they are."""
+    pytest.importorskip("numpy")
+    import numpy as np
+
+    if not addresses.available():
+        pytest.skip("set tables are not readable on this interpreter")
+    ids = {f"id{i}" for i in range(3 * N)}
+    array = np.array([f"s{i}" for i in range(3 * N)], dtype=object)
+    first_set, first_array = list(chunked.chunks_of(ids).chunks), list(chunked.chunks_of(array).chunks)
+
+    def no_listing(*args):
+        raise AssertionError("the items were listed and compared")
+
+    monkeypatch.setattr(chunked, "_rechunk", no_listing)
+    assert chunked.chunks_of(ids).chunks == first_set
+    assert chunked.chunks_of(array).chunks == first_array
+    array[N + 3] = "changed"
+    again = chunked.chunks_of(array).chunks
+    assert [a is b for a, b in zip(again, first_array)].count(False) == 1
+    monkeypatch.undo()
+    ids.add("new")
+    assert chunked.chunks_of(ids).chunks != first_set
+    assert round_trip({"ids": ids, "array": array})["ids"] == ids
+    assert round_trip({"array": array})["array"].tolist() == array.tolist()
 
 
 def test_a_pandas_string_column_changed_in_one_cell_stores_one_chunk() -> None:

@@ -1,0 +1,98 @@
+"""The address proofs (``addresses``): a set's table digest and an object array's item
+addresses move whenever what they hold does, over generated sets and mutations; no kernel."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from persistent_kernel import addresses
+
+pytestmark = pytest.mark.skipif(not addresses.available(), reason="set tables are not readable on this interpreter")
+
+
+def _item(rng: random.Random):
+    return rng.choice([lambda: rng.randrange(-5, 10**6), lambda: f"s{rng.randrange(10**6)}", lambda: (rng.randrange(9), "t"), lambda: rng.random(), lambda: rng.choice([True, False, None, 0.0, -0.0, 1, 1.0])])()
+
+
+def _mutation(rng: random.Random, value: set) -> str:
+    items = list(value)
+    others = {_item(rng) for _ in range(rng.randrange(1, 50))}
+    choice = rng.choice(["add", "add-existing", "discard", "remove", "pop", "update", "|=", "-=", "&=", "^=", "clear", "discard-and-add-back", "same-value-other-type"])
+    if choice == "add":
+        value.add(_item(rng))
+    elif choice == "add-existing" and items:
+        value.add(rng.choice(items))
+    elif choice == "discard":
+        value.discard(rng.choice(items) if items else 0)
+    elif choice == "remove" and items:
+        value.remove(rng.choice(items))
+    elif choice == "pop" and items:
+        value.pop()
+    elif choice == "update":
+        value.update(others)
+    elif choice == "|=":
+        value |= others
+    elif choice == "-=":
+        value -= set(rng.sample(items, min(len(items), 20))) | others
+    elif choice == "&=":
+        value &= set(rng.sample(items, len(items) * 9 // 10)) | others
+    elif choice == "^=":
+        value ^= set(rng.sample(items, min(len(items), 20))) | others
+    elif choice == "clear" and rng.random() < 0.2:
+        value.clear()
+    elif choice == "discard-and-add-back" and items:
+        item = rng.choice(items)
+        value.discard(item)
+        value.add(item)
+    elif choice == "same-value-other-type":
+        old = rng.choice([x for x in items if type(x) in (bool, int, float)] or [0])
+        value.discard(old)
+        value.add({bool: int, int: float, float: complex}[type(old)](old))  # equal, and hashed alike
+    return choice
+
+
+def _exact(value: set) -> list[str]:
+    return sorted(f"{type(x).__name__}:{x!r}" for x in value)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_set_table_digest_moves_whenever_the_set_holds_other_objects(seed: int) -> None:
+    rng = random.Random(seed)
+    value = {_item(rng) for _ in range(rng.choice([5, 500, 20_000]))}
+    held = list(value)  # the caller's snapshot: held, so no address is reused
+    state, identities = addresses.set_state(value), sorted(map(id, value))
+    for step in range(60):
+        change = _mutation(rng, value)
+        now = addresses.set_state(value)
+        if sorted(map(id, value)) != identities:
+            assert now != state, f"step {step}: {change} was not seen"
+        assert addresses.set_state(value) == now  # reading it changes nothing
+        held = list(value)
+        state, identities = now, sorted(map(id, held))
+    assert _exact(value) == _exact(set(held))
+
+
+def test_only_exact_sets_have_a_readable_table() -> None:
+    class Tagged(set):
+        pass
+
+    assert addresses.set_state(Tagged({1})) is None
+    assert addresses.set_state(frozenset({1})) is None
+    assert addresses.set_state([1]) is None
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_an_object_array_lists_its_items_addresses_in_memory_order(order: str) -> None:
+    array = np.empty((40, 7), dtype=object, order=order)
+    flat = array.ravel(order="K")
+    for index in range(flat.size):
+        flat[index] = f"item {index}"
+    seen = addresses.array_addresses(array)
+    assert seen is not None and seen.tolist() == [id(item) for item in array.ravel(order=order).tolist()]
+    array[3, 4] = "changed"
+    assert seen.tolist() == [id(item) for item in array.ravel(order=order).tolist()]  # a view: it follows the array
+    assert addresses.array_addresses(array[::2]) is None  # not one block of memory
+    assert addresses.array_addresses(np.empty(0, dtype=object)).size == 0
