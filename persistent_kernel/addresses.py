@@ -100,7 +100,8 @@ def _self_test() -> bool:
         if _digest(probe) == before:
             return False
     probe.discard(items[5])
-    return _words(probe)[1] == len(probe) and _live(probe).tolist() == list(map(id, probe))
+    live = [key for key in _table_keys(probe) if key not in (0, _dummy)]  # slot order: iteration order
+    return _words(probe)[1] == len(probe) and live == list(map(id, probe))
 
 
 def available() -> bool:
@@ -122,9 +123,7 @@ def set_state(obj: Any) -> bytes | None:
     return _digest(obj)
 
 
-def _live(obj: set) -> Any:
-    import numpy
-
+def _live(obj: set, numpy: Any) -> Any:
     _fill, _used, mask, table = _words(obj)
     keys = numpy.frombuffer(memoryview((ctypes.c_uint64 * (2 * (mask + 1))).from_address(table)), dtype=numpy.uint64)[0::2]
     return keys[(keys != 0) & (keys != _dummy)]
@@ -132,10 +131,12 @@ def _live(obj: set) -> Any:
 
 def set_addresses(obj: Any) -> Any:
     """An exact set's items' addresses in its iteration order (a new numpy ``uint64`` array), read
-    from its table without touching an item; None where tables cannot be read here."""
-    if type(obj) is not set or not available():
+    from its table without touching an item; None where tables cannot be read here, or where
+    numpy is not imported (a kernel does not import it for this: it is the user's to import)."""
+    numpy = sys.modules.get("numpy")
+    if type(obj) is not set or numpy is None or not available():
         return None
-    return _live(obj)
+    return _live(obj, numpy)
 
 
 def array_addresses(obj: Any) -> Any:

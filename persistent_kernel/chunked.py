@@ -67,7 +67,7 @@ import operator
 import pickle
 import sys
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress, repeat
 from typing import Any, Literal
 
 from . import addresses, dictversions, looks
@@ -388,7 +388,9 @@ def _loaded_chunk(items: list[Any], values: list[Any] | None, payload: bytes | N
     if payload is None:
         return _make_chunk(items, values)  # it was stored inline: no pickle of its own to keep
     # A dict's keys are never records (a dict is unhashable): only a list's items and a dict's values are looked at.
-    records = [item for item in (items if values is None else values) if type(item) is dict]
+    part = items if values is None else values
+    # In C: the kinds first (a dict's values are seldom records), then the records picked out, no Python loop per item.
+    records = list(compress(part, map(operator.is_, map(type, part), repeat(dict)))) if dict in set(map(type, part)) else []
     return _chunk(items, values, payload, records)
 
 

@@ -96,3 +96,23 @@ def test_an_object_array_lists_its_items_addresses_in_memory_order(order: str) -
     assert seen.tolist() == [id(item) for item in array.ravel(order=order).tolist()]  # a view: it follows the array
     assert addresses.array_addresses(array[::2]) is None  # not one block of memory
     assert addresses.array_addresses(np.empty(0, dtype=object)).size == 0
+
+
+def test_sets_are_proven_without_importing_numpy() -> None:
+    """numpy is the user's to import (its settings and random state become part of the session
+    once it is): a kernel without it proves sets by their table and compares items one by one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from persistent_kernel import addresses, chunked\n"
+        "assert addresses.available()\n"
+        "s = {f'x{i}' for i in range(50000)}\n"
+        "first = chunked.chunks_of(s).chunks\n"
+        "assert chunked.chunks_of(s).chunks == first\n"
+        "s.add('new')\n"
+        "assert chunked.chunks_of(s).chunks != first\n"
+        "assert 'numpy' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
