@@ -30,6 +30,9 @@ types only:
   slot by slot) that has not changed proves every chunk unchanged without listing an item;
   when it has, its items, listed in iteration order in C, are compared with the snapshot.
 
+Compared means by address (``addresses.same_objects``): the item pointers of two lists we
+own, as bytes, never each item read (a user's list is copied first).
+
 **Object arrays**: a numpy array of dtype ``object`` (pandas keeps object and, without
 pyarrow, string columns in them) is chunked like a list of its items in memory order, the
 same flat items only; the pickle names its shape and order. It has no counter either, but
@@ -93,10 +96,11 @@ class Chunk:
     record_tags: tuple[int, ...] = ()
     reach: frozenset[int] = frozenset()  # the ids of ``records``
 
-    def same_items(self, items: list[Any], values: list[Any] | None) -> bool:
-        if len(items) != len(self.items) or not all(map(operator.is_, items, self.items)):
+    def same_items(self, items: list[Any], values: list[Any] | None, at: int = 0) -> bool:
+        """Whether ``items`` (and a dict's ``values``) hold this chunk's very objects from ``at`` on (compared by address, see ``addresses``)."""
+        if not addresses.same_objects(items, at, self.items):
             return False
-        return values is None or self.values is not None and all(map(operator.is_, values, self.values))
+        return values is None or self.values is not None and addresses.same_objects(values, at, self.values)
 
     def records_unchanged(self) -> bool:
         return self.tag_reader is None or self.tag_reader() == self.record_tags
@@ -129,7 +133,6 @@ class Chunked:
     order: str = "C"  # an object array's: the order its items are listed in
     # a set's table digest or a copy of an object array's item addresses when last looked at (``addresses``)
     fingerprint: Any = None
-    placed: Any = None  # a set's items' addresses in iteration order when last looked at, the chunks' items in order
 
     def persistent_id(self, serial: int) -> tuple[Any, ...]:
         """The container in a group's pickle (see ``serialize``): its kind, its number in the stream, its chunks."""
@@ -217,21 +220,19 @@ class _Ineligible(Exception):
 
 
 def _refresh_list(obj: list, known: Chunked) -> None:
-    known.replace_chunks(_rechunk(known.chunks, obj, None))
+    # A copy: its item pointers are read as memory (``addresses.same_objects``), which another thread must not move meanwhile.
+    known.replace_chunks(_rechunk(known.chunks, obj[:], None))
 
 
 def _refresh_set(obj: set, known: Chunked) -> None:
     state = addresses.set_state(obj)
     if known.chunks and state is not None and state == known.fingerprint:
         return  # the same (held) objects in the same slots: every chunk holds as it is
-    before, known.fingerprint, known.placed = known.placed, None, None  # until the chunks are of this state
-    now = addresses.set_addresses(obj)
-    items = list(obj)
-    # The state taken before the addresses and the items, checked after: another thread's change in between is not mistaken for it.
-    settled = state is not None and state == addresses.set_state(obj)
-    known.replace_chunks(_rechunk(known.chunks, items, None, (before, now) if settled and before is not None else None))
-    if settled:
-        known.fingerprint, known.placed = state, now
+    known.fingerprint = None  # until the chunks are of this state
+    known.replace_chunks(_rechunk(known.chunks, list(obj), None))
+    # Taken before the items were listed and checked after: another thread's change in between is not mistaken for this state.
+    if state is not None and state == addresses.set_state(obj):
+        known.fingerprint = state
 
 
 def _refresh_array(obj: Any, known: Chunked) -> None:
@@ -277,7 +278,7 @@ def _refresh_dict(obj: dict, known: Chunked) -> None:
     known.tag = tag
 
 
-def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None, placed: tuple[Any, Any] | None = None) -> list[Chunk]:
+def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None) -> list[Chunk]:
     """The chunks of ``items`` (and a dict's ``values``): each old chunk kept where it is proven unchanged.
 
     An old chunk is looked for where it was, counted from the front, and where it is if
@@ -286,10 +287,6 @@ def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None, place
     key, a list's ``insert(0, …)``) leaves every other chunk as it was: the chunks before it
     are where they were, those after it moved by one. What lies between kept chunks is cut
     anew (``_fill``).
-
-    ``placed`` (a set's): the items' addresses in order when the old chunks were made and
-    now (``addresses.set_addresses``); an old chunk's items are held, so equal addresses are
-    the same objects, compared with numpy instead of item by item.
     """
     total = len(items)
     shift = total - sum(len(chunk.items) for chunk in old)
@@ -298,7 +295,7 @@ def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None, place
     for chunk in old:
         size = len(chunk.items)
         for at in (start, start + shift) if shift else (start,):
-            if floor <= at and at + size <= total and (_placed_alike(placed, start, at, size) if placed is not None else _holds(chunk, items, values, at)):
+            if floor <= at and at + size <= total and _holds(chunk, items, values, at):
                 kept.append((at, chunk))
                 floor = at + size
                 break
@@ -306,15 +303,9 @@ def _rechunk(old: list[Chunk], items: list[Any], values: list[Any] | None, place
     return _fill(kept, items, values)
 
 
-def _placed_alike(placed: tuple[Any, Any], start: int, at: int, size: int) -> bool:
-    before, now = placed
-    return bool((before[start : start + size] == now[at : at + size]).all())
-
-
 def _holds(chunk: Chunk, items: list[Any], values: list[Any] | None, at: int) -> bool:
     """Whether ``chunk`` is, unchanged, what the container holds from ``at`` on."""
-    end = at + len(chunk.items)
-    return chunk.same_items(items[at:end], None if values is None else values[at:end]) and chunk.records_unchanged()
+    return chunk.same_items(items, values, at) and chunk.records_unchanged()
 
 
 def _fill(kept: list[tuple[int, Chunk]], items: list[Any], values: list[Any] | None) -> list[Chunk]:
@@ -467,7 +458,7 @@ def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> N
         now = addresses.array_addresses(obj)
         known.fingerprint = None if now is None else now.copy()
     elif type(obj) is set:
-        known.fingerprint, known.placed = addresses.set_state(obj), addresses.set_addresses(obj)
+        known.fingerprint = addresses.set_state(obj)
     try:
         if type(obj) is not dict:
             chunks = [_loaded_chunk(part, None, payload) for part, payload in zip(parts, payloads)]

@@ -116,3 +116,23 @@ def test_sets_are_proven_without_importing_numpy() -> None:
         "assert 'numpy' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_objects_is_identity_never_equality(seed: int) -> None:
+    """Equal objects that are not the same ones (1, True, 1.0; two equal strings; -0.0 and 0.0)
+    are different; the same ones at the same places are the same; a window past the end is not."""
+    rng = random.Random(seed)
+    snapshot = [_item(rng) for _ in range(rng.randrange(1, 3000))]
+    at = rng.randrange(50)
+    items = [_item(rng) for _ in range(at)] + list(snapshot) + [_item(rng) for _ in range(rng.randrange(50))]
+    assert addresses.same_objects(items, at, snapshot)
+    assert not addresses.same_objects(items, at + 1, snapshot) or all(x is y for x, y in zip(items[at + 1 :], snapshot))
+    index = rng.randrange(len(snapshot))
+    old = snapshot[index]
+    equal = {bool: int, int: float, float: complex, str: lambda s: "".join(list(s)) if s else "".join(["", ""]), tuple: lambda t: tuple(list(t)), type(None): lambda n: n}[type(old)](old)
+    items[at + index] = equal
+    if equal is not old:
+        assert equal == old and not addresses.same_objects(items, at, snapshot)
+    assert not addresses.same_objects(items[: at + len(snapshot) - 1], at, snapshot)  # past the end
+    assert addresses.same_objects(items, len(items), [])
