@@ -46,9 +46,9 @@ CASES = [
 
 SET_SETUP = "seen = {{f'user-{{i}}' for i in range({items})}}"
 # The issue names sets with dicts and lists; its dict targets are applied to them.
-# The set's first cases run where numpy was never imported (a notebook of plain Python data):
-# a changed set's items are then compared one by one; the last one after `import numpy`, with
-# which its items' addresses are compared instead (``addresses.set_addresses``).
+# The set's first cases run where numpy was never imported (a notebook of plain Python data),
+# the last one after `import numpy`: the kernel never imports numpy for its own use, and
+# finding a changed set's chunks must cost the same either way (``addresses.same_objects``).
 SET_CASES = [
     ("look up one item of the set (`y = 'user-5' in seen`)", "y = 'user-5' in seen", (20, None)),
     ("add one item to it (`n += 1; seen.add(f'new-{n}')`), numpy not imported", "n += 1\nseen.add(f'new-{n}')", (100, 1_000_000)),

@@ -35,7 +35,6 @@ import xxhash
 
 _WORD = struct.calcsize("P")
 _FILL = 2 * _WORD  # after ob_refcnt and ob_type: fill, used, mask, table
-_TABLE = 5 * _WORD
 _ENTRY = 2 * _WORD  # (key, hash)
 _OB_ITEM = 3 * _WORD  # a list: ob_refcnt, ob_type, ob_size, then ob_item
 _available: bool | None = None
@@ -94,7 +93,7 @@ def _self_test() -> bool:
 def _lists_read_right(items: list) -> bool:
     """A list's ``ob_size`` and ``ob_item`` are where we read them, through growth and shrinking."""
     probe: list = []
-    for step in range(3):
+    for _ in range(3):
         probe.extend(items)
         size = ctypes.c_ssize_t.from_address(id(probe) + 2 * _WORD).value
         pointers = (ctypes.c_size_t * len(probe)).from_address(_ob_item(probe))
@@ -106,7 +105,7 @@ def _lists_read_right(items: list) -> bool:
 
 
 def available() -> bool:
-    """Whether a set's table can be read on this interpreter (the self-test, run once)."""
+    """Whether sets' tables and lists' item arrays can be read on this interpreter (the self-test, run once)."""
     global _available
     if _available is None:
         try:
@@ -141,9 +140,10 @@ def _ob_item(obj: list) -> int:
 
 
 def same_objects(items: list, at: int, snapshot: list) -> bool:
-    """Whether ``items[at:at + len(snapshot)]`` are the very objects of ``snapshot`` (a list the
-    caller holds, so its objects' addresses are theirs): their pointers compared as bytes, in C,
-    without touching an item (``is`` one by one reads every item's memory)."""
+    """Whether ``items[at:at + len(snapshot)]`` are the very objects of ``snapshot``: their
+    pointers compared as bytes, in C, without touching an item (``is`` one by one reads every
+    item's memory). Both are lists the caller owns (see ``list_items``); ``snapshot`` holds its
+    objects, so no other object has their addresses."""
     end = at + len(snapshot)
     if end > len(items):
         return False
