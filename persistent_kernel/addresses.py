@@ -29,6 +29,7 @@ import ctypes
 import operator
 import struct
 import sys
+import threading
 from typing import Any
 
 import xxhash
@@ -117,10 +118,54 @@ def available() -> bool:
 
 def set_state(obj: Any) -> bytes | None:
     """A digest of an exact set's table: equal digests, while the items are held, mean the same
-    objects in the same slots (so in the same order). None where tables cannot be read here."""
-    if type(obj) is not set or not available():
+    objects in the same slots (so in the same order). None where tables cannot be read here, or
+    not safely now (``_alone``), or when the set changed while it was read."""
+    if type(obj) is not set or not available() or not _alone():
         return None
-    return _digest(obj)
+    words = _words(obj)
+    digest = _digest(obj)
+    return digest if _words(obj) == words else None
+
+
+# The threads of the kernel itself (ipykernel's IOPub, heartbeat, control and shell-channel
+# threads, IPython's history saver, the store's and the writer's): none of them changes a
+# user's set.
+_KERNEL_PACKAGES = frozenset({"ipykernel", "IPython", "jupyter_client", "zmq", "tornado", "persistent_kernel"})
+
+
+def _alone() -> bool:
+    """Whether no thread but the kernel's own is running besides this one.
+
+    A set's table is read where it is, and hashing it lets other threads run: a thread of the
+    notebook's (or of a library's) adding to the set could grow it meanwhile, freeing the
+    table being read. So the digest is taken only while no such thread exists; otherwise the
+    items are listed, which is always safe.
+    """
+    me = threading.current_thread()
+    frames = None
+    for thread in threading.enumerate():
+        if thread is me:
+            continue
+        target = getattr(thread, "_target", None) or getattr(thread, "function", None)  # a Timer's is its function
+        module = getattr(target, "__module__", None) if target is not None else None
+        if module is None and type(thread).__module__ != "threading":
+            module = type(thread).__module__
+        if module is None:  # a plain Thread running its own run(): where its outermost frame is
+            frames = sys._current_frames() if frames is None else frames
+            module = _outermost_module(frames.get(thread.ident or -1))
+        if (module or "").partition(".")[0] not in _KERNEL_PACKAGES:
+            return False
+    return True
+
+
+def _outermost_module(frame: Any) -> str | None:
+    module = None
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if name != "threading":
+            module = name
+        frame = frame.f_back
+    return module
 
 
 def list_items(obj: list) -> memoryview | None:

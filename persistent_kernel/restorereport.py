@@ -75,6 +75,8 @@ class RestoreProgress:
     def finish(self) -> dict[str, float]:
         if not self._done.is_set():
             self._done.set()
+            if self.log is not None:
+                self._timer.cancel()  # a quick restore: its thread ends now, not after LONG_RESTORE_SECONDS
             self.phase("done")
             self.phases.pop("done", None)
             if self._closing is not None:

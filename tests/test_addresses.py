@@ -136,3 +136,27 @@ def test_same_objects_is_identity_never_equality(seed: int) -> None:
         assert equal == old and not addresses.same_objects(items, at, snapshot)
     assert not addresses.same_objects(items[: at + len(snapshot) - 1], at, snapshot)  # past the end
     assert addresses.same_objects(items, len(items), [])
+
+
+def test_a_set_is_not_read_in_place_while_a_thread_of_the_notebook_runs() -> None:
+    """Hashing a table lets other threads run; one of the notebook's could grow the set and free
+    the table being read. While such a thread lives, the digest is not taken (the items are
+    listed instead, and the chunks still follow every change)."""
+    import threading
+
+    from persistent_kernel import chunked
+
+    ids = {f"id{i}" for i in range(40_000)}
+    assert addresses.set_state(ids) is not None
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        assert addresses.set_state(ids) is None
+        first = chunked.chunks_of(ids).chunks
+        ids.add("new")
+        assert chunked.chunks_of(ids).chunks != first
+    finally:
+        stop.set()
+        worker.join()
+    assert addresses.set_state(ids) is not None
