@@ -59,7 +59,8 @@ def _exact(value: set) -> list[str]:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_a_set_table_digest_moves_whenever_the_set_holds_other_objects(seed: int) -> None:
+def test_a_set_table_digest_moves_whenever_the_set_holds_other_objects(seed: int, monkeypatch) -> None:
+    monkeypatch.setattr(addresses, "_alone", lambda: True)  # threads other tests left behind never touch these sets
     rng = random.Random(seed)
     value = {_item(rng) for _ in range(rng.choice([5, 500, 20_000]))}
     held = list(value)  # the caller's snapshot: held, so no address is reused
@@ -147,7 +148,8 @@ def test_a_set_is_not_read_in_place_while_a_thread_of_the_notebook_runs() -> Non
     from persistent_kernel import chunked
 
     ids = {f"id{i}" for i in range(40_000)}
-    assert addresses.set_state(ids) is not None
+    alone = addresses._alone()  # False when an earlier test left a thread running
+    assert (addresses.set_state(ids) is not None) == alone
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait)
     worker.start()
@@ -159,4 +161,41 @@ def test_a_set_is_not_read_in_place_while_a_thread_of_the_notebook_runs() -> Non
     finally:
         stop.set()
         worker.join()
-    assert addresses.set_state(ids) is not None
+    assert (addresses.set_state(ids) is not None) == alone
+
+
+def test_the_kernels_own_threads_do_not_count(monkeypatch) -> None:
+    """Threads whose code is the kernel's (by target, by class, a Timer by its function) leave the
+    digest on; one more thread of the notebook's turns it off."""
+    import threading
+
+    stop = threading.Event()
+
+    def kernel_loop() -> None:
+        stop.wait()
+
+    def notebook_loop() -> None:
+        stop.wait()
+
+    class KernelThread(threading.Thread):
+        def run(self) -> None:
+            stop.wait()
+
+    kernel_loop.__module__ = "ipykernel.iostream"
+    KernelThread.__module__ = "persistent_kernel.writer"
+    timer = threading.Timer(60, kernel_loop)
+    threads = [threading.Thread(target=kernel_loop, daemon=True), KernelThread(daemon=True), timer]
+    for thread in threads:
+        thread.start()
+    try:
+        me = threading.current_thread()
+        monkeypatch.setattr(threading, "enumerate", lambda: [me, *threads])  # what other tests left running aside
+        assert addresses._alone()
+        threads.append(threading.Thread(target=notebook_loop, daemon=True))
+        threads[-1].start()
+        assert not addresses._alone()
+    finally:
+        stop.set()
+        timer.cancel()
+        for thread in threads:
+            thread.join()
