@@ -168,7 +168,7 @@ def _outermost_module(frame: Any) -> str | None:
     return module
 
 
-def list_items(obj: list) -> memoryview | None:
+def _list_items(obj: list) -> memoryview | None:
     """A view of an exact list's item pointers, as bytes (its ``ob_item`` array, one word an
     item), or None where lists cannot be read here. Valid while the list is not changed: only
     for lists the caller owns (a snapshot, a listing just made), never a user's list, which
@@ -187,12 +187,12 @@ def _ob_item(obj: list) -> int:
 def same_objects(items: list, at: int, snapshot: list) -> bool:
     """Whether ``items[at:at + len(snapshot)]`` are the very objects of ``snapshot``: their
     pointers compared as bytes, in C, without touching an item (``is`` one by one reads every
-    item's memory). Both are lists the caller owns (see ``list_items``); ``snapshot`` holds its
+    item's memory). Both are lists the caller owns (see ``_list_items``); ``snapshot`` holds its
     objects, so no other object has their addresses."""
     end = at + len(snapshot)
     if end > len(items):
         return False
-    whole, part = list_items(items), list_items(snapshot)
+    whole, part = _list_items(items), _list_items(snapshot)
     if whole is None or part is None:
         return all(map(operator.is_, items[at:end], snapshot))
     return whole[at * _WORD : end * _WORD].tobytes() == part.tobytes()

@@ -236,22 +236,26 @@ def _refresh_set(obj: set, known: Chunked) -> None:
 
 
 def _refresh_array(obj: Any, known: Chunked) -> None:
-    # Memory order: an array made in Fortran order (a pandas block often is) lists its items without a copy.
-    order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
+    order = memory_order(obj)
     if order != known.order:
         known.chunks, known.reach, known.fingerprint = [], set(), None
     known.order = order
-    now = addresses.array_addresses(obj)
+    now = addresses.array_addresses(obj)  # a view: it follows the array
+    taken = None if now is None else now.copy()
     before, known.fingerprint = known.fingerprint, None  # until the chunks are of these addresses
     flat = obj.ravel(order=order)
-    if now is not None and before is not None and known.chunks and len(before) == len(now):
-        taken = now.copy()
+    if taken is not None and before is not None and known.chunks and len(before) == len(taken):
         known.replace_chunks(_rechunk_changed(known.chunks, flat, before != taken))
     else:
-        taken = None if now is None else now.copy()
         known.replace_chunks(_rechunk(known.chunks, flat.tolist(), None))
     if taken is not None and bool((now == taken).all()):  # no other thread changed it meanwhile
         known.fingerprint = taken
+
+
+def memory_order(obj: Any) -> Literal["C", "F"]:
+    """The order a numpy array's items lie in memory ("F" for one made in Fortran order, as a
+    pandas block often is): listed or reopened in that order, without a copy."""
+    return "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
 
 
 def _rechunk_changed(old: list[Chunk], flat: Any, changed: Any) -> list[Chunk]:
@@ -454,7 +458,7 @@ def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> N
     if type(obj) is set and not _same_order(obj, parts):
         return  # rebuilt in another order (another table size, another string hash seed): chunked anew when next looked at
     if type(obj) not in _KIND_NAMES:
-        known.order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
+        known.order = memory_order(obj)
         now = addresses.array_addresses(obj)
         known.fingerprint = None if now is None else now.copy()
     elif type(obj) is set:

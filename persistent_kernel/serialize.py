@@ -42,7 +42,7 @@ from typing import Any
 import xxhash
 
 from .chunked import MIN_ITEMS as CHUNKED_MIN_ITEMS
-from .chunked import chunks_of, eligible_size, load_persistent
+from .chunked import chunks_of, eligible_size, load_persistent, memory_order
 from .definitionindex import is_definition_object
 from .definitions import reduce_definition
 from .errors import Unserializable, interruptions_as_errors
@@ -230,8 +230,7 @@ def _reduce_memmap(obj: Any) -> Any:
 
     if not isinstance(obj.base, mmap.mmap):
         return NotImplemented  # a view of a memmap: stored as an array
-    order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
-    return (reopen_memmap, (os.path.abspath(obj.filename), obj.dtype, obj.mode, obj.offset, obj.shape, order))
+    return (reopen_memmap, (os.path.abspath(obj.filename), obj.dtype, obj.mode, obj.offset, obj.shape, memory_order(obj)))
 
 
 def _by_reference(obj: Any, by_reference: ByReference | None) -> Any:
