@@ -65,6 +65,10 @@ class Journal:
         self.writer: BackgroundWriter | None = None
         self.on_unlanded: Any = None  # called (from the writer thread) with the names of a version that did not land
         self.sync_interval = sync_interval
+        # Schedules a call for when the kernel is next idle (after the reply is sent); False when it
+        # cannot (no event loop yet). Given, a small outcome is committed then (``Store.settle``).
+        self.when_idle: Callable[[Callable[[], None]], bool] | None = None
+        self.outcome_lost = False  # a deferred outcome failed to commit: the next checkpoint stores everything
         self._opener = StoreOpener(
             map_size=map_size, max_store_size=max_store_size, sync_interval=sync_interval, lock_timeout=lock_timeout, replica_url=self.replica_url
         )
@@ -129,6 +133,7 @@ class Journal:
 
     def _open_store(self) -> None:
         self.store = self._opener.open()
+        self.store.on_settle_failed = self._settle_failed
         pulled = self._opener.pulled
         if pulled is not None:
             self.notify(
@@ -297,16 +302,26 @@ class Journal:
         record.ename = ename
         record.evalue = evalue[:500] if evalue else evalue
         record.random_state_after = random_state_after
+        # A commit with no large values to land may wait in the outcome slot until the reply is sent.
+        # Not while writes fail: the next commit is made on the reply path, so that what the user is told is known.
+        defer = (
+            self.when_idle is not None
+            and self.health.write_problem is None
+            and (checkpoint is None or not checkpoint.jobs)
+            and self.when_idle(self.settle)
+        )
         try:
             if checkpoint is None:
-                committed = self.store.set_outcome(record)
+                committed = self.store.set_outcome(record, defer=defer)
             else:
                 record.reads = sorted(checkpoint.reads)
                 record.writes = sorted(checkpoint.writes)
                 record.deletes = sorted(checkpoint.deletes)
                 record.result = checkpoint.result
                 record.checkpointed = True
-                committed = self.store.commit_checkpoint(record, checkpoint.versions, checkpoint.pointers, checkpoint.blobs, context)
+                committed = self.store.commit_checkpoint(
+                    record, checkpoint.versions, checkpoint.pointers, checkpoint.blobs, context, defer=defer
+                )
         except StoreWriteError as exc:
             self.health.write_failed(exc)
             return False
@@ -322,6 +337,17 @@ class Journal:
                 # Durable before it counts: a replay could not be trusted to make the same bytes again.
                 self.writer.drain(timeout=LAND_BEFORE_REPLY_TIMEOUT)
         return committed
+
+    def settle(self) -> None:
+        """Commit the outcome waiting in the outcome slot (on the event loop, once the reply is sent)."""
+        if self.store is not None:
+            self.store.settle()
+
+    def _settle_failed(self, exc: StoreWriteError) -> None:
+        # The cell was answered; its changes are not in the store. Told like any failed write;
+        # the recorder stores the namespace whole with the next cell (``outcome_lost``).
+        self.outcome_lost = True
+        self.health.write_failed(exc)
 
     def _unlanded(self, job: WriteJob, reason: str, failed: bool) -> None:
         # From the writer thread. The names' next checkpoint stores them again; a failure

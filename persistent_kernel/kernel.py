@@ -38,6 +38,10 @@ from .store import DEFAULT_MAP_SIZE
 
 T = TypeVar("T")
 
+# Seconds after a reply before its outcome is moved from the outcome slot into LMDB
+# (measured: at once, it competed with the IOPub thread sending the idle status).
+SETTLE_DELAY = 0.005
+
 
 class PersistentKernel(IPythonKernel):
     """An IPython kernel whose session survives the death of its process."""
@@ -190,6 +194,7 @@ class PersistentKernel(IPythonKernel):
         # The session panel (JupyterLab / Notebook 7 extension) asks through a comm of its own.
         self.panel = SessionPanel(self.journal, lambda: self.restore_report, self.shell)
         self.recorder.after_commit = self._after_commit
+        self.journal.when_idle = self._when_idle
         comm_manager = getattr(self, "comm_manager", None)
         if comm_manager is not None:
             self.panel.register(comm_manager)
@@ -203,6 +208,19 @@ class PersistentKernel(IPythonKernel):
             self.shell.register_magics(
                 PersistMagics(self.shell, self.journal, self.checkpointer, self.recorder, configured_exclusions=list(self.exclude))
             )
+
+    def _when_idle(self, call: Callable[[], None]) -> bool:
+        """Run ``call`` on the event loop a moment after the current request is answered; False: no loop yet.
+
+        Not at once: the IOPub thread is then sending the reply's idle status, and the call's
+        work would hold up exactly that. A request arriving sooner finds it done by its own
+        commit (``Store.settle`` runs first), so the wait never delays anything.
+        """
+        loop = getattr(self, "io_loop", None)
+        if loop is None:
+            return False
+        loop.call_later(SETTLE_DELAY, call)
+        return True
 
     def _after_commit(self, went_in: bool) -> None:
         """A cell or event was committed (or failed to be): the replica ships it, the panels hear of it."""

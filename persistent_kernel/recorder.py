@@ -178,6 +178,12 @@ class SessionRecorder:
 
     def _prepare(self, seq: int, code: str) -> tuple[Checkpoint | None, list[str]]:
         """The namespace changes of ``code`` and of the comm messages handled since the last checkpoint."""
+        if self.journal.outcome_lost:
+            # An earlier outcome, committed after its reply, failed: what the checkpointer
+            # believes stored is not. Store the namespace whole.
+            self.journal.outcome_lost = False
+            self.checkpointer.forget()
+            self.reset_after_failure()
         with self.namespace_lock:
             folded, self._folded = self._folded, []
             ran: set[types.CodeType] = set().union(*(codes for _trigger, codes, _complete in folded))

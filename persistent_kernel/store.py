@@ -15,6 +15,12 @@ Durability, flag by flag (see docs/architecture.md):
   because ``writemap`` is off, it cannot corrupt the file.
 - ``sync_interval == 0``: every commit waits for ``fsync`` (about 0.3 ms here);
   an OS crash loses nothing that was committed.
+- A cell's outcome small enough for the outcome slot (``outcomeframe``) is copied
+  there on the reply path and applied to LMDB when the kernel is next idle
+  (``settle``; any read or write of the store settles first): in the page cache,
+  the slot survives the death of the process like a ``sync=False`` commit, the
+  next kernel applies a frame it finds there, and the flusher msyncs it with the
+  environment.
 - A failed background sync is kept (``durability_problem``) and told, never
   retried away: after an I/O error the OS may have dropped the dirty pages.
 - ``writemap`` is never used: together with ``sync=False`` it can corrupt the file
@@ -84,6 +90,31 @@ from .storereplica import StoreReplica
 __all__ = ["DEFAULT_MAP_SIZE", "FORMAT_VERSION", "Store", "version_key"]
 
 
+class SettlingEnvironment:
+    """The LMDB environment, settling a deferred outcome before any transaction or copy begins.
+
+    Every read and write of the store goes through ``begin`` (or ``copy``): so nothing,
+    in this process, sees the store without the last cell's outcome.
+    """
+
+    def __init__(self, env: lmdb.Environment, store: Store) -> None:
+        self._raw = env
+        self._store = store
+
+    def begin(self, **kwargs: Any) -> Any:
+        if self._store._pending is not None:
+            self._store.settle()
+        return self._raw.begin(**kwargs)
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        if self._store._pending is not None:
+            self._store.settle()
+        return self._raw.copy(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
 class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, StoreMaintenance, StoreReplica):
     """A session's journal and metadata in LMDB.
 
@@ -138,7 +169,7 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
                 raise StoreUnavailable(f"cannot open the store at {self.path}: {damage}")
             # LMDB opens and maps these itself: checked before, and the same files after.
             before = {name: check_private(self.path / name) for name in ("data.mdb", "lock.mdb")}
-            self._env = lmdb.open(
+            self._env = lmdb.open(  # wrapped below, once open
                 str(self.path),
                 subdir=True,
                 map_size=map_size if not max_map_size else min(map_size, max_map_size),
@@ -152,6 +183,9 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
             )
         except (lmdb.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the store at {self.path}: {exc}") from exc
+        self._pending: tuple[int, list[Any]] | None = None  # an outcome in the outcome slot, not yet in LMDB
+        self.on_settle_failed: Callable[[StoreWriteError], None] | None = None
+        self._env = SettlingEnvironment(self._env, self)  # type: ignore[assignment]
         try:
             for name, info in before.items():
                 now = check_private(self.path / name)
@@ -165,6 +199,14 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
             self._names = self._env.open_db(NAMES)
             self._blobs = self._env.open_db(BLOBS)
             self._tags = self._env.open_db(TAGS)
+            self._by_kind = {
+                AS_CELL: self._cells,
+                AS_OUTCOME: self._outcomes,
+                AS_VERSION: self._versions,
+                AS_NAME: self._names,
+                AS_BLOB: self._blobs,
+                AS_META: self._meta,
+            }
             needs_signing = self._check_format(owner=owner, trust=trust)
         except (lmdb.Error, StoreUnavailable, OSError) as exc:
             self._env.close()
@@ -176,9 +218,11 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
             self.files.remove_leftovers()  # a killed writer's temporary files
         self._floor = 0  # records below this were cleared while they ran (%persist forget)
         self._running: tuple[int, bytes] | None = None  # the record this store wrote to the slot
-        self._seen_running: tuple[int, bytes] | None = None  # a non-owner's view of the kernel's slot
+        # A non-owner's view of the kernel's slots: (seq, record, outcome once known).
+        self._seen_running: tuple[int, bytes, bytes | None] | None = None
         try:
             self.slot = AheadSlot(self.path / "ahead")
+            self.outcome_slot = AheadSlot(self.path / "outcome")
             if owner:
                 self._next_seq = self._take_in_slot()
             else:
@@ -367,10 +411,11 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
             self._durability_failed(f"fsync of {self.path / 'data.mdb'}", exc)
 
     def _sync_slot(self) -> None:
-        try:
-            self.slot.flush()
-        except (OSError, ValueError) as exc:
-            self._durability_failed(f"msync of {self.slot.path}", exc)
+        for slot in (self.slot, self.outcome_slot):
+            try:
+                slot.flush()
+            except (OSError, ValueError) as exc:
+                self._durability_failed(f"msync of {slot.path}", exc)
 
     def _durability_failed(self, what: str, exc: BaseException) -> None:
         if self.durability_problem is None:
@@ -383,12 +428,14 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
         with self._sync_lock, self._lock:
             if self._closed.is_set():
                 return
+            self.settle()
             self._dirty.clear()
             self._sync_environment()
             self._sync_slot()
             self._closed.set()
             self._env.close()
             self.slot.close()
+            self.outcome_slot.close()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(timeout=2)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .ahead import AheadSlot
 from .authentication import Authenticator
 from .blobfiles import BlobFiles
+from .errors import StoreWriteError
 from .storekeys import T
 
 if TYPE_CHECKING:
@@ -54,7 +55,11 @@ class StorePart:
     _floor: int  # records below this were cleared while they ran (%persist forget)
     _next_seq: int
     _running: tuple[int, bytes] | None  # the record this store wrote to the slot
-    _seen_running: tuple[int, bytes] | None  # a non-owner's view of the kernel's slot
+    _seen_running: tuple[int, bytes, bytes | None] | None  # a non-owner's view of the kernel's slots
+    outcome_slot: AheadSlot  # a cell's commit, made after its reply (``outcomeframe``)
+    _pending: tuple[int, list[Any]] | None  # the commit in the outcome slot, not yet in LMDB
+    on_settle_failed: Callable[[StoreWriteError], None] | None
+    _by_kind: dict[bytes, lmdb._Database]  # tagged kind -> its database
 
     if TYPE_CHECKING:
         # -- defined in Store (store.py) -------------------------------------------------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from . import outcomeframe
 from .authentication import TAG_BYTES, Authenticator
 from .blobfiles import write_failure
 from .errors import (
@@ -30,12 +31,26 @@ from .storekeys import (
     seq_key,
 )
 
+DEFER_MAX_BYTES = 256 * 1024  # a larger commit is made on the reply path (the slot would copy it twice)
+OUTCOME_SLOT_KEY = b"outcome:"  # what the outcome slot's tag covers besides the frame: this prefix and the seq
+
 
 class StoreCells(StorePart):
     """The write-ahead protocol for cells, part of ``Store``: a cell's record in the slot before it runs, then its outcome and its checkpoint in one transaction, the marks of large values landing, and reading the records back."""
 
-    def _slot_record(self, next_seq: int) -> tuple[int, bytes] | None:
-        """The record in the write-ahead slot, if it is a cell whose outcome is not committed."""
+    def _slot_record(self, next_seq: int) -> tuple[int, bytes, bytes | None] | None:
+        """The cell in the slots whose outcome LMDB does not have: (seq, record, outcome or None).
+
+        The outcome slot holds a cell's whole commit made while the kernel was busy and not
+        yet applied (its outcome is known); the ahead slot, a cell that was running.
+        """
+        applied = self._slot_commit(next_seq)
+        if applied is not None:
+            seq, items = applied
+            ahead, outcome = outcomeframe.record_parts(items)
+            if ahead is not None:
+                return seq, ahead, outcome
+            next_seq = seq + 1
         payload = self.slot.read()
         if payload is None:
             return None
@@ -49,16 +64,41 @@ class StoreCells(StorePart):
         if self._auth is not None and not self._auth.is_authentic(AS_SLOT, seq_key(seq), ahead, tag):
             self._refuse(f"the record of the cell running when the kernel stopped (#{seq})")
             return None
-        return seq, ahead
+        return seq, ahead, None
+
+    def _slot_commit(self, next_seq: int) -> tuple[int, list[outcomeframe.Item]] | None:
+        """The commit in the outcome slot, if LMDB does not have it yet (and it is authentic)."""
+        payload = self.outcome_slot.read()
+        if payload is None:
+            return None
+        tag, frame = (payload[:TAG_BYTES], payload[TAG_BYTES:]) if self._auth is not None else (None, payload)
+        if not outcomeframe.is_frame(frame):
+            return None
+        try:
+            seq, items = outcomeframe.decode(frame)
+        except ValueError:
+            return None  # not a frame this code wrote whole
+        if seq < next_seq:
+            return None  # applied
+        if self._auth is not None and not self._auth.is_authentic(AS_SLOT, OUTCOME_SLOT_KEY + seq_key(seq), frame, tag):
+            self._refuse(f"the outcome of cell #{seq}, made as the kernel stopped")
+            return None
+        return seq, items
 
     def _take_in_slot(self) -> int:
-        """Read ``next_seq``; a record left in the slot beyond it ran when the kernel died: record it."""
+        """Read ``next_seq``; apply an outcome left in the outcome slot, and record a cell left in the
+        ahead slot (it ran when the kernel died)."""
         with self._env.begin() as txn:
             next_seq = self._next_seq_in(txn)
+        applied = self._slot_commit(next_seq)
+        if applied is not None:
+            seq, items = applied
+            if self._write(lambda txn: self._apply(txn, seq, items)):
+                next_seq = seq + 1
         found = self._slot_record(next_seq)
         if found is None:
             return next_seq
-        seq, payload = found
+        seq, payload, _outcome = found
         self._write(lambda txn: self._put_ahead(txn, seq, payload))
         return seq + 1
 
@@ -113,10 +153,15 @@ class StoreCells(StorePart):
             self._put(txn, AS_CELL, self._cells, seq_key(seq), ahead)
             self._put(txn, AS_OUTCOME, self._outcomes, seq_key(seq), record.encode_outcome())
 
-    def _commit_outcome(self, record: CellRecord, body: Callable[[Any], bool]) -> bool:
+    def _commit_outcome(self, record: CellRecord, items: list[outcomeframe.Item], defer: bool) -> bool:
         with self._lock:
+            self.settle()  # an earlier cell's outcome goes in first
+            if record.seq < self._floor:
+                return False  # forgotten while it ran
+            if defer and self._defer(record, items):
+                return True
             try:
-                return self._committed(record, self._write(body))
+                return self._committed(record, self._write(lambda txn: self._apply(txn, record.seq, items)))
             except StoreWriteError:
                 if self._running is not None and self._running[0] == record.seq:
                     self.slot.clear()  # it ran: a kill now must not make it "running when the kernel died"
@@ -127,18 +172,96 @@ class StoreCells(StorePart):
             self._running = None  # in LMDB now
         return committed
 
-    def _put_record(self, txn: Any, record: CellRecord) -> bool:
-        """The record's ahead part and outcome into ``txn``; False when it was cleared (forgotten) since."""
-        if record.seq < self._floor:
+    def _defer(self, record: CellRecord, items: list[outcomeframe.Item]) -> bool:
+        """Put the commit in the outcome slot, for ``settle`` to apply; False: commit it now instead.
+
+        Not for a large commit (copied twice), nor behind an earlier cell whose outcome
+        failed to commit (``_running`` is then that cell: ``append`` records it first).
+        """
+        if self._running is not None and self._running[0] != record.seq:
             return False
+        frame = outcomeframe.encode(record.seq, items)
+        if len(frame) > DEFER_MAX_BYTES:
+            return False
+        framed = frame if self._auth is None else self._auth.tag(AS_SLOT, OUTCOME_SLOT_KEY + seq_key(record.seq), frame) + frame
+        try:
+            self.outcome_slot.write(framed)
+        except (OSError, ValueError):  # a full disk (reserving blocks): the transaction says so, now
+            self.outcome_slot.clear()
+            return False
+        self._pending = (record.seq, items)
+        self._running = None  # its record is in the outcome slot
+        self._dirty.set()  # the flusher msyncs the slots
+        return True
+
+    def settle(self) -> None:
+        """Apply the outcome waiting in the outcome slot to LMDB (the kernel calls it once idle).
+
+        A failure (a full disk) is told through ``on_settle_failed``: the cell ran and was
+        answered, but its changes are not stored; the caller stores the namespace whole
+        with the next cell, and the next ``append`` records this cell as "ran, outcome not
+        recorded", as when its commit fails on the reply path.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, None
+            if pending is None or self._closed.is_set():
+                return
+            seq, items = pending
+            try:
+                self._write(lambda txn: self._apply(txn, seq, items))
+            except StoreWriteError as exc:
+                ahead, _outcome = outcomeframe.record_parts(items)
+                self.outcome_slot.clear()  # not applied: a kill now must not apply it later, out of order
+                if ahead is not None and self._running is None:
+                    self._running = (seq, ahead)
+                if self.on_settle_failed is not None:
+                    self.on_settle_failed(exc)
+
+    def _outcome_items(
+        self,
+        record: CellRecord,
+        versions: dict[bytes, Version] | None = None,
+        pointers: dict[str, Pointer] | None = None,
+        blobs: dict[bytes, Any] | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> list[outcomeframe.Item]:
+        """What committing a cell's outcome puts, in order: its blobs, versions, pointers, record and outcome."""
+        items: list[outcomeframe.Item] = []
+        for blob_digest, data in (blobs or {}).items():
+            items.append((outcomeframe.BLOB, AS_BLOB, blob_digest, data))
+        for version_key, version in (versions or {}).items():
+            items.append((outcomeframe.PUT, AS_VERSION, version_key, version.encode()))
+        for name, pointer in (pointers or {}).items():
+            items.append((outcomeframe.PUT, AS_NAME, name_key(name, record.seq), pointer.encode()))
         key = seq_key(record.seq)
         if self._running is not None and self._running[0] == record.seq:
-            ahead = self._running[1]
+            items.append((outcomeframe.PUT, AS_CELL, key, self._running[1]))
         else:
             # Never re-sign what is there unless it is authentic: this kernel's own record otherwise.
-            ahead = self._get(txn, AS_CELL, self._cells, key, f"cell record #{record.seq}") or record.encode_ahead()
-        self._put(txn, AS_CELL, self._cells, key, ahead)
-        self._put(txn, AS_OUTCOME, self._outcomes, key, record.encode_outcome())
+            items.append((outcomeframe.AHEAD, AS_CELL, key, record.encode_ahead()))
+        items.append((outcomeframe.PUT, AS_OUTCOME, key, record.encode_outcome()))
+        if context is not None:
+            items.append((outcomeframe.PUT, AS_META, b"context", json_bytes(context)))
+        return items
+
+    def _apply(self, txn: Any, seq: int, items: list[outcomeframe.Item]) -> bool:
+        """A cell's commit into ``txn``; False when the cell was cleared (forgotten) since."""
+        if seq < self._floor:
+            return False
+        for op, kind, key, value in items:
+            db = self._by_kind[kind]
+            if op == outcomeframe.BLOB:
+                if self._stored_blob_is_authentic(txn, key):
+                    continue  # content-addressed: already stored by some earlier version
+                view = memoryview(value).cast("B")
+                chunks = max(1, -(-view.nbytes // BLOB_CHUNK))
+                for index in range(chunks):
+                    self._put(txn, AS_BLOB, db, key + chunk_key(index), view[index * BLOB_CHUNK : (index + 1) * BLOB_CHUNK])
+                self._authentic_blobs.add(key)  # if the transaction aborts, the blob's absence says so
+            elif op == outcomeframe.AHEAD:
+                self._put(txn, kind, db, key, self._get(txn, kind, db, key, f"cell record #{seq}") or value)
+            else:
+                self._put(txn, kind, db, key, value)
         return True
 
     def _stored_next_seq(self, txn: Any) -> int:
@@ -155,9 +278,12 @@ class StoreCells(StorePart):
         last = int.from_bytes(bytes(cursor.key()), "big") if cursor.last() else 0
         return max(self._stored_next_seq(txn), last + 1)
 
-    def set_outcome(self, record: CellRecord) -> bool:
-        """Store how a cell ended (with its record); False when the session was forgotten meanwhile."""
-        return self._commit_outcome(record, lambda txn: self._put_record(txn, record))
+    def set_outcome(self, record: CellRecord, *, defer: bool = False) -> bool:
+        """Store how a cell ended (with its record); False when the session was forgotten meanwhile.
+
+        ``defer``: the outcome may wait in the outcome slot for ``settle`` (see ``outcomeframe``).
+        """
+        return self._commit_outcome(record, self._outcome_items(record), defer)
 
     def commit_checkpoint(
         self,
@@ -166,6 +292,8 @@ class StoreCells(StorePart):
         pointers: dict[str, Pointer],
         blobs: dict[bytes, Any],
         context: dict[str, Any] | None = None,
+        *,
+        defer: bool = False,
     ) -> bool:
         """Commit a cell's outcome with everything it changed, in ONE transaction.
 
@@ -173,30 +301,9 @@ class StoreCells(StorePart):
         now stands; ``blobs``: digest -> bytes-like (stored once; a digest already
         stored and authentic is not written again; its tag is checked once per process).
         Returns False, storing nothing, when the cell's
-        record is gone (the session was forgotten while it ran).
+        record is gone (the session was forgotten while it ran). ``defer``: as in ``set_outcome``.
         """
-
-        def body(txn):
-            if record.seq < self._floor:
-                return False
-            for blob_digest, data in blobs.items():
-                if self._stored_blob_is_authentic(txn, blob_digest):
-                    continue  # content-addressed: already stored by some earlier version
-                view = memoryview(data).cast("B")
-                chunks = max(1, -(-view.nbytes // BLOB_CHUNK))
-                for index in range(chunks):
-                    self._put(txn, AS_BLOB, self._blobs, blob_digest + chunk_key(index), view[index * BLOB_CHUNK : (index + 1) * BLOB_CHUNK])
-                self._authentic_blobs.add(blob_digest)  # if the transaction aborts, the blob's absence says so
-            for version_key, version in versions.items():
-                self._put(txn, AS_VERSION, self._versions, version_key, version.encode())
-            for name, pointer in pointers.items():
-                self._put(txn, AS_NAME, self._names, name_key(name, record.seq), pointer.encode())
-            self._put_record(txn, record)
-            if context is not None:
-                self._put(txn, AS_META, self._meta, b"context", json_bytes(context))
-            return True
-
-        return self._commit_outcome(record, body)
+        return self._commit_outcome(record, self._outcome_items(record, versions, pointers, blobs, context), defer)
 
     def _stored_blob_is_authentic(self, txn: Any, blob_digest: bytes) -> bool:
         """Whether a blob is stored, whole and authentic (else it is written again, over what is there).
@@ -286,6 +393,7 @@ class StoreCells(StorePart):
             self._floor = self._next_seq  # a cell running now is forgotten too
             self._running = None
             self.slot.clear()
+            self.outcome_slot.clear()
         for blob in list(self.files.digests()):  # after the commit: nothing names them any more
             self.files.remove(blob)
         return count
@@ -308,21 +416,22 @@ class StoreCells(StorePart):
                     items.append((key, None, None))
         running = self._running_record([(key, b"") for key, _, _ in items])
         if running is not None:
-            items.append((running[0], running[1], None))
+            items.append(running)
         return (
             CellRecord.decode(ahead, outcome) if ahead is not None else CellRecord.refused(int.from_bytes(key, "big"))
             for key, ahead, outcome in items
         )
 
-    def _running_record(self, items: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
-        """The record in the slot (a cell running now), unless it is already in LMDB or forgotten."""
-        running = self._running or self._seen_running
+    def _running_record(self, items: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, bytes | None] | None:
+        """(key, record, outcome) of the cell in the slots (running now, or its outcome not applied
+        yet), unless it is already in LMDB or forgotten."""
+        running = (*self._running, None) if self._running is not None else self._seen_running
         if running is None or running[0] < self._floor:
             return None
         key = seq_key(running[0])
         if items and items[-1][0] >= key:
             return None
-        return key, running[1]
+        return key, running[1], running[2]
 
     def count(self) -> int:
         """Cell records, the one running now included."""

@@ -414,3 +414,20 @@ def test_library_globals_come_back_as_the_librarys_own_objects(kernel, pk_home: 
     assert k.evaluate("os.getenv('PK_TEST_OTHER')") == "'yes'", "writing through the restored name reaches the process"
     k.shutdown()
     check_store(pk_home)
+
+
+def test_cells_answered_before_their_outcome_reached_lmdb_come_back(kernel, pk_home: Path) -> None:
+    # A small cell's commit waits in the outcome slot until the kernel is idle. Here it is never
+    # settled (the kernel's idle call is taken away): every answered cell must still come back
+    # from the slot alone, in order, after a SIGKILL.
+    k = kernel()
+    run(k, "base = [1, 2]; alias = base")
+    run(k, "get_ipython().kernel.journal.when_idle = lambda call: True  # never calls settle")
+    run(k, "base.append(3); n = len(base)")
+    run(k, "import os; os.environ['PK_DEFERRED'] = 'yes'; total = sum(base)")
+    crash_and_restart(k)
+    assert k.evaluate("(base, alias is base, n, total, os.environ.get('PK_DEFERRED'))") == "([1, 2, 3], True, 3, 6, 'yes')"
+    statuses = k.evaluate("[r.status for r in get_ipython().kernel.journal.records() if r.kind == 'cell'][-3:]")
+    assert statuses == "['ok', 'ok', 'ok']"
+    k.shutdown()
+    check_store(pk_home)

@@ -401,3 +401,137 @@ def test_pruning_the_history_scans_without_holding_up_the_next_cell(tmp_path: Pa
         release.set()
         pruning.join(30)
         store.close()
+
+
+# -- an outcome committed after the reply (the outcome slot) -------------------------------------
+
+DEFERRED_CHILD = """
+import os, signal, time
+from persistent_kernel.records import CellRecord, Pointer, Version
+from persistent_kernel.store import Store, version_key
+store = Store({path!r}, sync_interval=0, owner=True)
+first = store.append(CellRecord(seq=0, code="a = 1", execution_count=1, started_at=time.time()))
+first.status = "ok"
+key = version_key(first.seq, 0)
+version = Version("stored", ["a"], method="pickle", payload=(b"d" * 16).hex(), nbytes=5000)
+store.commit_checkpoint(first, {{key: version}}, {{"a": Pointer("live", version=key.hex(), bound_at=1)}}, {{b"d" * 16: b"v" * 5000}}, defer=True)
+second = store.append(CellRecord(seq=0, code="b = 2", execution_count=2, started_at=time.time()))
+second.status = "ok"
+store.commit_checkpoint(second, {{}}, {{}}, {{}}, {{"cwd": "/somewhere"}}, defer=True)
+os.kill(os.getpid(), signal.SIGKILL)  # before anything settled the second cell's commit
+"""
+
+
+def test_an_outcome_left_in_the_outcome_slot_is_applied_by_the_next_owner(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    result = subprocess.run([sys.executable, "-c", DEFERRED_CHILD.format(path=str(path))], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    reader = Store(path, sync_interval=0)  # not the owner: sees the record and its outcome, writes nothing
+    try:
+        assert [(r.code, r.status) for r in reader.records()] == [("a = 1", rec.OK), ("b = 2", rec.OK)]
+        assert reader.count() == 2
+        assert reader.get_meta("context") is None  # the second commit is not in LMDB yet
+    finally:
+        reader.close()
+    store = Store(path, sync_interval=0, owner=True)
+    try:
+        first, second = store.records()
+        assert (first.code, first.status, second.code, second.status) == ("a = 1", rec.OK, "b = 2", rec.OK)
+        assert bytes(store.read_blob(b"d" * 16)) == b"v" * 5000  # the first cell's (settled by the second commit)
+        assert store.get_meta("context") == {"cwd": "/somewhere"}  # the second cell's, taken in at the open
+        assert store.append(new_record()).seq == 3
+        assert store.check() == []
+    finally:
+        store.close()
+
+
+def test_a_deferred_outcome_is_settled_before_anything_reads_or_writes_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", sync_interval=0, owner=True)
+    try:
+        record = store.append(new_record("a = 1"))
+        record.status = rec.OK
+        assert store.commit_checkpoint(record, {}, {"a": Pointer("deleted")}, {}, {"cwd": "/here"}, defer=True)
+        assert store._pending is not None  # in the outcome slot only
+        assert store.get_meta("context") == {"cwd": "/here"}  # a read settles it first
+        assert store._pending is None
+        assert [(r.code, r.status) for r in store.records()] == [("a = 1", rec.OK)]
+        second = store.append(new_record("b = 2"))
+        second.status = rec.OK
+        assert store.set_outcome(second, defer=True)
+        store.settle()
+        assert store._pending is None
+        assert [r.status for r in store.records()] == [rec.OK, rec.OK]
+        third = store.append(new_record("c = 3"))
+        third.status = rec.OK
+        assert store.set_outcome(third, defer=True)
+    finally:
+        store.close()  # settles it
+    store = Store(tmp_path / "store", sync_interval=0, owner=True)
+    try:
+        assert [(r.code, r.status) for r in store.records()] == [("a = 1", rec.OK), ("b = 2", rec.OK), ("c = 3", rec.OK)]
+        assert store.check() == []
+    finally:
+        store.close()
+
+
+def test_a_large_commit_is_not_deferred(store: Store) -> None:
+    record = store.append(new_record("a = big"))
+    record.status = rec.OK
+    data = os.urandom(512 * 1024)
+    assert store.commit_checkpoint(record, {}, {}, {b"e" * 16: data}, defer=True)
+    assert store._pending is None  # above the outcome slot's limit: committed on the spot
+    assert bytes(store.read_blob(b"e" * 16)) == data
+
+
+def test_a_deferred_outcome_that_fails_to_commit_is_told_and_its_cell_kept_as_unrecorded(tmp_path: Path) -> None:
+    store = Store(tmp_path / "capped", map_size=64 * 1024, max_map_size=128 * 1024, sync_interval=0, owner=True)
+    failures: list[StoreWriteError] = []
+    store.on_settle_failed = failures.append
+    try:
+        record = store.append(new_record("a = 1"))
+        record.status = rec.OK
+        too_big = {b"f" * 16: os.urandom(200 * 1024)}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("persistent_kernel.storecells.DEFER_MAX_BYTES", 1024 * 1024)
+            assert store.commit_checkpoint(record, {}, {}, too_big, defer=True)  # answered: in the outcome slot
+        store.settle()  # the map cannot hold it
+        assert len(failures) == 1 and "size limit" in str(failures[0])
+        assert store._pending is None
+        nxt = store.append(new_record("b = 2"))  # records the first as "ran, outcome not recorded"
+        assert nxt.seq == 2
+        assert [(r.code, r.status) for r in store.records()] == [("a = 1", rec.UNRECORDED), ("b = 2", rec.STARTED)]
+        assert store.check() == []
+    finally:
+        store.close()
+    store = Store(tmp_path / "capped", sync_interval=0, max_map_size=128 * 1024, owner=True)
+    try:  # the failed frame was cleared: the next owner does not apply it out of order
+        assert [r.code for r in store.records()][:1] == ["a = 1"]
+        with pytest.raises(KeyError):
+            store.read_blob(b"f" * 16)
+    finally:
+        store.close()
+
+
+def test_a_damaged_or_forged_outcome_slot_is_not_applied(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    result = subprocess.run([sys.executable, "-c", DEFERRED_CHILD.format(path=str(path))], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    slot = path / "outcome"
+    data = bytearray(slot.read_bytes())
+    tag_end = 16 + 32  # the slot's header, then the frame's HMAC tag
+    at = data.index(b"/somewhere", tag_end)
+    data[at : at + 10] = b"/elsewhere"  # changed, and the slot's checksum made to match again
+    import xxhash
+
+    length = int.from_bytes(data[4:8], "little")
+    data[8:16] = xxhash.xxh3_64_digest(bytes(data[16 : 16 + length]))
+    slot.write_bytes(bytes(data))
+    store = Store(path, sync_interval=0, owner=True)
+    try:
+        assert store.get_meta("context") is None  # refused: not applied
+        assert any("outcome of cell #2" in what for what in store.refusals)
+        # The cell's record written ahead still says it ran: kept as a cell the kernel stopped in.
+        assert [(r.code, r.status) for r in store.records()] == [("a = 1", rec.OK), ("b = 2", rec.STARTED)]
+        assert store.check() == []
+    finally:
+        store.close()
