@@ -27,6 +27,7 @@ import hmac
 import os
 import secrets
 import stat
+import struct
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,6 +139,16 @@ class Authenticator:
     def file_tag(self, blob_digest: bytes, segment_hashes: Iterable[bytes]) -> bytes:
         """The tag of a large-blob file, from its segments' SHA-256 digests (``segment_hashes``)."""
         return self.tag(b"f", blob_digest, b"".join(segment_hashes))
+
+    def file_seal(self, blob_digest: bytes, info: os.stat_result) -> bytes:
+        """The tag of a verified large file's identity on this machine: device, inode, size, mtime, ctime.
+
+        A file whose identity still has this tag has not been written since it was
+        verified (writing sets its ctime, which no unprivileged process can set back),
+        so a restore need not hash it again. See docs/security.md, "Sealed files".
+        """
+        identity = struct.pack(">QQQqq", info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        return self.tag(b"F", blob_digest, identity)
 
 
 class SegmentHasher:

@@ -129,6 +129,7 @@ class BlobFiles:
         chunk_size: int = COPY_CHUNK,
         cancelled: Callable[[], bool] | None = None,
         seal: Callable[[list[bytes]], None] | None = None,
+        stamped: Callable[[os.stat_result], None] | None = None,
     ) -> int:
         """Write ``data`` (bytes-like) durably under ``blob_digest``; returns the bytes written.
 
@@ -139,7 +140,8 @@ class BlobFiles:
         each chunk (to leave disk bandwidth to the user; pass a small ``chunk_size`` with it).
         ``seal(segment_hashes)`` is called with the SHA-256 of each 16 MiB segment
         of what was written (``authentication.SegmentHasher``), after the fsync and
-        before the file appears: a complete file always has its tag.
+        before the file appears: a complete file always has its tag. ``stamped(info)`` is
+        then called with the file's ``fstat`` once it is in place (see ``Authenticator.file_seal``).
         """
         final = self.path(blob_digest)
         if final.is_file():
@@ -181,12 +183,17 @@ class BlobFiles:
             os.close(fd)
             temporary.unlink(missing_ok=True)
             raise
-        os.close(fd)
-        os.replace(temporary, final)  # the commit point of the file
-        _fsync_dir(self.directory)
+        try:
+            os.replace(temporary, final)  # the commit point of the file
+            _fsync_dir(self.directory)
+            info = os.fstat(fd)  # after the rename, which sets the ctime: the identity the file keeps
+        finally:
+            os.close(fd)
+        if stamped is not None:
+            stamped(info)
         return view.nbytes
 
-    def map(self, blob_digest: bytes) -> mmap.mmap | bytes:
+    def map(self, blob_digest: bytes, stats: dict[bytes, os.stat_result] | None = None) -> mmap.mmap | bytes:
         """The blob as a private, writable mapping: pages load on first access; writes stay in memory.
 
         An empty blob is ``b""`` (``mmap`` refuses length 0).
@@ -194,17 +201,22 @@ class BlobFiles:
         Raises FileNotFoundError when the blob is not (or no longer) stored, and
         ``NotPrivate`` when it is not a private regular file of this user's: the
         mapping shows later changes to the file, so only a file no one else can
-        write stays as it was verified.
+        write stays as it was verified. ``stats`` gets the ``fstat`` of the file mapped.
         """
         fd = open_private(self.path(blob_digest), os.O_RDONLY)
         try:
-            if os.fstat(fd).st_size == 0:
+            info = os.fstat(fd)
+            if stats is not None:
+                stats[blob_digest] = info
+            if info.st_size == 0:
                 return mmap.mmap(-1, 1)[:0]  # an empty buffer (mmap refuses length 0)
             return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)  # the mapping keeps the file alive, even if it is deleted later
 
-    def map_pieces(self, digests: list[bytes], copied: dict[bytes, Any]) -> tuple[mmap.mmap | bytes, list[tuple[int, int]]]:
+    def map_pieces(
+        self, digests: list[bytes], copied: dict[bytes, Any], stats: dict[bytes, os.stat_result] | None = None
+    ) -> tuple[mmap.mmap | bytes, list[tuple[int, int]]]:
         """Blobs laid end to end in one private, writable mapping, and where each one lies (offset, size).
 
         Each blob's file is mapped in place (pages load on first access; writes stay in
@@ -212,7 +224,7 @@ class BlobFiles:
         the blobs in ``copied`` (kept in LMDB) are copied in. The mapping is an anonymous
         one the pieces are placed over: when it is freed, they all go with it.
 
-        Raises FileNotFoundError and ``NotPrivate`` like ``map``.
+        Raises FileNotFoundError and ``NotPrivate`` like ``map``; ``stats`` as in ``map``.
         """
         fds: dict[bytes, int] = {}
         try:
@@ -223,7 +235,10 @@ class BlobFiles:
                     continue
                 if blob_digest not in fds:
                     fds[blob_digest] = open_private(self.path(blob_digest), os.O_RDONLY)
-                sizes.append(os.fstat(fds[blob_digest]).st_size)
+                info = os.fstat(fds[blob_digest])
+                if stats is not None:
+                    stats[blob_digest] = info
+                sizes.append(info.st_size)
             total = sum(sizes)
             spans = []
             offset = 0

@@ -148,6 +148,7 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
         (``authenticated`` is then False).
         """
         self.path = Path(path)
+        self._owner = owner
         self.max_map_size = max_map_size  # 0: no limit but the disk
         self.sync_interval = sync_interval
         self._lock = threading.RLock()

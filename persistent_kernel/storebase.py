@@ -32,6 +32,7 @@ class StorePart:
 
     # -- set by Store.__init__ -----------------------------------------------------------
     path: Path
+    _owner: bool  # the kernel holding the session: only it writes what a reading finds (a slot, seals)
     _lock: threading.RLock  # serializes writes (and the write-ahead)
     _dirty: threading.Event  # something was written since the last sync
     _closed: threading.Event

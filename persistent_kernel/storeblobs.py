@@ -4,6 +4,8 @@ value's file, each checked against its tag first), and the large files the write
 from __future__ import annotations
 
 import mmap
+import os
+import time
 from collections.abc import Callable
 from hmac import compare_digest as hmac_equal
 from pathlib import Path
@@ -11,9 +13,11 @@ from typing import Any
 
 from .authentication import segment_hashes, segment_hashes_of
 from .blobfiles import COPY_CHUNK
-from .errors import NotPrivate, Unauthentic
+from .errors import NotPrivate, StoreWriteError, Unauthentic
 from .storebase import StorePart
-from .storekeys import AS_BLOB, AS_FILE, chunk_key
+from .storekeys import AS_BLOB, AS_FILE, AS_FILE_SEAL, chunk_key
+
+SEAL_AFTER = 1.0  # seconds a verified file must have been unchanged to be sealed by a restore
 
 
 class StoreBlobs(StorePart):
@@ -45,14 +49,17 @@ class StoreBlobs(StorePart):
                         raise Unauthentic(f"blob {blob_digest.hex()} in {self.path} failed authentication")
                     offset = end
                 return data
+        stats: dict[bytes, os.stat_result] = {}
         try:
-            mapping = self.files.map(blob_digest)
+            mapping = self.files.map(blob_digest, stats)
         except FileNotFoundError:
             raise KeyError(f"blob {blob_digest.hex()} is missing from {self.path}") from None
         except NotPrivate as exc:
             self._refuse(f"large value file {blob_digest.hex()}")
             raise Unauthentic(str(exc)) from None
-        self._check_file(blob_digest, mapping)
+        if not self._sealed_files(stats):
+            self._check_file(blob_digest, mapping)
+            self._seal_verified(stats)
         return mapping
 
     def read_pieces(self, digests: list[bytes]) -> mmap.mmap | bytes:
@@ -65,15 +72,21 @@ class StoreBlobs(StorePart):
         Raises ``Unauthentic`` and KeyError like ``read_blob``.
         """
         copied = {blob: self.read_blob(blob) for blob in set(digests) if not self.files.exists(blob)}
+        stats: dict[bytes, os.stat_result] = {}
         try:
-            region, spans = self.files.map_pieces(digests, copied)
+            region, spans = self.files.map_pieces(digests, copied, stats)
         except FileNotFoundError:
             raise KeyError(f"a piece of a large value is missing from {self.path}") from None
         except NotPrivate as exc:
             self._refuse("a piece of a large value")
             raise Unauthentic(str(exc)) from None
         view = memoryview(region)
-        checked = [(blob, view[offset : offset + size]) for blob, (offset, size) in zip(digests, spans) if blob not in copied]
+        sealed = self._sealed_files(stats)
+        checked = [
+            (blob, view[offset : offset + size])
+            for blob, (offset, size) in zip(digests, spans)
+            if blob not in copied and blob not in sealed
+        ]
         try:
             # Every piece hashed at once, on every core (one piece is one segment: one by one, one core).
             hashes: list[list[bytes] | None] = [None] * len(checked)
@@ -81,6 +94,7 @@ class StoreBlobs(StorePart):
                 hashes = list(segment_hashes_of([part for _, part in checked]))
             for (blob, part), part_hashes in zip(checked, hashes):
                 self._check_file(blob, part, part_hashes)
+            self._seal_verified({blob: stats[blob] for blob, _ in checked})
         finally:
             for _, part in checked:
                 part.release()
@@ -126,6 +140,7 @@ class StoreBlobs(StorePart):
             chunk_size=chunk_size,
             cancelled=cancelled,
             seal=lambda hashes: self.put_file_tag(blob_digest, hashes),
+            stamped=lambda info: self._put_file_seals({blob_digest: info}),
         )
 
     def has_file_tag(self, blob_digest: bytes) -> bool:
@@ -138,6 +153,46 @@ class StoreBlobs(StorePart):
             return
         tag = self._auth.file_tag(blob_digest, hashes)
         self._write(lambda txn: txn.put(AS_FILE + blob_digest, tag, db=self._tags))
+
+    # -- sealed files: verified once, not hashed again while unchanged (docs/security.md) -----
+
+    def _sealed_files(self, stats: dict[bytes, os.stat_result]) -> set[bytes]:
+        """The files among ``stats`` (digest -> the ``fstat`` of the file mapped) with a seal that
+        still holds: not written since this user's kernel wrote or verified them."""
+        if self._auth is None or not stats:
+            return set()
+        sealed = set()
+        with self._env.begin(db=self._tags) as txn:
+            for blob_digest, info in stats.items():
+                seal = txn.get(AS_FILE_SEAL + blob_digest)
+                if seal is not None and hmac_equal(self._auth.file_seal(blob_digest, info), bytes(seal)):
+                    sealed.add(blob_digest)
+        return sealed
+
+    def _seal_verified(self, stats: dict[bytes, os.stat_result]) -> None:
+        """Seal files just hashed and found authentic, if unchanged for ``SEAL_AFTER`` seconds.
+
+        Their ``fstat`` was taken before the hash: a write during or after it sets a ctime
+        the seal does not hold. One a moment old could still be written within the same
+        clock tick, unseen: it is hashed again next time.
+        """
+        now = time.time_ns()
+        self._put_file_seals({blob: info for blob, info in stats.items() if now - info.st_ctime_ns > SEAL_AFTER * 1e9})
+
+    def _put_file_seals(self, stats: dict[bytes, os.stat_result]) -> None:
+        if self._auth is None or not self._owner or not stats:
+            return  # a reader writes nothing
+        auth = self._auth
+        seals = {AS_FILE_SEAL + blob: auth.file_seal(blob, info) for blob, info in stats.items()}
+
+        def body(txn: Any) -> None:
+            for key, seal in seals.items():
+                txn.put(key, seal, db=self._tags)
+
+        try:
+            self._write(body)
+        except StoreWriteError:
+            pass  # only the next restore's time is lost: it hashes the file again
 
     def _check_file(self, blob_digest: bytes, mapping: Any, hashes: list[bytes] | None = None) -> None:
         """Raise ``Unauthentic`` unless a large file's bytes are the ones this user's kernel wrote

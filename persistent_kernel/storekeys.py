@@ -28,6 +28,7 @@ TAGS = b"tags"  # kind (1 byte) + the key of a value in another database -> its 
 
 # Kinds of tagged values (the first byte of a tag's key, and part of what the tag covers).
 AS_CELL, AS_OUTCOME, AS_VERSION, AS_NAME, AS_BLOB, AS_META, AS_FILE, AS_SLOT = b"c", b"o", b"v", b"n", b"b", b"m", b"f", b"s"
+AS_FILE_SEAL = b"F"  # a large file's identity when it was last verified (``Authenticator.file_seal``)
 UNTAGGED_META = (b"format_version", b"store_id")  # the inputs of verification itself
 REFUSED_ORDINAL = 0xFFFFFFFF  # the version key a refused pointer points to: never written
 

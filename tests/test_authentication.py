@@ -418,3 +418,108 @@ def test_the_segments_of_many_buffers_hashed_together_are_each_buffers_own() -> 
     streamed = SegmentHasher()
     streamed.update(buffers[3])
     assert together[3] == streamed.finish() and len(together[3]) == 2
+
+
+# -- sealed files: a verified large file is not hashed again while it is unchanged --------------
+
+
+def _counting_checks(store: Store, monkeypatch) -> list[bytes]:
+    hashed: list[bytes] = []
+    check = store._check_file
+
+    def counted(blob_digest, mapping, hashes=None):
+        hashed.append(blob_digest)
+        return check(blob_digest, mapping, hashes)
+
+    monkeypatch.setattr(store, "_check_file", counted)
+    return hashed
+
+
+def test_a_file_the_kernel_wrote_is_sealed_and_any_write_to_it_breaks_the_seal(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "store"
+    store = Store(path, sync_interval=0, owner=True)
+    data = os.urandom(3 * 2**20)
+    digest = xxhash.xxh3_128_digest(data)
+    store.write_file(digest, data)
+    store.close()
+    store = Store(path, sync_interval=0, owner=True)  # a restore in a new kernel
+    hashed = _counting_checks(store, monkeypatch)
+    assert bytes(store.read_blob(digest)) == data
+    assert hashed == []  # sealed when written: not hashed again
+    # The same bytes written again in place: same size, same content, but written: hashed again.
+    file = store.files.path(digest)
+    with open(file, "r+b") as handle:
+        handle.write(data[:10])
+    assert bytes(store.read_blob(digest)) == data
+    assert hashed == [digest]
+    # A changed byte, the size kept: refused, as without seals.
+    changed = bytearray(data)
+    changed[2**20] ^= 0xFF
+    with open(file, "r+b") as handle:
+        handle.write(changed)
+    with pytest.raises(Unauthentic):
+        store.read_blob(digest)
+    store.close()
+
+
+def test_a_restore_seals_a_file_it_verified_once_it_is_old_enough_and_a_reader_never_does(tmp_path: Path, monkeypatch) -> None:
+    import persistent_kernel.storeblobs as storeblobs
+
+    path = tmp_path / "store"
+    store = Store(path, sync_interval=0, owner=True)
+    data = os.urandom(2**20)
+    digest = xxhash.xxh3_128_digest(data)
+    store.files.write(digest, data, seal=lambda hashes: store.put_file_tag(digest, hashes))  # no seal
+    hashed = _counting_checks(store, monkeypatch)
+    bytes(store.read_blob(digest))
+    bytes(store.read_blob(digest))
+    assert hashed == [digest, digest]  # written a moment ago: not sealed by a reading
+    monkeypatch.setattr(storeblobs, "SEAL_AFTER", 0.0)
+    store.close()
+    reader = Store(path, sync_interval=0)  # not the owner: reads, writes no seal
+    hashed = _counting_checks(reader, monkeypatch)
+    bytes(reader.read_blob(digest))
+    bytes(reader.read_blob(digest))
+    assert hashed == [digest, digest]
+    reader.close()
+    store = Store(path, sync_interval=0, owner=True)
+    hashed = _counting_checks(store, monkeypatch)
+    bytes(store.read_blob(digest))  # verified, and sealed
+    bytes(store.read_blob(digest))
+    assert hashed == [digest]
+    store.close()
+
+
+def test_a_seal_from_another_key_or_another_file_does_not_hold(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "store"
+    store = Store(path, sync_interval=0, owner=True)
+    data = os.urandom(2**20)
+    digest = xxhash.xxh3_128_digest(data)
+    store.write_file(digest, data)
+    store.close()
+    # The file replaced by a copy of itself (a backup put back, a sync): another inode, hashed again.
+    file = Path(str(store.files.path(digest)))
+    copy = file.with_name("copy")
+    copy.write_bytes(file.read_bytes())
+    copy.chmod(0o600)
+    os.replace(copy, file)
+    store = Store(path, sync_interval=0, owner=True)
+    hashed = _counting_checks(store, monkeypatch)
+    assert bytes(store.read_blob(digest)) == data
+    assert hashed == [digest]
+    store.close()
+    # A seal made with another key: not this user's, so the file is hashed (and, tagged with
+    # this user's key, found authentic).
+    reader = Store(path, sync_interval=0)
+    other = Authenticator(os.urandom(32), reader._auth.store_id)
+    reader.close()
+    env = lmdb.open(str(path), max_dbs=8)
+    tags = env.open_db(b"tags")
+    with env.begin(write=True, db=tags) as txn:
+        txn.put(b"F" + digest, other.file_seal(digest, os.stat(file)))
+    env.close()
+    store = Store(path, sync_interval=0, owner=True)
+    hashed = _counting_checks(store, monkeypatch)
+    assert bytes(store.read_blob(digest)) == data
+    assert hashed == [digest]
+    store.close()
