@@ -457,7 +457,16 @@ def describe_difference(expected: dict, actual: dict) -> str:
 
 
 class Runner:
-    def __init__(self, program: Program, plan: dict, workdir: Path, log: Any, verbose: bool = False, keep_stores: bool = False) -> None:
+    def __init__(
+        self,
+        program: Program,
+        plan: dict,
+        workdir: Path,
+        log: Any,
+        verbose: bool = False,
+        keep_stores: bool = False,
+        kernel_arguments: list[str] | None = None,
+    ) -> None:
         from persistent_kernel.driver import KernelDriver
         from persistent_kernel.session import resolve_session
 
@@ -472,7 +481,7 @@ class Runner:
         env = {k: v for k, v in os.environ.items() if k not in ("JPY_SESSION_NAME", "PERSISTENT_KERNEL_SESSION")}
         env.update(PERSISTENT_KERNEL_HOME=str(home), PERSISTENT_KERNEL_SESSION="fault-injection")
         self.store_path = resolve_session(env).store_path
-        self.driver = KernelDriver(env=env, cwd=str(workdir), kernel_log=log)
+        self.driver = KernelDriver(env=env, cwd=str(workdir), kernel_log=log, extra_arguments=kernel_arguments)
 
     def say(self, text: str) -> None:
         if self.verbose:
@@ -619,6 +628,7 @@ def run(
     workdir: Path | None = None,
     verbose: bool = False,
     keep_stores: bool = False,
+    kernel_arguments: list[str] | None = None,
 ) -> Result:
     program = make_program(seed, cells, large_mb, large_vars)
     plan = make_plan(seed, program, kills)
@@ -627,7 +637,7 @@ def run(
     result = Result(seed, cells, large_mb, large_cells=sum(program.large), raised_cells=sum(program.raised), large=program.large)
     try:
         with open(workdir / "kernel.log", "ab") as log:
-            Runner(program, plan, workdir, log, verbose, keep_stores).run(result)
+            Runner(program, plan, workdir, log, verbose, keep_stores, kernel_arguments).run(result)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -696,10 +706,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-stores", action="store_true", help="copy the store after each kill to WORKDIR/stores (with --workdir)")
     parser.add_argument("--write-docs", action="store_true", help=f"write the figures into {DOC.relative_to(ROOT)}")
     parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument(
+        "--kernel-argument", action="append", default=[], help="pass to every kernel (e.g. --PersistentKernel.settle_delay=600)"
+    )
     args = parser.parse_args(argv)
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-    result = run(args.seed, args.cells, args.kills, args.large_mb, args.large_vars, args.workdir, verbose=not args.quiet, keep_stores=args.keep_stores and args.workdir is not None)
+    result = run(args.seed, args.cells, args.kills, args.large_mb, args.large_vars, args.workdir, verbose=not args.quiet, keep_stores=args.keep_stores and args.workdir is not None, kernel_arguments=args.kernel_argument)
     command = f"python benchmarks/fault_injection.py --seed {args.seed} --cells {args.cells} --kills {args.kills} --large-mb {args.large_mb:g}"
     if args.large_vars != 2:
         command += f" --large-vars {args.large_vars}"

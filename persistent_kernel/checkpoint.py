@@ -554,7 +554,11 @@ class Checkpointer:
         self.dirty.clear()
 
     def not_committed(self, checkpoint: Checkpoint) -> None:
-        """The commit failed: keep what it touched as candidates for the next cell."""
-        self.dirty |= checkpoint.reads | checkpoint.writes | checkpoint.deletes
+        """The commit failed: keep what it touched, and every name it stored, as candidates for the next cell.
+
+        The names it stored count too: a full pass (after a failure) stores names no cell
+        read or wrote, and the store still lacks them.
+        """
+        self.dirty |= checkpoint.reads | checkpoint.writes | checkpoint.deletes | checkpoint.pointers.keys()
         self.scan = checkpoint.scan
 

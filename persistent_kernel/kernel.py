@@ -38,10 +38,6 @@ from .store import DEFAULT_MAP_SIZE
 
 T = TypeVar("T")
 
-# Seconds after a reply before its outcome is moved from the outcome slot into LMDB
-# (measured: at once, it competed with the IOPub thread sending the idle status).
-SETTLE_DELAY = 0.005
-
 
 class PersistentKernel(IPythonKernel):
     """An IPython kernel whose session survives the death of its process."""
@@ -76,6 +72,14 @@ class PersistentKernel(IPythonKernel):
             "Buffers of this many bytes or more (big arrays, DataFrame blocks) are written to files in the background "
             "after the cell's reply, instead of inside the cell's transaction. Until a write lands, a crash restores "
             "the value from its previous version and replays the cells since. 0 writes everything before the reply."
+        ),
+    ).tag(config=True)
+    settle_delay = Float(
+        0.005,
+        help=(
+            "Seconds after a reply before a small cell's commit moves from the outcome slot (a memory copy, already "
+            "safe from a kill) into LMDB. At once, it would compete with the IOPub thread sending the idle status; a "
+            "request arriving sooner commits it first. Negative: commit before the reply, with no outcome slot."
         ),
     ).tag(config=True)
     land_before_reply_bytes = Int(
@@ -217,9 +221,9 @@ class PersistentKernel(IPythonKernel):
         commit (``Store.settle`` runs first), so the wait never delays anything.
         """
         loop = getattr(self, "io_loop", None)
-        if loop is None:
+        if loop is None or self.settle_delay < 0:
             return False
-        loop.call_later(SETTLE_DELAY, call)
+        loop.call_later(self.settle_delay, call)
         return True
 
     def _after_commit(self, went_in: bool) -> None:

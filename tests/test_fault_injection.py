@@ -50,9 +50,9 @@ def test_a_short_program_covers_every_kind_of_statement(seed):
         assert any(sign in cells for sign in signs), signs
 
 
-def check_run(tmp_path: Path, large_vars: int) -> None:
+def check_run(tmp_path: Path, large_vars: int, kernel_arguments: list[str] | None = None) -> None:
     fi = load_driver()
-    result = fi.run(seed=SEED, cells=40, kills=8, large_mb=17, large_vars=large_vars, workdir=tmp_path)
+    result = fi.run(seed=SEED, cells=40, kills=8, large_mb=17, large_vars=large_vars, workdir=tmp_path, kernel_arguments=kernel_arguments)
     report = fi.table(result, "test")
     assert len(result.kills) == 8, report
     assert result.store_failures == [], report  # the store is never inconsistent, whatever else
@@ -66,3 +66,9 @@ def test_kills_restore_a_completed_cell(tmp_path: Path):
 
 def test_kills_restore_a_completed_cell_with_a_large_array(tmp_path: Path):
     check_run(tmp_path, large_vars=1)
+
+
+def test_kills_restore_a_completed_cell_whose_commit_waited_in_the_outcome_slot(tmp_path: Path):
+    # Each small cell's commit reaches LMDB only with the next cell's: every kill after a reply
+    # finds the last one in the outcome slot alone.
+    check_run(tmp_path, large_vars=0, kernel_arguments=["--PersistentKernel.settle_delay=600"])

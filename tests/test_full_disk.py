@@ -81,8 +81,8 @@ def _free(path: Path) -> int:
 class Session:
     """One kernel at a time on the session, and every cell's stderr so far."""
 
-    def __init__(self, home: Path, cwd: Path) -> None:
-        self.driver = KernelDriver(env=kernel_env(home, SESSION), cwd=str(cwd))
+    def __init__(self, home: Path, cwd: Path, extra_arguments: list[str] | None = None) -> None:
+        self.driver = KernelDriver(env=kernel_env(home, SESSION), cwd=str(cwd), extra_arguments=extra_arguments)
         self.stderr: list[str] = []
 
     def start(self) -> Session:
@@ -125,9 +125,15 @@ class Session:
         stop(self.driver)
 
 
-@pytest.fixture
-def session(small_disk: Path, tmp_path: Path) -> Iterator[Session]:
-    s = Session(small_disk / "home", tmp_path)
+# A small cell's commit waits in the outcome slot for a moment after its reply: committed by a
+# timer (the default), or always by the next cell's commit (a long delay), where a failure
+# then surfaces one cell later.
+SETTLE_DELAYS = {"settled-when-idle": [], "settled-by-the-next-cell": ["--PersistentKernel.settle_delay=600"]}
+
+
+@pytest.fixture(params=sorted(SETTLE_DELAYS))
+def session(small_disk: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Session]:
+    s = Session(small_disk / "home", tmp_path, SETTLE_DELAYS[request.param])
     try:
         yield s
     finally:
