@@ -219,6 +219,8 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
             self.files.remove_leftovers()  # a killed writer's temporary files
         self._floor = 0  # records below this were cleared while they ran (%persist forget)
         self._running: tuple[int, bytes] | None = None  # the record this store wrote to the slot
+        # A cell whose commit failed in the outcome slot's settle while a later cell ran: the next append records it.
+        self._unrecorded: tuple[int, bytes] | None = None
         # A non-owner's view of the kernel's slots: (seq, record, outcome once known).
         self._seen_running: tuple[int, bytes, bytes | None] | None = None
         try:

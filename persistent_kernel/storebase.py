@@ -56,6 +56,7 @@ class StorePart:
     _floor: int  # records below this were cleared while they ran (%persist forget)
     _next_seq: int
     _running: tuple[int, bytes] | None  # the record this store wrote to the slot
+    _unrecorded: tuple[int, bytes] | None  # a cell that ran, its outcome lost in a failed settle
     _seen_running: tuple[int, bytes, bytes | None] | None  # a non-owner's view of the kernel's slots
     outcome_slot: AheadSlot  # a cell's commit, made after its reply (``outcomeframe``)
     _pending: tuple[int, list[Any]] | None  # the commit in the outcome slot, not yet in LMDB

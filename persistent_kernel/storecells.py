@@ -120,12 +120,17 @@ class StoreCells(StorePart):
         with self._lock:
             if self._closed.is_set():
                 raise StoreWriteError(f"the store at {self.path} is closed")
-            if self._running is not None:
-                # The previous cell ran but its outcome could not be committed (a full disk): keep
-                # its record, saying so, not "started" (which a restore takes for a cell the kernel died in).
-                running = self._running
-                self._write(lambda txn: self._put_unrecorded(txn, *running))
-                self._running = None
+            unrecorded = [cell for cell in (self._unrecorded, self._running) if cell is not None]
+            if unrecorded:
+                # Earlier cells ran but their outcomes could not be committed (a full disk): keep
+                # their records, saying so, not "started" (which a restore takes for a cell the kernel died in).
+
+                def body(txn: Any) -> None:
+                    for cell in unrecorded:
+                        self._put_unrecorded(txn, *cell)
+
+                self._write(body)
+                self._unrecorded = self._running = None
             record.seq = self._next_seq
             if not ahead:
                 self._next_seq += 1
@@ -212,8 +217,11 @@ class StoreCells(StorePart):
             except StoreWriteError as exc:
                 ahead, _outcome = outcomeframe.record_parts(items)
                 self.outcome_slot.clear()  # not applied: a kill now must not apply it later, out of order
-                if ahead is not None and self._running is None:
-                    self._running = (seq, ahead)
+                if ahead is not None:
+                    if self._running is None:
+                        self._running = (seq, ahead)
+                    else:  # a later cell runs (this failed as its commit began): recorded with the next append
+                        self._unrecorded = (seq, ahead)
                 if self.on_settle_failed is not None:
                     self.on_settle_failed(exc)
 
@@ -391,7 +399,7 @@ class StoreCells(StorePart):
             if new_auth is not None:
                 self._auth = new_auth
             self._floor = self._next_seq  # a cell running now is forgotten too
-            self._running = None
+            self._running = self._unrecorded = None
             self.slot.clear()
             self.outcome_slot.clear()
         for blob in list(self.files.digests()):  # after the commit: nothing names them any more

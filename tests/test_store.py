@@ -535,3 +535,24 @@ def test_a_damaged_or_forged_outcome_slot_is_not_applied(tmp_path: Path) -> None
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_a_deferred_outcome_that_fails_as_the_next_cell_commits_keeps_its_cell_as_unrecorded(tmp_path: Path) -> None:
+    store = Store(tmp_path / "capped", map_size=64 * 1024, max_map_size=128 * 1024, sync_interval=0, owner=True)
+    failures: list[StoreWriteError] = []
+    store.on_settle_failed = failures.append
+    try:
+        first = store.append(new_record("a = big"))
+        first.status = rec.OK
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("persistent_kernel.storecells.DEFER_MAX_BYTES", 1024 * 1024)
+            assert store.commit_checkpoint(first, {}, {}, {b"f" * 16: os.urandom(200 * 1024)}, defer=True)
+        second = store.append(new_record("b = 2"))  # runs while the first waits in the outcome slot
+        second.status = rec.OK
+        assert store.set_outcome(second)  # settles the first (which cannot fit), then commits itself
+        assert len(failures) == 1
+        store.append(new_record("c = 3"))
+        assert [(r.code, r.status) for r in store.records()] == [("a = big", rec.UNRECORDED), ("b = 2", rec.OK), ("c = 3", rec.STARTED)]
+        assert store.check() == []
+    finally:
+        store.close()
