@@ -13,6 +13,7 @@ import functools
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -223,7 +224,10 @@ class PersistentKernel(IPythonKernel):
         loop = getattr(self, "io_loop", None)
         if loop is None or self.settle_delay < 0:
             return False
-        loop.call_later(self.settle_delay, call)
+        if threading.current_thread() is threading.main_thread():
+            loop.call_later(self.settle_delay, call)
+        else:  # a subshell's thread: only add_callback may reach the main loop from another thread
+            loop.add_callback(loop.call_later, self.settle_delay, call)
         return True
 
     def _after_commit(self, went_in: bool) -> None:
