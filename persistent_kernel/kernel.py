@@ -76,11 +76,13 @@ class PersistentKernel(IPythonKernel):
         ),
     ).tag(config=True)
     settle_delay = Float(
-        0.005,
+        -1.0,
         help=(
-            "Seconds after a reply before a small cell's commit moves from the outcome slot (a memory copy, already "
-            "safe from a kill) into LMDB. At once, it would compete with the IOPub thread sending the idle status; a "
-            "request arriving sooner commits it first. Negative: commit before the reply, with no outcome slot."
+            "Opt-in (off while negative, the default): seconds after a reply before a small cell's commit moves from "
+            "the outcome slot (a memory copy, already safe from a kill) into LMDB; 0.005 measured best (at once, it "
+            "competes with the IOPub thread sending the idle status). A request arriving sooner commits it first. "
+            "Off by default because a reader opening the store while a commit waits (a command-line tool after a "
+            "crash, before the next kernel takes the slot in) sees that cell's outcome but not yet its variables."
         ),
     ).tag(config=True)
     land_before_reply_bytes = Int(

@@ -44,13 +44,13 @@ class StoreCells(StorePart):
         The outcome slot holds a cell's whole commit made while the kernel was busy and not
         yet applied (its outcome is known); the ahead slot, a cell that was running.
         """
-        applied = self._slot_commit(next_seq)
-        if applied is not None:
-            seq, items = applied
+        waiting = self._slot_commit()
+        if waiting is not None:
+            seq, items = waiting
             ahead, outcome = outcomeframe.record_parts(items)
             if ahead is not None:
                 return seq, ahead, outcome
-            next_seq = seq + 1
+            next_seq = max(next_seq, seq + 1)
         payload = self.slot.read()
         if payload is None:
             return None
@@ -66,8 +66,13 @@ class StoreCells(StorePart):
             return None
         return seq, ahead, None
 
-    def _slot_commit(self, next_seq: int) -> tuple[int, list[outcomeframe.Item]] | None:
-        """The commit in the outcome slot, if LMDB does not have it yet (and it is authentic)."""
+    def _slot_commit(self) -> tuple[int, list[outcomeframe.Item]] | None:
+        """The commit in the outcome slot, if it is authentic and LMDB does not have it yet.
+
+        LMDB has it when it holds the cell's outcome, authentic (the commit puts it), or when
+        the records were forgotten past it (``next_seq`` in meta). Not by comparing with the
+        last record: a record planted beyond it must not hide a genuine commit.
+        """
         payload = self.outcome_slot.read()
         if payload is None:
             return None
@@ -78,11 +83,16 @@ class StoreCells(StorePart):
             seq, items = outcomeframe.decode(frame)
         except ValueError:
             return None  # not a frame this code wrote whole
-        if seq < next_seq:
-            return None  # applied
         if self._auth is not None and not self._auth.is_authentic(AS_SLOT, OUTCOME_SLOT_KEY + seq_key(seq), frame, tag):
             self._refuse(f"the outcome of cell #{seq}, made as the kernel stopped")
             return None
+        key = seq_key(seq)
+        with self._env.begin() as txn:
+            if seq < self._stored_next_seq(txn):
+                return None  # forgotten since
+            outcome = txn.get(key, db=self._outcomes)
+            if outcome is not None and self._authentic(txn, AS_OUTCOME, key, outcome):
+                return None  # applied
         return seq, items
 
     def _take_in_slot(self) -> int:
@@ -90,11 +100,11 @@ class StoreCells(StorePart):
         ahead slot (it ran when the kernel died)."""
         with self._env.begin() as txn:
             next_seq = self._next_seq_in(txn)
-        applied = self._slot_commit(next_seq)
-        if applied is not None:
-            seq, items = applied
+        waiting = self._slot_commit()
+        if waiting is not None:
+            seq, items = waiting
             if self._write(lambda txn: self._apply(txn, seq, items)):
-                next_seq = seq + 1
+                next_seq = max(next_seq, seq + 1)
         found = self._slot_record(next_seq)
         if found is None:
             return next_seq
@@ -160,10 +170,11 @@ class StoreCells(StorePart):
 
     def _commit_outcome(self, record: CellRecord, items: list[outcomeframe.Item], defer: bool) -> bool:
         with self._lock:
-            self.settle()  # an earlier cell's outcome goes in first
+            settled = self.settle()  # an earlier cell's outcome goes in first
             if record.seq < self._floor:
                 return False  # forgotten while it ran
-            if defer and self._defer(record, items):
+            # After a failed settle this commit is made now: whether it fails too must be known before the reply.
+            if defer and settled and self._defer(record, items):
                 return True
             try:
                 return self._committed(record, self._write(lambda txn: self._apply(txn, record.seq, items)))
@@ -194,13 +205,15 @@ class StoreCells(StorePart):
         except (OSError, ValueError):  # a full disk (reserving blocks): the transaction says so, now
             self.outcome_slot.clear()
             return False
-        self._pending = (record.seq, items)
+        # Copies: a blob may be a view of a live buffer (an array's), which the next cell can change
+        # in place before the settle. What is applied must be what the digest was taken of.
+        self._pending = (record.seq, [(op, kind, key, value if type(value) is bytes else bytes(value)) for op, kind, key, value in items])
         self._running = None  # its record is in the outcome slot
         self._dirty.set()  # the flusher msyncs the slots
         return True
 
-    def settle(self) -> None:
-        """Apply the outcome waiting in the outcome slot to LMDB (the kernel calls it once idle).
+    def settle(self) -> bool:
+        """Apply the outcome waiting in the outcome slot to LMDB (the kernel calls it once idle); False: it failed.
 
         A failure (a full disk) is told through ``on_settle_failed``: the cell ran and was
         answered, but its changes are not stored; the caller stores the namespace whole
@@ -210,10 +223,11 @@ class StoreCells(StorePart):
         with self._lock:
             pending, self._pending = self._pending, None
             if pending is None or self._closed.is_set():
-                return
+                return True
             seq, items = pending
             try:
                 self._write(lambda txn: self._apply(txn, seq, items))
+                return True
             except StoreWriteError as exc:
                 ahead, _outcome = outcomeframe.record_parts(items)
                 self.outcome_slot.clear()  # not applied: a kill now must not apply it later, out of order
@@ -224,6 +238,7 @@ class StoreCells(StorePart):
                         self._unrecorded = (seq, ahead)
                 if self.on_settle_failed is not None:
                     self.on_settle_failed(exc)
+                return False
 
     def _outcome_items(
         self,

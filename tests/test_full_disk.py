@@ -125,10 +125,9 @@ class Session:
         stop(self.driver)
 
 
-# A small cell's commit waits in the outcome slot for a moment after its reply: committed by a
-# timer (the default), or always by the next cell's commit (a long delay), where a failure
-# then surfaces one cell later.
-SETTLE_DELAYS = {"settled-when-idle": [], "settled-by-the-next-cell": ["--PersistentKernel.settle_delay=600"]}
+# A cell commits before its reply (the default), or, with the outcome slot on, its commit waits
+# there: here always until the next cell's commit (a long delay), where a failure surfaces one cell later.
+SETTLE_DELAYS = {"committed-before-the-reply": [], "settled-by-the-next-cell": ["--PersistentKernel.settle_delay=600"]}
 
 
 @pytest.fixture(params=sorted(SETTLE_DELAYS))

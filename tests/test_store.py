@@ -549,10 +549,41 @@ def test_a_deferred_outcome_that_fails_as_the_next_cell_commits_keeps_its_cell_a
             assert store.commit_checkpoint(first, {}, {}, {b"f" * 16: os.urandom(200 * 1024)}, defer=True)
         second = store.append(new_record("b = 2"))  # runs while the first waits in the outcome slot
         second.status = rec.OK
-        assert store.set_outcome(second)  # settles the first (which cannot fit), then commits itself
+        assert store.set_outcome(second, defer=True)  # settles the first (which cannot fit), then commits itself
         assert len(failures) == 1
+        assert store._pending is None  # after a failed settle, committed on the spot: its own outcome is known
         store.append(new_record("c = 3"))
         assert [(r.code, r.status) for r in store.records()] == [("a = big", rec.UNRECORDED), ("b = 2", rec.OK), ("c = 3", rec.STARTED)]
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_a_record_planted_past_the_outcome_slots_cell_does_not_hide_its_commit(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    result = subprocess.run([sys.executable, "-c", DEFERRED_CHILD.format(path=str(path))], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    env = lmdb.open(str(path), max_dbs=8)  # someone with write access adds a cell #3 (with no valid tag)
+    cells, outcomes = env.open_db(b"cells"), env.open_db(b"outcomes")
+    with env.begin(write=True) as txn:
+        txn.put((3).to_bytes(8, "big"), CellRecord(seq=3, code="planted = 1", execution_count=3).encode_ahead(), db=cells)
+        txn.put((3).to_bytes(8, "big"), b'{"status": "ok"}', db=outcomes)
+    env.close()
+    store = Store(path, sync_interval=0, owner=True)
+    try:
+        assert store.get_meta("context") == {"cwd": "/somewhere"}  # cell #2's commit, applied
+        first, second, planted = store.records()
+        assert (second.code, second.status) == ("b = 2", rec.OK)
+        assert planted.status == rec.REFUSED
+    finally:
+        store.close()
+
+
+def test_a_deferred_blob_is_the_bytes_of_its_cell_even_if_the_buffer_changes_before_the_settle(store: Store) -> None:
+    buffer = bytearray(b"before" * 1000)  # a live buffer, as an array's is
+    record = store.append(new_record("arr = ..."))
+    record.status = rec.OK
+    assert store.commit_checkpoint(record, {}, {}, {b"g" * 16: memoryview(buffer)}, defer=True)
+    buffer[:6] = b"after!"  # the next cell changes the array in place before the commit is settled
+    store.settle()
+    assert bytes(store.read_blob(b"g" * 16)) == b"before" * 1000
