@@ -217,7 +217,8 @@ class PersistentKernel(IPythonKernel):
             )
 
     def _when_idle(self, call: Callable[[], None]) -> bool:
-        """Run ``call`` on the event loop a moment after the current request is answered; False: no loop yet.
+        """Run ``call`` on the event loop ``settle_delay`` after the current request is answered;
+        False: the outcome slot is off (the default), or there is no loop yet.
 
         Not at once: the IOPub thread is then sending the reply's idle status, and the call's
         work would hold up exactly that. A request arriving sooner finds it done by its own

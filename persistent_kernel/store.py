@@ -15,8 +15,9 @@ Durability, flag by flag (see docs/architecture.md):
   because ``writemap`` is off, it cannot corrupt the file.
 - ``sync_interval == 0``: every commit waits for ``fsync`` (about 0.3 ms here);
   an OS crash loses nothing that was committed.
-- A cell's outcome small enough for the outcome slot (``outcomeframe``) is copied
-  there on the reply path and applied to LMDB when the kernel is next idle
+- Opt-in (``PersistentKernel.settle_delay``, off by default): a cell's outcome small
+  enough for the outcome slot (``outcomeframe``) is copied there on the reply path
+  and applied to LMDB when the kernel is next idle
   (``settle``; any read or write of the store settles first): in the page cache,
   the slot survives the death of the process like a ``sync=False`` commit, the
   next kernel applies a frame it finds there, and the flusher msyncs it with the
@@ -85,6 +86,16 @@ from .storekeys import (
 )
 from .storemaintenance import StoreMaintenance
 from .storereplica import StoreReplica
+
+# The tagged kinds of value kept in LMDB databases, in the order they are checked, and what each is called.
+TAGGED_KINDS = {
+    AS_CELL: "cell record",
+    AS_OUTCOME: "outcome",
+    AS_VERSION: "version",
+    AS_NAME: "pointer",
+    AS_BLOB: "blob chunk",
+    AS_META: "metadata",
+}
 
 # What the rest of the package uses of the store; the layout itself is in ``storekeys``.
 __all__ = ["DEFAULT_MAP_SIZE", "FORMAT_VERSION", "Store", "version_key"]
@@ -200,14 +211,9 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
             self._names = self._env.open_db(NAMES)
             self._blobs = self._env.open_db(BLOBS)
             self._tags = self._env.open_db(TAGS)
-            self._by_kind = {
-                AS_CELL: self._cells,
-                AS_OUTCOME: self._outcomes,
-                AS_VERSION: self._versions,
-                AS_NAME: self._names,
-                AS_BLOB: self._blobs,
-                AS_META: self._meta,
-            }
+            databases = {AS_CELL: self._cells, AS_OUTCOME: self._outcomes, AS_VERSION: self._versions}
+            databases.update({AS_NAME: self._names, AS_BLOB: self._blobs, AS_META: self._meta})
+            self._by_kind = {kind: databases[kind] for kind in TAGGED_KINDS}
             needs_signing = self._check_format(owner=owner, trust=trust)
         except (lmdb.Error, StoreUnavailable, OSError) as exc:
             self._env.close()
@@ -267,14 +273,8 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
 
     def _tagged_values(self, txn: Any) -> Iterator[tuple[bytes, bytes, Any, str]]:
         """(kind, key, value, what) of every LMDB value that carries a tag."""
-        for kind, db, what in (
-            (AS_CELL, self._cells, "cell record"),
-            (AS_OUTCOME, self._outcomes, "outcome"),
-            (AS_VERSION, self._versions, "version"),
-            (AS_NAME, self._names, "pointer"),
-            (AS_BLOB, self._blobs, "blob chunk"),
-            (AS_META, self._meta, "metadata"),
-        ):
+        for kind, db in self._by_kind.items():
+            what = TAGGED_KINDS[kind]
             for key, value in txn.cursor(db=db):
                 key = bytes(key)
                 if kind == AS_META and key in UNTAGGED_META:

@@ -36,7 +36,7 @@ def cell(shell: Any, code: str) -> None:
 
 def test_names_in_a_pickle_are_the_namespace_objects() -> None:
     class Card:
-        pass
+        """A notebook class, stored by name."""
 
     namespace = {"Card": Card, "deck": [1, 2], "n": 3}
     state = cs.dump_with_names([(Card, namespace["deck"], 3)], namespace)
