@@ -156,6 +156,12 @@ class Chunked:
             self.reach |= chunk.reach
         self.chunks = chunks
 
+    def adopt_loaded(self, chunks: list[Chunk]) -> None:
+        """Take the chunks a load just made as the container's. Each was unpickled from a pickle
+        of its own, so no record can be in two of them: ``replace_chunks``' check is not made."""
+        self.reach = set().union(*(chunk.reach for chunk in chunks))
+        self.chunks = chunks
+
 
 _KIND_NAMES: dict[type, str] = {list: "list", dict: "dict", set: "set"}
 _cache: dict[int, Chunked] = {}
@@ -469,7 +475,7 @@ def _adopt_loaded(obj: Any, parts: list[Any], payloads: list[bytes | None]) -> N
         else:
             # the unpickled parts are this function's own lists: kept as the chunks' snapshots, not copied
             chunks = [_loaded_chunk(_as_list(keys), _as_list(values), payload) for (keys, values), payload in zip(parts, payloads)]
-        known.replace_chunks(chunks)
+        known.adopt_loaded(chunks)
     except (_Ineligible, RecursionError):
         return
     known.tag = dictversions.tag(obj) if type(obj) is dict else None

@@ -22,6 +22,7 @@ import operator
 import struct
 import sys
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 _TAG_OFFSET = 3 * struct.calcsize("P")  # ob_refcnt, ob_type, ma_used
@@ -98,7 +99,7 @@ class TagReader:
         span = (max(addresses) - low) // 8 + 1
         # a view of the address range, made without touching it: only the gathered words are read
         self._memory = memoryview((ctypes.c_uint64 * span).from_address(low + _TAG_OFFSET)).cast("B").cast("Q")
-        offsets = [(address - low) >> 3 for address in addresses]
+        offsets = list(map(operator.rshift, map(operator.sub, addresses, repeat(low)), repeat(3)))  # in C: a restore reads 100,000s
         self._gather = operator.itemgetter(*offsets) if len(offsets) > 1 else (lambda memory: (memory[offsets[0]],))
 
     def __call__(self) -> tuple[int, ...]:

@@ -52,13 +52,25 @@ def landed_base(store: Any, name: str, before: int) -> tuple[str, Version, int] 
 def _collection_paused() -> Iterator[None]:
     """No cyclic garbage collection while a value is unpickled: it allocates objects by the
     million, none of them garbage, and each full collection would walk them all again (and
-    everything the kernel holds). The collector's state is put back as it was."""
+    everything the kernel holds). The collector's state is put back as it was.
+
+    Everything the load made is then handed to the oldest generation, where the next full
+    collection looks at it, as it would at any value that survived a few collections:
+    re-enabled as it was, the first allocation would set off a young-generation pass over
+    every loaded object at once (~0.05 s for a million records, on the restore's critical
+    path). ``gc.freeze`` then ``gc.unfreeze`` moves the young generations to the oldest, two
+    list splices; skipped when the process froze objects of its own (``unfreeze`` would let
+    them go too).
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

@@ -402,6 +402,7 @@ def test_a_loaded_container_keeps_the_chunks_it_was_loaded_from() -> None:
     back = loads(stored.method, stored.payload, [bytes(b) for b in stored.buffers])
     assert id(back["rows"]) in chunked._cache and id(back["table"]) in chunked._cache
     assert id(back["ids"]) in chunked._cache  # rebuilt in the same order: its chunks kept
+    assert chunked._cache[id(back["rows"])].reach == set(map(id, back["rows"]))  # every record, gathered from the loaded chunks
     again = dumps(back)  # the first checkpoint after a restore: the same bytes, nothing pickled anew
     assert again.group_digest == stored.group_digest
     back["rows"][3]["name"] = "changed"  # and changes are still seen
