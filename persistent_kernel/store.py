@@ -211,9 +211,15 @@ class Store(StoreFormat, StoreCells, StoreHistory, StoreBlobs, StoreCheck, Store
             self._names = self._env.open_db(NAMES)
             self._blobs = self._env.open_db(BLOBS)
             self._tags = self._env.open_db(TAGS)
-            databases = {AS_CELL: self._cells, AS_OUTCOME: self._outcomes, AS_VERSION: self._versions}
-            databases.update({AS_NAME: self._names, AS_BLOB: self._blobs, AS_META: self._meta})
-            self._by_kind = {kind: databases[kind] for kind in TAGGED_KINDS}
+            databases = {
+                AS_CELL: self._cells,
+                AS_OUTCOME: self._outcomes,
+                AS_VERSION: self._versions,
+                AS_NAME: self._names,
+                AS_BLOB: self._blobs,
+                AS_META: self._meta,
+            }
+            self._by_kind = {kind: databases[kind] for kind in TAGGED_KINDS}  # the check's order; a kind with no database fails here
             needs_signing = self._check_format(owner=owner, trust=trust)
         except (lmdb.Error, StoreUnavailable, OSError) as exc:
             self._env.close()
