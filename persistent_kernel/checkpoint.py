@@ -38,10 +38,11 @@ from typing import Any
 from . import chunked, looks
 from .definitionindex import DefinitionIndex
 from .localmodules import local_file
+from .namespacescan import NamespaceScan
 from .records import DELETED, LIVE, MODULE, RECOMPUTE, STORED, Pointer, Version
 from .serialize import Unserializable, dumps
 from .store import version_key
-from .tracking import Groups, ReadTracker, components, rebound, user_names
+from .tracking import Groups, ReadTracker, components, user_names
 from .writer import WriteJob
 
 INLINE_PAYLOAD_BYTES = 1024  # pickles up to this size are stored in the version record itself
@@ -156,6 +157,7 @@ class Checkpointer:
         self.shell = shell
         self.large_blob_bytes = large_blob_bytes  # 0: everything in the cell's transaction
         self.reads = ReadTracker()
+        self.scanner = NamespaceScan()  # the identity scan, read from what changed in the namespace's table
         self.groups = Groups()
         self.names: dict[str, NameState] = {}
         self.scan: dict[str, int] = {}
@@ -206,8 +208,8 @@ class Checkpointer:
 
     def _prepare(self, seq: int, source: str, ran: Iterable[types.CodeType]) -> Checkpoint:
         ns = self.namespace
-        scan = user_names(ns, self.shell.user_ns_hidden)
-        written, deleted = rebound(self.scan, scan)
+        scan = self.scanner.scan(ns, self.shell.user_ns_hidden)
+        written, deleted = self.scanner.rebound(self.scan, scan)
         deleted |= {name for name in self.dirty if name not in scan and name in self.names}
         read = self.reads.reads(source, ns, self.shell.transform_cell) if source else set()
         if ran:

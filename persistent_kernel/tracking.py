@@ -66,24 +66,38 @@ def _classify(keys: Iterable[Any]) -> None:
             _internal.add(name)
 
 
-def user_names(namespace: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, int]:
-    """``name -> id(value)`` for every user variable: the identity scan.
+def is_user_key(key: Any) -> bool:
+    """Whether a namespace key can name a user variable (a str that is not IPython's bookkeeping)."""
+    if key not in _classified:
+        _classify((key,))
+    return key not in _internal
 
-    Built and filtered with C-level set operations (no Python loop over the
-    namespace): IPython's history adds ``_iN`` entries with every cell, and the
-    scan must not grow slower as they pile up.
+
+def user_names(namespace: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, int]:
+    """``name -> id(value)`` for every user variable: the identity scan, whole.
+
+    Built and filtered with C-level set operations (no Python loop over the namespace),
+    but it still looks at every key, IPython's ``_iN`` history names included: the
+    checkpointer keeps it up to date from what changed instead (``namespacescan``).
+    Another thread may delete a name while it runs: a name gone by the time its value
+    is read is left out, as if the scan had come a moment later.
     """
     keys = namespace.keys() - _internal
     fresh = keys - _classified
     if fresh:
         _classify(fresh)
         keys -= _internal
-    getitem = namespace.__getitem__
-    scan = dict(zip(keys, map(id, map(getitem, keys))))  # a set iterates in the same order twice
-    for name in hidden.keys() & keys:
-        if scan[name] == id(hidden[name]):
+    scan = dict(zip(keys, map(id, map(namespace.get, keys, itertools.repeat(_GONE)))))  # a set iterates in the same order twice
+    gone = id(_GONE)
+    if gone in scan.values():
+        scan = {name: ident for name, ident in scan.items() if ident != gone}
+    for name in hidden.keys() & scan.keys():
+        if scan[name] == id(hidden.get(name, _GONE)):
             del scan[name]  # IPython's own object (In, exit, get_ipython …), not rebound by the user
     return scan
+
+
+_GONE = object()  # what a name another thread deleted meanwhile reads as
 
 
 def rebound(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[set[str], set[str]]:
