@@ -34,6 +34,8 @@ from typing import Any
 
 import xxhash
 
+from . import dictversions
+
 _WORD = struct.calcsize("P")
 _FILL = 2 * _WORD  # after ob_refcnt and ob_type: fill, used, mask, table
 _ENTRY = 2 * _WORD  # (key, hash)
@@ -156,6 +158,22 @@ def _alone() -> bool:
         if (module or "").partition(".")[0] not in _KERNEL_PACKAGES:
             return False
     return True
+
+
+_threads_seen: tuple[int | None, int | None, bool] | None = None  # threading's two tables' tags, and _alone() then
+
+
+def no_other_threads() -> bool:
+    """``_alone()``, looked at again only when a thread was started or ended since (the
+    mutation counters of ``threading``'s tables of threads moved): every cell asks."""
+    global _threads_seen
+    tags = (dictversions.tag(threading._active), dictversions.tag(threading._limbo))  # type: ignore[attr-defined]
+    seen = _threads_seen
+    if seen is not None and None not in tags and seen[:2] == tags:
+        return seen[2]
+    alone = _alone()
+    _threads_seen = (tags[0], tags[1], alone)
+    return alone
 
 
 def _outermost_module(frame: Any) -> str | None:

@@ -23,7 +23,10 @@ catches that by the cell's stored names, see ``tracking.names_loaded``). The hid
 (IPython's own objects, a dict that also grows by a name a cell) are followed the same
 way: a name whose slot changed in either dict is looked at again.
 
-The table is read from the dict's memory, so this is used only after :func:`available` has
+The table is found through a pointer, so it is read only while no thread but the kernel's
+own runs (another thread resizing the dict meanwhile would free the table being copied) and
+with the collector paused (no finalizer runs in between); otherwise the scan is made whole.
+It is read from the dict's memory, so this is used only after :func:`available` has
 proved, on this interpreter, that reading gives exactly the dict's items in order through
 insertions, deletions, rebinding, resizes and a change of table kind (CPython 3.10 to 3.13
 with the GIL); elsewhere, and for a namespace with a key that is not a ``str`` or a split
@@ -33,12 +36,14 @@ table, every scan is the full one.
 from __future__ import annotations
 
 import ctypes
+import gc
 import itertools
 import struct
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+from . import addresses
 from .tracking import is_user_key, rebound, user_names
 
 _WORD = struct.calcsize("P")
@@ -69,13 +74,43 @@ def _table(d: dict) -> tuple[int, int, int, int] | None:
 
 
 def _slots(d: dict) -> list[tuple[int, int]] | None:
-    """(key address, value address) of every slot of ``d``'s table, empty ones as (0, 0)."""
+    """(key address, value address) of every slot of ``d``'s table, empty ones as (0, 0) (the self-test's: no other thread has ``d``)."""
     table = _table(d)
     if table is None:
         return None
     start, count, size, key_at = table
     raw = ctypes.string_at(start, count * size)
     return [_unpack(raw, slot, size, key_at) for slot in range(count)]
+
+
+def _read(d: dict) -> tuple[bytes, int, int, int, int] | None:
+    """(a copy of the table's slots, entries address, slots in use, slot size, key offset), or None
+    when the table cannot be read safely now.
+
+    The table is found through a pointer and copied in a few steps; another thread resizing
+    the dict between them would free the table being copied (a crash, not a wrong answer). So
+    it is read only while no thread but the kernel's own runs (``addresses.no_other_threads``,
+    as for sets' tables), with the collector paused, so that no finalizer of the notebook's
+    runs in between either (nothing else here runs user code). Otherwise the caller makes the
+    scan whole, which is always safe.
+    """
+    if not _safe_to_read():
+        return None
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        table = _table(d)
+        if table is None:
+            return None
+        start, count, size, key_at = table
+        return ctypes.string_at(start, count * size), start, count, size, key_at
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _safe_to_read() -> bool:
+    return addresses.no_other_threads()
 
 
 def _unpack(raw: bytes, slot: int, size: int, key_at: int) -> tuple[int, int]:
@@ -168,11 +203,10 @@ class _TableCopy:
     def take(self, d: dict) -> bool:
         """Copy ``d``'s table whole; False when it cannot be followed (a key that is not a str, a split table)."""
         self.forget()
-        table = _table(d)
-        if table is None:
+        read = _read(d)
+        if read is None:
             return False
-        start, count, size, key_at = table
-        raw = ctypes.string_at(start, count * size)
+        raw, start, count, size, key_at = read
         live = iter(list(d))
         keys: list[str | None] = []
         for slot in range(count):
@@ -190,13 +224,12 @@ class _TableCopy:
     def changed_keys(self, d: dict) -> set[str] | None:
         """The keys whose slots changed since the last copy (bound elsewhere, deleted, added), and
         the copy brought up to date; None when the table must be copied whole (``take``)."""
-        table = _table(d)
-        if table is None or d is not self._dict:
+        read = _read(d) if d is self._dict else None
+        if read is None:
             return None
-        start, count, size, key_at = table
+        raw, start, count, size, key_at = read
         if (start, size) != self._where or count < len(self._keys):
             return None  # a new table (a resize), or slots given back (``popitem``)
-        raw = ctypes.string_at(start, count * size)
         known = len(self._keys)
         touched: set[str] = set()
         for slot in _changed_slots(self._raw, raw, size):

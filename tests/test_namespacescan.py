@@ -14,6 +14,12 @@ from persistent_kernel.tracking import rebound, user_names
 
 pytestmark = pytest.mark.skipif(not namespacescan.available(), reason="dict tables are not readable on this interpreter")
 
+
+@pytest.fixture
+def no_other_threads(monkeypatch):
+    """Threads earlier tests left behind never touch these dicts: read the tables regardless."""
+    monkeypatch.setattr(namespacescan, "_safe_to_read", lambda: True)
+
 _NAMES = [f"v{i}" for i in range(60)] + ["x", "df", "_private", "_", "_i", "_ii", "_i3", "_7", "In", "Out", "exit", "__doc__"]
 
 
@@ -77,7 +83,7 @@ def _change(rng: random.Random, ns: dict, hidden: dict, step: int) -> str:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_the_incremental_scan_is_the_full_scan_over_generated_changes(seed: int) -> None:
+def test_the_incremental_scan_is_the_full_scan_over_generated_changes(seed: int, no_other_threads) -> None:
     rng = random.Random(seed)
     ns: dict = {name: _value(rng) for name in rng.sample(_NAMES, 30)}
     ns.update({f"_i{i}": f"cell {i}" for i in range(rng.randrange(0, 300))})
@@ -95,7 +101,7 @@ def test_the_incremental_scan_is_the_full_scan_over_generated_changes(seed: int)
         previous = scan
 
 
-def test_a_scan_handed_out_is_never_changed_afterwards() -> None:
+def test_a_scan_handed_out_is_never_changed_afterwards(no_other_threads) -> None:
     ns = {"a": 1, "b": [2]}
     scanner = namespacescan.NamespaceScan()
     first = scanner.scan(ns, {})
@@ -106,7 +112,7 @@ def test_a_scan_handed_out_is_never_changed_afterwards() -> None:
     assert first == kept and second == {"a": id(5)}
 
 
-def test_rebound_against_an_older_scan_compares_the_scans() -> None:
+def test_rebound_against_an_older_scan_compares_the_scans(no_other_threads) -> None:
     """The checkpointer's last committed scan may be older than the scanner's last (a cell whose commit failed)."""
     ns = {"a": 1, "b": 2}
     scanner = namespacescan.NamespaceScan()
@@ -118,7 +124,7 @@ def test_rebound_against_an_older_scan_compares_the_scans() -> None:
     assert scanner.rebound(oldest, newest) == ({"a", "b"}, set())
 
 
-def test_a_namespace_with_a_key_that_is_not_a_str_gets_the_full_scan() -> None:
+def test_a_namespace_with_a_key_that_is_not_a_str_gets_the_full_scan(no_other_threads) -> None:
     ns: dict = {"a": 1, 5: "five"}
     scanner = namespacescan.NamespaceScan()
     assert scanner.scan(ns, {}) == {"a": id(1)}
@@ -130,7 +136,9 @@ def test_a_namespace_with_a_key_that_is_not_a_str_gets_the_full_scan() -> None:
 
 
 def test_a_thread_changing_the_namespace_meanwhile_is_caught_up_with() -> None:
-    """Another thread binding and deleting names while scans run: no scan fails, and once it stops the scan is exact."""
+    """Another thread binding and deleting names (resizing the dict) while scans run: the tables
+    are not read meanwhile (a resize would free the one being copied), no scan fails, and once
+    the thread stops the scan is exact."""
     ns: dict = {f"v{i}": i for i in range(200)}
     scanner = namespacescan.NamespaceScan()
     stop = threading.Event()
@@ -145,6 +153,7 @@ def test_a_thread_changing_the_namespace_meanwhile_is_caught_up_with() -> None:
     thread = threading.Thread(target=churn)
     thread.start()
     try:
+        assert namespacescan._read(ns) is None
         for _ in range(3000):
             scanner.scan(ns, {})
     finally:
@@ -161,3 +170,22 @@ def test_where_tables_cannot_be_read_every_scan_is_the_full_one(monkeypatch) -> 
     ns["b"] = 2
     second = scanner.scan(ns, {})
     assert second == user_names(ns, {}) and scanner.rebound(first, second) == ({"b"}, set())
+
+
+def test_a_stable_namespace_is_not_read_whole_again(monkeypatch, no_other_threads) -> None:
+    """The point of it: cells that bind a name or two, and IPython's history, cost a few slots each."""
+    ns: dict = {f"v{i}": [i] for i in range(100)}
+    hidden: dict = {}
+    scanner = namespacescan.NamespaceScan()
+    whole = []
+    read_whole = scanner._read_whole
+    monkeypatch.setattr(scanner, "_read_whole", lambda *args: whole.append(1) or read_whole(*args))
+    for cell in range(1, 400):
+        ns[f"_i{cell}"] = hidden[f"_i{cell}"] = ns["_i"] = hidden["_i"] = f"cell {cell}"
+        ns[f"v{cell % 100}"] = [cell]
+        previous = scanner._handed
+        scan = scanner.scan(ns, hidden)
+        if previous is not None:
+            assert scanner.rebound(previous, scan) == ({f"v{cell % 100}"}, set())
+    assert scan == user_names(ns, hidden)
+    assert len(whole) <= 12  # the first read, then about one per doubling of the two tables
