@@ -43,13 +43,13 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from . import addresses
+from . import addresses, dictversions
 from .tracking import is_user_key, rebound, user_names
 
 _WORD = struct.calcsize("P")
 _MA_KEYS = 4 * _WORD  # after ob_refcnt, ob_type, ma_used, ma_version_tag
 _MA_VALUES = 5 * _WORD
-_BLOCK = 32  # slots compared at once before looking at them one by one
+_BLOCKS = (512, 32, 4, 1)  # slots compared at once, level by level
 _available: bool | None = None
 
 
@@ -173,18 +173,28 @@ def available() -> bool:
 
 
 def _changed_slots(old: bytes, new: bytes, size: int) -> list[int]:
-    """The slots of ``old`` (an earlier copy of the table's first slots) whose bytes differ in ``new``."""
+    """The slots of ``old`` (an earlier copy of the table's first slots) whose bytes differ in ``new``.
+
+    Compared in blocks of ``_BLOCKS`` slots, each block that differs in smaller ones, down to
+    single slots: a cell changes a few slots (IPython's ``_i``, ``_ii``, ``_iii``, the names it
+    binds), so a few dozen ``memcmp`` calls find them in a table of thousands.
+    """
     if new.startswith(old):
         return []
-    changed = []
-    step = _BLOCK * size
-    for start in range(0, len(old), step):
-        end = start + step
-        if old[start:end] == new[start:end]:
-            continue
-        for at in range(start, min(end, len(old)), size):
-            if old[at : at + size] != new[at : at + size]:
+    changed: list[int] = []
+    pending = [(0, len(old), 0)]
+    while pending:
+        start, end, level = pending.pop()
+        step = _BLOCKS[level] * size
+        for at in range(start, end, step):
+            stop = min(at + step, end)
+            if old[at:stop] == new[at:stop]:
+                continue
+            if level + 1 < len(_BLOCKS):
+                pending.append((at, stop, level + 1))
+            else:
                 changed.append(at // size)
+    changed.sort()
     return changed
 
 
@@ -318,8 +328,12 @@ class NamespaceScan:
 
     def _read_whole(self, namespace: dict, hidden: dict) -> dict[str, int]:
         self._forget()
+        tags = (dictversions.tag(namespace), dictversions.tag(hidden))
+        followed = self._namespace.take(namespace) and self._hidden.take(hidden)
         scan = user_names(namespace, hidden)
-        if not (self._namespace.take(namespace) and self._hidden.take(hidden)):
+        # The copies and the scan must show the same namespace: nothing (a finalizer the
+        # collector ran in between) may have changed either dict from the first look to the last.
+        if not followed or None in tags or tags != (dictversions.tag(namespace), dictversions.tag(hidden)):
             self._forget()  # not followed: the full scan again next time
             return scan
         self._scan = scan
