@@ -217,17 +217,9 @@ class _TableCopy:
         if read is None:
             return False
         raw, start, count, size, key_at = read
-        live = iter(list(d))
-        keys: list[str | None] = []
-        for slot in range(count):
-            key_address, _value = _unpack(raw, slot, size, key_at)
-            if not key_address:
-                keys.append(None)
-                continue
-            key = next(live, None)
-            if key is None or id(key) != key_address or type(key) is not str:
-                return False
-            keys.append(key)
+        keys = _keys_at([_unpack(raw, slot, size, key_at)[0] for slot in range(count)], list(d))
+        if keys is None:
+            return False
         self._dict, self._where, self._raw, self._keys = d, (start, size), raw, keys
         return True
 
@@ -266,17 +258,24 @@ def _added_keys(d: dict, raw: bytes, slots: range, size: int, key_at: int) -> li
     copy was made. None when they do not match the copy."""
     addresses = [_unpack(raw, slot, size, key_at)[0] for slot in slots]
     # One C call (no other thread runs during it): the dict's newest keys as they are now.
-    newest = iter(list(itertools.islice(reversed(d), sum(map(bool, addresses)))))
+    newest = list(itertools.islice(reversed(d), sum(map(bool, addresses))))
+    keys = _keys_at(addresses[::-1], newest)
+    return None if keys is None else keys[::-1]
+
+
+def _keys_at(addresses: list[int], live: list[Any]) -> list[str | None] | None:
+    """Each slot's key: None for an empty slot (address 0), else the next of ``live`` (the dict's
+    keys in the slots' order), which must be the ``str`` at that address; None when one is not."""
+    following = iter(live)
     keys: list[str | None] = []
-    for address in reversed(addresses):
+    for address in addresses:
         if not address:
             keys.append(None)
             continue
-        key = next(newest, None)
+        key = next(following, None)
         if key is None or id(key) != address or type(key) is not str:
             return None
         keys.append(key)
-    keys.reverse()
     return keys
 
 
@@ -321,7 +320,7 @@ class NamespaceScan:
 
     def rebound(self, before: Mapping[str, int], after: Mapping[str, int]) -> tuple[set[str], set[str]]:
         """(written, deleted) between two scans: from the slots when they are this scanner's last two."""
-        if after is self._handed and before is self._previous and after is not None:
+        if after is self._handed and before is self._previous:
             written, deleted = self._since
             return set(written), set(deleted)
         return rebound(before, after)
