@@ -26,6 +26,7 @@ from . import records as rec
 from .checkpoint import Checkpointer
 from .context import ProcessContextTracker, RandomStateTracker
 from .events import COMM_MESSAGES, NotebookCodeRecorder
+from .historywrites import HistoryWrites
 from .idlecheck import IdleCheck
 from .journal import Journal
 from .magics import PersistMagics
@@ -83,6 +84,16 @@ class PersistentKernel(IPythonKernel):
             "competes with the IOPub thread sending the idle status). A request arriving sooner commits it first. "
             "Off by default because a reader opening the store while a commit waits (a command-line tool after a "
             "crash, before the next kernel takes the slot in) sees that cell's outcome but not yet its variables."
+        ),
+    ).tag(config=True)
+    history_write_delay = Float(
+        1.0,
+        help=(
+            "Seconds of idleness after which IPython's history database (%history -g, a console's arrow-up history) "
+            "is written, in one commit for the cells since; also every 100 cells and at exit. IPython's default commits "
+            "every cell from a thread that competes with the cell's reply (about 1 ms a cell). The journal holds every "
+            "cell, so a kill loses none: the next kernel writes what was not written. 0: every cell, as IPython does. "
+            "A HistoryManager.db_cache_size you configure is kept as it is."
         ),
     ).tag(config=True)
     land_before_reply_bytes = Int(
@@ -174,6 +185,7 @@ class PersistentKernel(IPythonKernel):
         self.process_context = ProcessContextTracker(self.shell)
         self.recorder = SessionRecorder(self.shell, self.journal, self.checkpointer, self.random_states, self.process_context, self.log)
         self.journal.activity = self.recorder.activity  # the replica ships between cells
+        self.history_writes = HistoryWrites(self.shell, self.log, delay=self.history_write_delay, loop=lambda: getattr(self, "io_loop", None))
         self.startup = SessionStartup(
             self.shell,
             self.journal,
@@ -188,6 +200,7 @@ class PersistentKernel(IPythonKernel):
             exclude=list(self.exclude),
             excluded_replay_limit=self.excluded_replay_limit,
             lock_timeout=self.lock_timeout,
+            history_writes=self.history_writes,
         )
         self.idle_check = IdleCheck(
             self.recorder,
@@ -337,6 +350,7 @@ class PersistentKernel(IPythonKernel):
                 self._guarded("journaling the cell", self._after_cell, record, code, reply, time.monotonic() - started)
             if users_cell:
                 self._guarded("showing notices", self._show_notices)
+                self.history_writes.after_cell()
 
     def _before_cell(self, request: dict[str, Any], users_cell: bool) -> rec.CellRecord | None:
         if self.startup.waiting_for_first_execution:

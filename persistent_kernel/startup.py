@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import identity
+from .historywrites import META_KEY as HISTORY_META
+from .historywrites import HistoryWrites, this_kernels_session, write_missing
 from .notice import restore_notice
 from .restore import restore_session
 from .restorereport import RestoreProgress, RestoreReport
@@ -36,6 +38,7 @@ class SessionStartup:
         exclude: list[str],
         excluded_replay_limit: float,
         lock_timeout: float,
+        history_writes: HistoryWrites | None = None,
     ) -> None:
         self.shell = shell
         self.journal = journal
@@ -50,6 +53,7 @@ class SessionStartup:
         self.exclude = exclude
         self.excluded_replay_limit = excluded_replay_limit
         self.lock_timeout = lock_timeout
+        self.history_writes = history_writes
         self.waiting_for_first_execution = False
         self.report: RestoreReport | None = None
         self._notice_parts: list[str] | None = None  # the restore summary, shown in the first visible cell
@@ -135,6 +139,24 @@ class SessionStartup:
             self.checkpointer.adopt({})
             self.checkpointer.recover()
         self.process_context.reset(self.process_context.capture())
+        self._take_over_history()
+
+    def _take_over_history(self) -> None:
+        """Complete the previous kernel's history from the journal; then batch this kernel's (``historywrites``)."""
+        if self.history_writes is None or not self.journal.active:
+            return
+        history = self.history_writes.history
+        try:
+            written = write_missing(history, self.journal.get_meta(HISTORY_META), self.journal.records, self.log)
+            if written:
+                self.log.info("persistent_kernel: wrote %d inputs the previous kernel had not written to the history", written)
+            ours = this_kernels_session(history, self.journal.next_seq)
+            self.journal.set_meta(**{HISTORY_META: ours})
+        except Exception:  # noqa: BLE001 - the history is a convenience: IPython's own writes stay on
+            self.log.exception("persistent_kernel: could not take over the input history")
+            return
+        if ours is not None and self.journal.active:  # the journal backs the batch
+            self.history_writes.start()
 
     def _follow_rename(self) -> str | None:
         """A notebook renamed since this kernel first started: its session follows the new name."""
