@@ -34,7 +34,10 @@ META_KEY = "ipython_history"  # the store's record of which history session a ke
 
 def _history_file(history: Any) -> str | None:
     """The database file, or None when the history is off, in memory, or kept without a saving thread."""
-    if history is None or not getattr(history, "enabled", False) or not getattr(history, "using_thread", False):
+    if history is None or not getattr(history, "enabled", False):
+        return None
+    # IPython 9 says whether it writes from its thread; IPython 8 (Python 3.10) has the thread or not.
+    if not getattr(history, "using_thread", getattr(history, "save_thread", None) is not None):
         return None
     path = str(getattr(history, "hist_file", ":memory:"))
     return None if path == ":memory:" else path
