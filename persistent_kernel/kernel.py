@@ -86,6 +86,16 @@ class PersistentKernel(IPythonKernel):
             "crash, before the next kernel takes the slot in) sees that cell's outcome but not yet its variables."
         ),
     ).tag(config=True)
+    event_commit_delay = Float(
+        0.005,
+        help=(
+            "Comm messages handled between cells (a widget drag, a button) are committed together once none came "
+            "for this many seconds, at most 0.1 s after the first, and before any cell runs: a drag pays one "
+            "transaction per burst, not per message. A kill loses at most that window of messages; the store is "
+            "always at the state after some message or cell. Negative: each message commits before the kernel "
+            "reports idle."
+        ),
+    ).tag(config=True)
     history_write_delay = Float(
         1.0,
         help=(
@@ -178,7 +188,7 @@ class PersistentKernel(IPythonKernel):
             land_before_reply_bytes=self.land_before_reply_bytes,
             replica_url=self.replica or os.environ.get(REPLICA_ENV) or None,
         )
-        termination.install(self.journal, self.termination_deadline, self.log)
+        termination.install(self.journal, self.termination_deadline, self.log, before_close=lambda: self.recorder.flush_events())
         self.random_states = RandomStateTracker()
         self.checkpointer = Checkpointer(self.shell, large_blob_bytes=self.large_blob_bytes)
         self.journal.on_unlanded = lambda job, _reason: self.checkpointer.unlanded.add(job.version_key.hex())
@@ -215,6 +225,8 @@ class PersistentKernel(IPythonKernel):
         self.panel = SessionPanel(self.journal, lambda: self.restore_report, self.shell)
         self.recorder.after_commit = self._after_commit
         self.journal.when_idle = self._when_idle
+        self.recorder.schedule = self._schedule
+        self.recorder.event_commit_delay = self.event_commit_delay
         comm_manager = getattr(self, "comm_manager", None)
         if comm_manager is not None:
             self.panel.register(comm_manager)
@@ -229,6 +241,17 @@ class PersistentKernel(IPythonKernel):
                 PersistMagics(self.shell, self.journal, self.checkpointer, self.recorder, configured_exclusions=list(self.exclude))
             )
 
+    def _schedule(self, delay: float, call: Callable[[], None]) -> bool:
+        """Run ``call`` on the kernel's event loop ``delay`` seconds from now (from any thread); False: no loop yet."""
+        loop = getattr(self, "io_loop", None)
+        if loop is None:
+            return False
+        if threading.current_thread() is threading.main_thread():
+            loop.call_later(delay, call)
+        else:  # a subshell's thread: only add_callback may reach the main loop from another thread
+            loop.add_callback(loop.call_later, delay, call)
+        return True
+
     def _when_idle(self, call: Callable[[], None]) -> bool:
         """Run ``call`` on the event loop ``settle_delay`` after the current request is answered;
         False: the outcome slot is off (the default), or there is no loop yet.
@@ -237,14 +260,7 @@ class PersistentKernel(IPythonKernel):
         work would hold up exactly that. A request arriving sooner finds it done by its own
         commit (``Store.settle`` runs first), so the wait never delays anything.
         """
-        loop = getattr(self, "io_loop", None)
-        if loop is None or self.settle_delay < 0:
-            return False
-        if threading.current_thread() is threading.main_thread():
-            loop.call_later(self.settle_delay, call)
-        else:  # a subshell's thread: only add_callback may reach the main loop from another thread
-            loop.add_callback(loop.call_later, self.settle_delay, call)
-        return True
+        return self.settle_delay >= 0 and self._schedule(self.settle_delay, call)
 
     def _after_commit(self, went_in: bool) -> None:
         """A cell or event was committed (or failed to be): the replica ships it, the panels hear of it."""
@@ -405,6 +421,7 @@ class PersistentKernel(IPythonKernel):
         # Runs on the control thread; the journal's lock makes the close wait
         # for a commit in progress on the shell thread.
         reply = super().do_shutdown(restart)
+        self.recorder.flush_events()  # comm messages waiting for their group commit
         self.journal.close(drain_timeout=self.shutdown_drain_timeout)
         self.startup.kernel_stopped(restart)
         return reply

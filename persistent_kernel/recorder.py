@@ -15,6 +15,7 @@ checkpoint does (a checkout, names to look at again, a resume).
 from __future__ import annotations
 
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,6 +24,9 @@ from . import records as rec
 from . import timetravel
 from .checkpoint import Checkpoint
 from .events import NotebookCodeRecorder, describe_comm_message
+
+# A burst of comm messages (a drag) is committed as one event at least this often (seconds).
+EVENT_COMMIT_MAX_DELAY = 0.1
 
 
 def outcome_of(reply: dict[str, Any] | None) -> tuple[str, str | None, str | None]:
@@ -54,6 +58,14 @@ class SessionRecorder:
         # (what set it off, the notebook code it ran, whether that record is complete). The next
         # checkpoint takes them: the cell's own, or an event when the turn is given back.
         self._folded: list[tuple[str, set[types.CodeType], bool]] = []
+        # Group commit of comm messages handled with the turn free (``commit_events_later``): the
+        # kernel's way to run a call on its event loop after a delay (False: it has no loop), and
+        # the quiet time after the last message before they commit; negative: before the idle status.
+        self.schedule: Callable[[float, Callable[[], None]], bool] | None = None
+        self.event_commit_delay = -1.0
+        self._pending_since: float | None = None  # when the oldest message not yet journaled was handled
+        self._last_message = 0.0
+        self._timer_set = False
         self.told_unstorable: set[str] = set()
         self._told_failures: set[str] = set()  # kinds of persistence failure the user was told of
         # One execution or event at a time, whatever shell or thread it comes from: the journal has
@@ -81,6 +93,11 @@ class SessionRecorder:
         self._turn_owner = threading.get_ident()
         self.turns_taken += 1
         return True
+
+    def _give_back_turn(self) -> None:
+        """Release the turn without journaling what waits (its group commit is scheduled)."""
+        self._turn_owner = None
+        self._turn.release()
 
     def release_turn(self) -> None:
         """Give the turn back, first committing comm messages handled while it was held."""
@@ -113,7 +130,69 @@ class SessionRecorder:
                     self.fold(trigger, recorder.codes, recorder.complete)
         finally:
             if self.take_turn():
-                self.release_turn()
+                if self.commit_events_later():
+                    self._give_back_turn()
+                else:
+                    self.release_turn()
+
+    # -- group commit of comm messages ------------------------------------------------------
+
+    def commit_events_later(self) -> bool:
+        """Leave the messages handled so far to one commit, once they stop coming; False: commit now.
+
+        A drag sends a message each time the kernel reports idle; committing each before
+        the idle status costs the drag a transaction per message. Instead they are
+        journaled together once no message came for ``event_commit_delay`` seconds, or
+        ``EVENT_COMMIT_MAX_DELAY`` after the first, or first thing when a cell (or
+        anything else) takes the turn: a kill loses at most that window of messages, and
+        the store is always at the state after some message (or cell).
+        """
+        if self.event_commit_delay < 0 or self.schedule is None:
+            return False
+        with self.namespace_lock:
+            self._last_message = time.monotonic()
+            if self._pending_since is None:
+                self._pending_since = self._last_message
+            if not self._timer_set:
+                self._timer_set = self.schedule(self.event_commit_delay, self._commit_when_quiet)
+            return self._timer_set
+
+    def _commit_when_quiet(self) -> None:
+        """The timer (on the kernel's event loop): commit the messages waiting, unless more are still coming."""
+        with self.namespace_lock:
+            self._timer_set = False
+            if not self._folded:
+                self._pending_since = None
+                return
+            now = time.monotonic()
+            quiet_for = self._last_message + self.event_commit_delay - now
+            at_most = (self._pending_since or now) + EVENT_COMMIT_MAX_DELAY - now
+            if quiet_for > 0 and at_most > 0 and self.schedule is not None:
+                self._timer_set = self.schedule(min(quiet_for, at_most), self._commit_when_quiet)
+                if self._timer_set:
+                    return
+        if self.take_turn():  # else a cell or event holds it: its checkpoint takes them
+            self.release_turn()
+
+    def commit_waiting_events(self) -> None:
+        """Journal the comm messages still waiting for their group commit (the caller holds the turn)."""
+        if not self._folded:
+            return
+        try:
+            self.record_event("comm", only_if_changed=True)
+        except Exception:  # noqa: BLE001 - as in release_turn: a failed event must not stop what comes next
+            self.log.exception("persistent_kernel: journaling comm messages failed")
+            self.drop_folded()
+            self.checkpointer.recover()
+
+    def flush_events(self) -> None:
+        """At shutdown: journal the messages waiting for their group commit, if the turn is free.
+
+        Held (a cell runs), it is not waited for: the cell's checkpoint takes them, or the
+        shutdown ends the cell as it would have anyway.
+        """
+        if self.take_turn():
+            self.release_turn()
 
     # -- what ran outside a cell's own code ---------------------------------------------
 
@@ -129,7 +208,12 @@ class SessionRecorder:
     # -- recording ------------------------------------------------------------------------
 
     def begin_cell(self, request: dict[str, Any]) -> rec.CellRecord | None:
-        """Commit the cell's record before it runs, with the random state it starts from; None: not journaled."""
+        """Commit the cell's record before it runs, with the random state it starts from; None: not journaled.
+
+        Comm messages still waiting for their group commit go in first, as an event of their
+        own: they happened before the cell, and a cell that kills the kernel must not take them along.
+        """
+        self.commit_waiting_events()
         code = request["code"]
         return self.journal.begin(
             code,
@@ -186,6 +270,7 @@ class SessionRecorder:
             self.reset_after_failure()
         with self.namespace_lock:
             folded, self._folded = self._folded, []
+            self._pending_since = None
             ran: set[types.CodeType] = set().union(*(codes for _trigger, codes, _complete in folded))
             if not all(complete for _trigger, _codes, complete in folded):
                 self.checkpointer.full_pass = True  # another profiler hid what ran: look at every name

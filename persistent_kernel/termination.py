@@ -14,12 +14,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 TERMINATE_EXIT_CODE = 0
 
 
-def install(journal: Any, deadline: float, log: Any = None) -> bool:
+def install(journal: Any, deadline: float, log: Any = None, before_close: Callable[[], None] | None = None) -> bool:
     """Handle SIGTERM as above; False when it cannot be installed here (not the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return False
@@ -29,15 +30,21 @@ def install(journal: Any, deadline: float, log: Any = None) -> bool:
         if started.is_set():
             return  # a second SIGTERM: the first one's deadline stands
         started.set()
-        threading.Thread(target=_wind_down, args=(journal, deadline, log), name="persistent-kernel-sigterm", daemon=True).start()
+        threading.Thread(target=_wind_down, args=(journal, deadline, log, before_close), name="persistent-kernel-sigterm", daemon=True).start()
 
     signal.signal(signal.SIGTERM, handle)
     return True
 
 
-def _wind_down(journal: Any, deadline: float, log: Any) -> None:
+def _wind_down(journal: Any, deadline: float, log: Any, before_close: Callable[[], None] | None = None) -> None:
     ends = time.monotonic() + deadline
     try:
+        if before_close is not None:
+            try:
+                before_close()  # what waits to be committed (comm messages of a group commit)
+            except Exception:  # noqa: BLE001 - the close below matters more
+                if log is not None:
+                    log.exception("persistent_kernel: committing what waited failed")
         if log is not None:
             log.warning("persistent_kernel: SIGTERM: finishing the commit, landing large writes, flushing the replica (%.0f s at most)", deadline)
         store = journal.store

@@ -117,11 +117,14 @@ def test_a_slider_callback_survives_a_kill_and_history_names_it(kernel, pk_home:
     slider = model_id(k, "slider")
     before = journal_size(k)
     for value in (5, 17, 42):
-        drag(k, slider, value)
+        drag(k, slider, value)  # the next sent as soon as the kernel is idle, as a frontend does
     assert k.evaluate("(best, tuned)") == "(42, [5, 17, 42])"
-    assert journal_size(k) == before + 3  # one event each, committed before the kernel went idle
+    # A burst is one event (a group commit), committed before the next execution ran.
+    assert journal_size(k) == before + 1
     history = k.execute("%persist history 4").text
-    assert "comm message" in history and "IntSlider update value=42" in history, history
+    assert "comm message" in history and "IntSlider update value=5" in history, history
+    trigger = k.evaluate("[r.trigger for r in get_ipython().kernel.journal.records() if r.kind == 'comm'][-1]")
+    assert all(f"IntSlider update value={value}" in trigger for value in (5, 17, 42)), trigger
 
     k.kill()
     check_store(pk_home)
@@ -134,6 +137,51 @@ def test_a_slider_callback_survives_a_kill_and_history_names_it(kernel, pk_home:
     assert k.evaluate("(best, tuned)") == "(64, [5, 17, 42, 64])"
     kill_and_start(k)
     assert k.evaluate("(best, tuned)") == "(64, [5, 17, 42, 64])"
+
+
+def test_each_message_commits_before_idle_when_group_commit_is_off(kernel, pk_home: Path) -> None:
+    k = kernel(extra_arguments=["--PersistentKernel.event_commit_delay=-1"])
+    run(k, SLIDER)
+    slider = model_id(k, "slider")
+    before = journal_size(k)
+    for value in (5, 17, 42):
+        drag(k, slider, value)
+    assert journal_size(k) == before + 3  # one event each, committed before the kernel went idle
+    k.kill()
+    check_store(pk_home)
+    k.start()
+    assert k.evaluate("(best, tuned)") == "(42, [5, 17, 42])"
+
+
+def test_a_burst_is_committed_once_quiet_and_survives_a_kill_without_another_execution(kernel, pk_home: Path) -> None:
+    k = kernel()
+    run(k, SLIDER)
+    slider = model_id(k, "slider")
+    for value in range(2, 40):
+        drag(k, slider, value)
+    time.sleep(0.5)  # past the quiet time (5 ms) and the longest wait of a burst (0.1 s)
+    k.kill()  # no execution since the drag: only the group commit's timer committed it
+    check_store(pk_home)
+    k.start()
+    assert k.evaluate("(best, len(tuned))") == "(39, 38)"
+
+
+def test_messages_waiting_for_their_commit_go_in_before_a_cell_that_kills_the_kernel(kernel, pk_home: Path) -> None:
+    k = kernel(extra_arguments=["--PersistentKernel.event_commit_delay=60"])  # only the next execution commits them
+    run(k, SLIDER)
+    slider = model_id(k, "slider")
+    for value in (7, 8, 9):
+        drag(k, slider, value)
+    with pytest.raises((TimeoutError, RuntimeError)):
+        k.execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", timeout=5)
+    deadline = time.monotonic() + 10
+    while k.km.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kill_and_start(k)
+    check_store(pk_home)
+    first = k.execute("(best, tuned)")
+    assert first.result == "(9, [7, 8, 9])", first.said  # the drag, committed before the cell began
+    assert "was running when the kernel died and was not replayed" in first.said, first.said
 
 
 def test_comm_messages_that_run_no_user_code_leave_no_entry(kernel) -> None:
