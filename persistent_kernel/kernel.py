@@ -366,7 +366,7 @@ class PersistentKernel(IPythonKernel):
                 self._guarded("journaling the cell", self._after_cell, record, code, reply, time.monotonic() - started)
             if users_cell:
                 self._guarded("showing notices", self._show_notices)
-                self.history_writes.after_cell()
+                self._guarded("scheduling the history write", self.history_writes.after_cell)
 
     def _before_cell(self, request: dict[str, Any], users_cell: bool) -> rec.CellRecord | None:
         if self.startup.waiting_for_first_execution:
