@@ -22,13 +22,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contenders import Contender, Persistent, Stock, alternate, fresh_workdir, write_section  # noqa: E402
-from run import machine  # noqa: E402
+from run import provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- history-writes -->"
@@ -66,9 +65,7 @@ def table(times: dict[str, list[float]], command: str) -> str:
         name: (statistics.quantiles(values, n=4)[0], statistics.quantiles(values, n=4)[2]) for name, values in times.items()
     }
     lines = [
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
-        f"Date: {time.strftime('%Y-%m-%d')}",
+        *provenance(command),
         "",
         "| kernel | median | quartiles | / stock as shipped | / stock with the same history writes |",
         "|---|---|---|---|---|",

@@ -15,13 +15,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contenders import Persistent, Stock, alternate, fresh_workdir, write_section  # noqa: E402
-from run import machine  # noqa: E402
+from run import provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- long-session -->"
@@ -44,9 +43,7 @@ def measure(root: Path, cells: int) -> dict[str, list[float]]:
 
 def table(times: dict[str, list[float]], stretch: int, command: str) -> str:
     lines = [
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
-        f"Date: {time.strftime('%Y-%m-%d')}",
+        *provenance(command),
         "",
         "| cells | stock median | persistent median | ratio |",
         "|---|---|---|---|",

@@ -399,6 +399,11 @@ def growth_table(growth: list[dict], retention: dict) -> str:
     )
 
 
+def provenance(command: str) -> list[str]:
+    """The lines a benchmark's table starts with: the command, the machine, the date (Markdown line breaks)."""
+    return [f"Command: `{command}`  ", f"Machine: {machine()}  ", f"Date: {time.strftime('%Y-%m-%d')}"]
+
+
 def machine() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -471,9 +476,8 @@ def main() -> int:
         "# Benchmarks\n\n"
         "The cost of persistence, measured side by side with the stock ipykernel, `dill.dump_module` after every cell "
         "(what users write by hand) and Kishu, in one run.\n\n"
-        f"Command: `{command}`  \n"
-        f"Machine: {machine()}  \n"
-        f"Date: {time.strftime('%Y-%m-%d')}\n\n"
+        + "\n".join(provenance(command))
+        + "\n\n"
         f"Kernels compared:\n{contenders}\n\n"
         + "\n\n".join([targets, *sections, slow, size, widget])
         + "\n\nPer cell, the persistent kernel commits the record before the cell runs and, after it, one "

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from .idlecheck import IdleTimer
 
 BATCH = 100  # inputs IPython keeps before it writes them itself (one commit per hundred cells in a long run)
 META_KEY = "ipython_history"  # the store's record of which history session a kernel writes to
@@ -50,16 +51,13 @@ class HistoryWrites:
         self.shell = shell
         self.history = getattr(shell, "history_manager", None)
         self.log = log
-        self.delay = delay  # <= 0: IPython writes every cell, as it does by default
-        self._loop = loop
-        self._timer: Any = None
-        self._last_activity = time.monotonic()
+        self.timer = IdleTimer(delay, loop, self.write_now)  # delay <= 0: IPython writes every cell, as by default
         self.batching = False
 
     def start(self) -> bool:
         """Batch the history's writes (once the journal holds every cell); False: left as IPython does it."""
         history = self.history
-        if self.delay <= 0 or history is None or _history_file(history) is None or self._configured(history):
+        if self.timer.delay <= 0 or history is None or _history_file(history) is None or self._configured(history):
             return False  # off, or the user's own db_cache_size
         history.db_cache_size = BATCH
         self.batching = True
@@ -71,20 +69,8 @@ class HistoryWrites:
         return history.db_cache_size > 1 or ("HistoryManager" in config and "db_cache_size" in config["HistoryManager"])
 
     def after_cell(self) -> None:
-        self._last_activity = time.monotonic()
-        if not self.batching or self._timer is not None:
-            return
-        loop = self._loop()
-        if loop is not None:
-            self._timer = loop.call_later(self.delay, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        idle_for = time.monotonic() - self._last_activity
-        if idle_for < self.delay:  # cells ran since it was set: the rest of the delay
-            self._timer = self._loop().call_later(max(self.delay - idle_for, 0.05), self._fire)
-            return
-        self.write_now()
+        if self.batching:
+            self.timer.touch()
 
     def write_now(self) -> None:
         """Wake IPython's saving thread for what waits in its cache (it writes in its own thread, with its own connection)."""

@@ -13,8 +13,42 @@ from collections.abc import Callable
 from typing import Any
 
 
+class IdleTimer:
+    """One timer on the kernel's event loop that calls ``on_idle`` once ``touch`` was not called for ``delay`` seconds.
+
+    When it fires early (touched since it was set) it sets itself again for the rest of the
+    delay: re-arming a tornado timeout at every touch costs more. ``delay <= 0``: never fires.
+    """
+
+    def __init__(self, delay: float, loop: Callable[[], Any], on_idle: Callable[[], None]) -> None:
+        self.delay = delay
+        self._loop = loop  # the kernel's event loop, once it has one
+        self._on_idle = on_idle
+        self._timer: Any = None
+        self._last_activity = time.monotonic()
+
+    def touch(self) -> None:
+        self._last_activity = time.monotonic()
+        if self._timer is None:
+            self.again(self.delay)
+
+    def again(self, after: float) -> None:
+        """Fire ``after`` seconds from now (``on_idle`` that cannot do its work now tries later)."""
+        loop = self._loop()
+        if loop is not None and self.delay > 0:
+            self._timer = loop.call_later(after, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        idle_for = time.monotonic() - self._last_activity
+        if idle_for < self.delay:  # touched since the timer was set
+            self.again(max(self.delay - idle_for, 0.05))
+            return
+        self._on_idle()
+
+
 class IdleCheck:
-    """One timer on the kernel's event loop, set after each cell; the check itself is the recorder's."""
+    """An ``IdleTimer`` set after each cell; the check itself is the recorder's."""
 
     def __init__(
         self, recorder: Any, journal: Any, checkpointer: Any, log: Any, *, delay: float, max_bytes: int, loop: Callable[[], Any]
@@ -23,32 +57,18 @@ class IdleCheck:
         self.journal = journal
         self.checkpointer = checkpointer
         self.log = log
-        self.delay = delay  # 0: off
         self.max_bytes = max_bytes  # above this many stored bytes, hashing all of it costs too much
-        self._loop = loop  # the kernel's event loop, once it has one
-        self._timer: Any = None
-        self._last_activity = time.monotonic()
+        self.timer = IdleTimer(delay, loop, self._check)  # delay 0: off
 
     def after_cell(self) -> None:
-        # One timer at a time; when it fires early (cells ran since) it sets itself again for
-        # the rest of the delay. Re-arming a tornado timeout after every cell costs more.
-        self._last_activity = time.monotonic()
-        loop = self._loop()
-        if loop is None or self.delay <= 0 or self._timer is not None:
-            return
-        self._timer = loop.call_later(self.delay, self._fire)
+        self.timer.touch()
 
-    def _fire(self) -> None:
+    def _check(self) -> None:
         """When the kernel has been idle a while and the namespace is small, store what cells did not show."""
-        self._timer = None
-        idle_for = time.monotonic() - self._last_activity
-        if idle_for < self.delay:  # cells ran since the timer was set
-            self._timer = self._loop().call_later(max(self.delay - idle_for, 0.05), self._fire)
-            return
         if not self.journal.active or self.checkpointer.stored_bytes() > self.max_bytes:
             return
         if not self.recorder.take_turn():  # a cell is running or awaiting (its own checkpoint comes first): check after it
-            self._timer = self._loop().call_later(self.delay, self._fire)
+            self.timer.again(self.timer.delay)
             return
         try:
             self.recorder.verify_when_idle()

@@ -104,15 +104,9 @@ class SessionRecorder:
         while True:
             with self.namespace_lock:
                 if not self._folded:
-                    self._turn_owner = None
-                    self._turn.release()
+                    self._give_back_turn()
                     return
-            try:
-                self.record_event("comm", only_if_changed=True)
-            except Exception:  # noqa: BLE001 - a failed event must not keep the turn
-                self.log.exception("persistent_kernel: journaling comm messages failed")
-                self.drop_folded()
-                self.checkpointer.recover()
+            self.commit_waiting_events()
 
     def handle_comm(self, handler: Callable[..., Any], comm_manager: Any, stream: Any, idents: Any, msg: dict[str, Any]) -> Any:
         """A comm message from the frontend: run its handler, then journal what it changed.
@@ -171,24 +165,23 @@ class SessionRecorder:
                 self._timer_set = self.schedule(min(quiet_for, at_most), self._commit_when_quiet)
                 if self._timer_set:
                     return
-        if self.take_turn():  # else a cell or event holds it: its checkpoint takes them
-            self.release_turn()
+        self.flush_events()  # a cell or event holding the turn takes them with its checkpoint
 
     def commit_waiting_events(self) -> None:
-        """Journal the comm messages still waiting for their group commit (the caller holds the turn)."""
+        """Journal the comm messages folded so far as one event (the caller holds the turn)."""
         if not self._folded:
             return
         try:
             self.record_event("comm", only_if_changed=True)
-        except Exception:  # noqa: BLE001 - as in release_turn: a failed event must not stop what comes next
+        except Exception:  # noqa: BLE001 - a failed event must not keep the turn nor stop what comes next
             self.log.exception("persistent_kernel: journaling comm messages failed")
             self.drop_folded()
             self.checkpointer.recover()
 
     def flush_events(self) -> None:
-        """At shutdown: journal the messages waiting for their group commit, if the turn is free.
+        """Journal the messages waiting for their group commit, if the turn is free (the timer, a shutdown).
 
-        Held (a cell runs), it is not waited for: the cell's checkpoint takes them, or the
+        Held (a cell runs), it is not waited for: the cell's checkpoint takes them, or a
         shutdown ends the cell as it would have anyway.
         """
         if self.take_turn():

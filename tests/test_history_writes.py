@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import sqlite3
 import time
@@ -37,7 +38,7 @@ def _database(path: Path, sessions: dict[int, list[tuple[int, str]]], ended: set
 
 
 def _lines(path: Path, session: int) -> list[tuple[int, str, str]]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT line, source, source_raw FROM history WHERE session = ? ORDER BY line", (session,)).fetchall()
 
 
@@ -162,14 +163,14 @@ def test_inputs_reach_the_history_once_idle_and_survive_a_kill(kernel: Any, sess
     lines = _wait_for_lines(path, session, 2)  # written once the kernel was idle for 0.3 s
     assert [source for _line, source, _raw in lines] == ["a = 1", "b = 2"]
 
-    run(driver, "get_ipython().kernel.history_writes.delay = 3600")  # from here on nothing is written before the kill
+    run(driver, "get_ipython().kernel.history_writes.timer.delay = 3600")  # from here on nothing is written before the kill
     run(driver, "c = 3")
     run(driver, "d = a + b + c")
     assert not any(source == "d = a + b + c" for _l, source, _r in _lines(path, session))
     kill_and_start(driver)
     assert driver.evaluate("d") == "6"
     sources = [source for _line, source, _raw in _lines(path, session)]
-    assert sources[-3:] == ["get_ipython().kernel.history_writes.delay = 3600", "c = 3", "d = a + b + c"]
+    assert sources[-3:] == ["get_ipython().kernel.history_writes.timer.delay = 3600", "c = 3", "d = a + b + c"]
     assert len(sources) == len(set(sources))  # nothing twice
     # The new kernel's %history -g finds the killed kernel's inputs.
     assert "d = a + b + c" in driver.execute("%history -g d = a").stdout
